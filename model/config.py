@@ -1,0 +1,193 @@
+"""TrainConfig: every hyperparameter of one DeepEmoCluster training run, validated.
+
+Loaded from YAML (a flat mapping of the keys below; a `metadata` mapping is allowed and ignored)
+and from `key=value` overrides. Errors name the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.errors import ConfigError
+from model.network import TEMPORAL_MODULES
+
+ATTRIBUTES = ("act", "dom", "val")
+OPTIMIZERS = ("reference", "adam")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    temporal: str = "gru"                 # none | gru | cnn | transformer | triplet
+    num_clusters: int = 10                # K of k-means
+    chunk_frames: int = 62                # m: frames per chunk (62 = 1 s)
+    chunks_per_sentence: int = 11         # C: chunks per utterance
+    triplet_margin: float = 1.0           # triplet variant: margin of the triplet loss
+    triplet_window: int = 2               # triplet variant: positives lie within this chunk distance
+    triplet_weight: float = 1.0           # triplet variant: gamma, weight of the triplet loss
+    triplets_per_sentence: int = 10       # triplet variant: triplets drawn per sentence and step
+    labeled_ratio: float = 1.0            # fraction of Train whose labels are kept (speaker-stratified)
+    unlabeled_pool: int | None = None     # unlabeled sentences used per run: None = all, 0 = no SSL
+    attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTES))  # trained jointly
+    epochs: int = 30
+    batch_size: int = 64                  # sentences per batch (batch_size * C chunks)
+    optimizer: str = "reference"          # reference: SGD + Adam + SGD(top layer); adam: Adam only
+    lr_sgd: float = 1e-3                  # reference optimiser 1: SGD over all parameters
+    lr_adam: float = 5e-4                 # reference optimiser 2 (and the adam-only optimiser)
+    lr_top: float = 0.05                  # reference optimiser 3: SGD on the fresh cluster top layer
+    weight_decay: float = 1e-5
+    dropout: float = 0.5                  # after the chunk embedding, temporal variants only
+    width: float = 1.0                    # encoder channel multiplier (1.0 = the paper's network)
+    kmeans_iterations: int = 20
+    pca_whitening: bool = False           # PCA-whitening + L2 normalisation before k-means
+    precision: str = "auto"               # auto | fp32 | bf16 | fp16 (autocast)
+    channels_last: bool = True            # channels-last memory format for the conv encoder
+    embed_batch_chunks: int = 2048        # chunks per no-grad batch when embedding for k-means
+    num_threads: int = 0                  # torch threads; 0 = the CPUs this process may use
+    seed: int = 0
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a mapping; unknown keys and wrong types are errors naming `source`."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key == "metadata":
+                continue
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
+            kwargs[key] = _coerce(key, value, known[key].type, source)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
+        """Defaults, then the YAML file (if any), then `key=value` overrides."""
+        values: dict[str, Any] = {}
+        source = "config"
+        if path is not None:
+            source = str(path)
+            try:
+                loaded = yaml.safe_load(Path(path).read_text())
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: config file not found") from None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            values = loaded or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+            values = dict(values)
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r}: expected key=value")
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        return cls.from_dict(values, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self) -> None:
+        def bad(key, allowed):
+            raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
+
+        if self.temporal not in TEMPORAL_MODULES:
+            bad("temporal", "one of " + ", ".join(TEMPORAL_MODULES))
+        if self.num_clusters < 2:
+            bad("num_clusters", "an integer >= 2")
+        if self.chunk_frames < 8:
+            bad("chunk_frames", "an integer >= 8")
+        if self.chunks_per_sentence < 1:
+            bad("chunks_per_sentence", "an integer >= 1")
+        if self.temporal == "triplet" and self.chunks_per_sentence < self.triplet_window + 2:
+            bad("chunks_per_sentence", f">= triplet_window + 2 = {self.triplet_window + 2} for temporal=triplet "
+                "(a negative must lie farther than the window)")
+        if not self.triplet_margin > 0:
+            bad("triplet_margin", "a number > 0")
+        if self.triplet_window < 1:
+            bad("triplet_window", "an integer >= 1")
+        if self.triplet_weight < 0:
+            bad("triplet_weight", "a number >= 0")
+        if self.triplets_per_sentence < 1:
+            bad("triplets_per_sentence", "an integer >= 1")
+        if not 0 < self.labeled_ratio <= 1:
+            bad("labeled_ratio", "a number in (0, 1]")
+        if self.unlabeled_pool is not None and self.unlabeled_pool < 0:
+            bad("unlabeled_pool", "null (all), 0 (no SSL) or a positive integer")
+        if not self.attributes or any(a not in ATTRIBUTES for a in self.attributes) \
+                or len(set(self.attributes)) != len(self.attributes):
+            bad("attributes", "a non-empty list of distinct names from act, dom, val")
+        if self.epochs < 1:
+            bad("epochs", "an integer >= 1")
+        if self.batch_size < 1:
+            bad("batch_size", "an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
+        for key in ("lr_sgd", "lr_adam", "lr_top"):
+            if not getattr(self, key) > 0:
+                bad(key, "a number > 0")
+        if self.weight_decay < 0:
+            bad("weight_decay", "a number >= 0")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", "a number in [0, 1)")
+        if not 0 < self.width <= 4:
+            bad("width", "a number in (0, 4]")
+        if self.kmeans_iterations < 1:
+            bad("kmeans_iterations", "an integer >= 1")
+        if self.precision not in PRECISIONS:
+            bad("precision", "one of " + ", ".join(PRECISIONS))
+        if self.embed_batch_chunks < 1:
+            bad("embed_batch_chunks", "an integer >= 1")
+        if self.num_threads < 0:
+            bad("num_threads", "an integer >= 0 (0 = the CPUs this process may use)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            bad("device", "auto, cpu, cuda or cuda:N")
+
+
+def _coerce(key: str, value: Any, annotation: str, source: str) -> Any:
+    """Check a raw YAML value against the field's annotation (ints are accepted for floats)."""
+    def fail(expected):
+        raise ConfigError(f"{source}: {key}={value!r} is invalid: expected {expected}")
+
+    if annotation == "list[str]":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail("a list of strings")
+        return value
+    if annotation == "int | None":
+        if value is None:
+            return None
+        annotation = "int"
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+    elif annotation == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        value = float(value)
+    elif annotation == "str":
+        if not isinstance(value, str):
+            fail("a string")
+    return value

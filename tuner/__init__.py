@@ -1,0 +1,1 @@
+"""DeepEmoCluster Tuner: orchestration (Ray Tune + Optuna) and the command line."""

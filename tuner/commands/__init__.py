@@ -1,0 +1,1 @@
+"""One module per `python -m tuner` sub-command: HELP, add_arguments(parser), main(args) -> int."""
