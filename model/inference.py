@@ -1,0 +1,150 @@
+"""Prediction with a trained model: from audio files, and evaluation (CCC) on a feature store split.
+
+A sentence's prediction is the mean of its C chunk predictions, mapped back to the 1..7 scale with
+the model's label terms. Chunks of many sentences go through the network together.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+import numpy as np
+import torch
+
+from model.audio import load_audio
+from model.chunking import chunk_frames, make_chunks
+from model.errors import UserError
+from model.features import FeatureSpec, NormTerms, extract
+from model.metrics import ccc
+from model.model_file import ModelInfo, load_model
+from model.network import DeepEmoCluster
+
+ModelLike = Union[str, Path, tuple[DeepEmoCluster, ModelInfo]]
+BATCH_SENTENCES = 64
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' means the GPU when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model(model: ModelLike, device: str | torch.device = "cpu") -> tuple[DeepEmoCluster, ModelInfo]:
+    """A model file path or a (network, info) pair, as an eval-mode network on `device` and its info."""
+    device = resolve_device(device)
+    if isinstance(model, (str, Path)):
+        network, info = load_model(model, device)
+    else:
+        network, info = model
+        network = network.to(device)
+    return network.eval(), info
+
+
+def label_scale(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per model attribute, in the order of the network's outputs."""
+    missing = [a for a in info.config.attributes if a not in info.label_terms]
+    if missing:
+        raise UserError(f"model has no label terms for attribute(s) {', '.join(missing)}")
+    terms = [info.label_terms[a] for a in info.config.attributes]
+    return np.array([m for m, _ in terms], dtype=np.float64), np.array([s for _, s in terms], dtype=np.float64)
+
+
+def predict_chunks(network: DeepEmoCluster, chunks: torch.Tensor, C: int) -> np.ndarray:
+    """Sentence predictions [n, A] (normalised scale) from their chunks [n*C, 1, m, n_mels]."""
+    device = next(network.parameters()).device
+    with torch.inference_mode():
+        out = network(chunks.to(device)).attributes             # [n*C, A]
+    return out.view(-1, C, out.shape[-1]).mean(dim=1).double().cpu().numpy()
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most `size` items."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_files(model: ModelLike, paths: Iterable[str | Path], device: str | torch.device = "cpu",
+                  batch_sentences: int = BATCH_SENTENCES) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Predict each audio file: rows {'file', attr: value on 1..7} and failures (path, reason)."""
+    network, info = resolve_model(model, device)
+    spec = FeatureSpec.from_dict(info.feature_spec)
+    terms = NormTerms(info.norm_mean, info.norm_std)
+    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
+    mean, std = label_scale(info)
+    rows: list[dict] = []
+    failures: list[tuple[str, str]] = []
+
+    def features() -> Iterator[tuple[str, np.ndarray]]:
+        for path in paths:
+            try:
+                feats = terms.normalise(extract(load_audio(path), spec.kind))
+            except (UserError, ValueError) as exc:  # unreadable, corrupt or empty audio
+                failures.append((str(path), str(exc)))
+                continue
+            yield str(path), feats
+
+    for batch in _batches(features(), batch_sentences):
+        lengths = np.array([len(f) for _, f in batch], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        frames = np.concatenate([f for _, f in batch])
+        preds = predict_chunks(network, chunk_frames(frames, offsets, lengths, m, C), C) * std + mean
+        for (name, _), values in zip(batch, preds):
+            rows.append({"file": name, **{a: float(v) for a, v in zip(info.config.attributes, values)}})
+    return rows, failures
+
+
+def check_store_matches(info: ModelInfo, store, atol: float = 1e-5) -> None:
+    """Raise UserError unless the store's frames were computed and normalised the way the model expects."""
+    model_kind = FeatureSpec.from_dict(info.feature_spec).kind
+    store_spec = store.feature_spec
+    store_kind = store_spec.kind if isinstance(store_spec, FeatureSpec) else FeatureSpec.from_dict(store_spec).kind
+    if model_kind != store_kind:
+        raise UserError(f"{store.path}: the store holds {store_kind!r} features but the model expects "
+                        f"{model_kind!r} features; prepare a store with the model's feature kind")
+    st = store.norm_terms
+    s_mean = np.asarray(st.mean if hasattr(st, "mean") else st["mean"], dtype=np.float64).reshape(-1)
+    s_std = np.asarray(st.std if hasattr(st, "std") else st["std"], dtype=np.float64).reshape(-1)
+    m_mean = np.asarray(info.norm_mean, dtype=np.float64).reshape(-1)
+    m_std = np.asarray(info.norm_std, dtype=np.float64).reshape(-1)
+    if s_mean.shape != m_mean.shape or s_std.shape != m_std.shape:
+        raise UserError(f"{store.path}: the store has {s_mean.size} feature bands but the model expects {m_mean.size}")
+    for what, a, b in (("mean", s_mean, m_mean), ("std", s_std, m_std)):
+        if not np.allclose(a, b, rtol=1e-4, atol=atol):
+            worst = int(np.argmax(np.abs(a - b)))
+            raise UserError(
+                f"{store.path}: the store's frames were normalised with different feature terms than the "
+                f"model's (band {worst} {what}: store {a[worst]:.6g}, model {b[worst]:.6g}); a model "
+                "only applies to stores normalised with the terms it was trained with")
+
+
+def evaluate_store(model: ModelLike, store, split: str = "Test1", device: str | torch.device = "cpu",
+                   batch_sentences: int = BATCH_SENTENCES) -> dict:
+    """CCC per model attribute (`ccc_<attr>`), their mean `ccc_mean`, and `utterances` over a split's labeled set."""
+    from model.store import FeatureStore
+
+    network, info = resolve_model(model, device)
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore.open(store)
+    check_store_matches(info, store)
+    if split not in store.splits:
+        raise UserError(f"{store.path}: no split {split!r}; the store has {', '.join(map(str, store.splits))}")
+    idx = store.ids(split=split, labeled=True)
+    if len(idx) == 0:
+        raise UserError(f"{store.path}: split {split!r} has no labeled utterances")
+    attributes = list(info.config.attributes)
+    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
+    mean, std = label_scale(info)
+    preds = np.concatenate([predict_chunks(network, make_chunks(store, b, m, C), C)
+                            for b in np.array_split(idx, -(-len(idx) // batch_sentences))]) * std + mean
+    labels = np.asarray(store.labels(idx, attributes), dtype=np.float64)
+    result = {f"ccc_{a}": ccc(labels[:, i], preds[:, i]) for i, a in enumerate(attributes)}
+    result["ccc_mean"] = float(np.mean([result[f"ccc_{a}"] for a in attributes]))
+    result["utterances"] = int(len(idx))
+    return result
