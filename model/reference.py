@@ -45,6 +45,15 @@ def reference_key(key: str) -> str | None:
     return None
 
 
+def reference_name(name: str) -> str:
+    """The published checkpoints' key for a DeepEmoCluster state_dict name (inverse of reference_key)."""
+    for old, new in KEY_PREFIXES:
+        if name.startswith(new):
+            wrapped = old + "module." if old in ("cnn_features.", "cnn_out.") else old
+            return wrapped + name[len(new):]
+    return name
+
+
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state_dict of a reference checkpoint file, on the CPU (weights_only: no code is unpickled)."""
     path = Path(path)
@@ -92,7 +101,7 @@ def reference_network(state: dict[str, torch.Tensor], source: str = "checkpoint"
     missing = sorted(set(target) - set(mapped) - {_strip(w) for w in wrong_shape})
     problems = []
     if missing:
-        problems.append("missing keys (DeepEmoCluster names): " + ", ".join(missing))
+        problems.append("missing keys: " + ", ".join(map(reference_name, missing)))
     if unexpected:
         problems.append("unexpected keys: " + ", ".join(sorted(unexpected)))
     if wrong_shape:

@@ -27,3 +27,26 @@ def tiny_store(tiny_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("store") / "tiny.store"
     prepare_store(tiny_corpus, out, progress=False)
     return out
+
+
+REFERENCE_MODELS = REFERENCE / "deepemoclusters-msp-podcast-v1.6"
+REFERENCE_CHECKPOINTS = {  # attribute -> published checkpoint
+    "act": REFERENCE_MODELS / "trained_models" / "Vgg16DeepEmoCluster_epoch50_batch64_10clusters_Act.pth.tar",
+    "dom": REFERENCE_MODELS / "trained_models" / "Vgg16DeepEmoCluster_epoch50_batch64_30clusters_Dom.pth.tar",
+    "val": REFERENCE_MODELS / "trained_models" / "Vgg16DeepEmoCluster_epoch50_batch64_30clusters_Val.pth.tar",
+}
+
+
+@pytest.fixture(scope="session")
+def reference_models(tmp_path_factory) -> dict[str, Path]:
+    """The three published checkpoints imported as model files: attribute -> path."""
+    from model.model_file import save_model
+    from model.reference import import_reference
+
+    out = tmp_path_factory.mktemp("reference_models")
+    paths = {}
+    for attr, ckpt in REFERENCE_CHECKPOINTS.items():
+        network, info = import_reference(ckpt, REFERENCE_MODELS / "NormTerm", attr)
+        paths[attr] = out / f"reference_{attr}.pt"
+        save_model(paths[attr], network, info)
+    return paths
