@@ -1,0 +1,488 @@
+"""The feature store: every utterance's normalised frames in one memmappable array, plus an index.
+
+A store is a folder (see docs/store.md): `frames.npy` [F, 128] z-normalised frames, `index.npy`
+one structured row per utterance, `meta.json` (format, feature spec, norm and label terms, split
+and speaker names, corpus fingerprint) and `report.json` (counts and problems by reason).
+
+`prepare_store` builds it atomically (temporary folder beside the target, then rename) in two
+passes: extract every utterance once in worker processes, caching raw float32 frames in the
+temporary folder while accumulating the Train split's norm terms; then write the normalised frames.
+`FeatureStore.open` maps it read-only in O(1) memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, KEPT_REASONS, POOL_SPLIT, SHORT_UTTERANCE, TRAIN,
+                           UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
+from model.errors import CorpusError, StoreError, UserError
+
+FORMAT = "deepemocluster-store/1"
+DTYPES = ("float16", "float32")
+DEFAULT_DTYPE = "float16"        # measured in docs/store.md: half the size, same batch time, error <= 1e-3
+SHORT_FRAMES = 62                # utterances shorter than one reference chunk are counted (and kept)
+VALIDATION_NAMES = ("validation", "development", "dev", "valid", "val")
+SPLIT_ORDER = ("train", "validation", "development", "dev", "valid", "val")
+EXAMPLES = 5                     # example paths per problem reason in the summary
+BLOCK_ROWS = 1 << 16             # rows normalised per step in the second pass
+
+
+def index_dtype(name_bytes: int) -> np.dtype:
+    """The structured dtype of index.npy."""
+    return np.dtype([("name", f"S{max(1, name_bytes)}"), ("offset", np.int64), ("length", np.int32),
+                     ("act", np.float32), ("dom", np.float32), ("val", np.float32),
+                     ("split", np.int8), ("speaker", np.int32), ("labeled", np.bool_)])
+
+
+def open_hint(path: Path) -> str:
+    return f"run `python -m tuner prepare CORPUS --out {path}` to build it"
+
+
+# ---- reading ------------------------------------------------------------------------------------
+@dataclass
+class FeatureStore:
+    path: Path
+    meta: dict[str, Any]
+    frames: np.ndarray        # [F, n_mels] read-only memmap
+    index: np.ndarray         # [N] structured, read-only memmap
+
+    @classmethod
+    def open(cls, path: str | Path) -> "FeatureStore":
+        """Map a store read-only (O(1) memory); StoreError if it is missing, incomplete or another version."""
+        path = Path(path)
+        if not path.is_dir():
+            raise StoreError(f"{path}: feature store not found; {open_hint(path)}")
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"{path}: incomplete feature store (no meta.json); {open_hint(path)}") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}/meta.json: unreadable ({exc}); {open_hint(path)}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise StoreError(f"{path}: store format {found!r}, this version reads {FORMAT!r}; {open_hint(path)}")
+        try:
+            frames = np.load(path / "frames.npy", mmap_mode="r")
+            index = np.load(path / "index.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: incomplete feature store ({exc}); {open_hint(path)}") from None
+        n_mels = meta["feature_spec"]["n_mels"]
+        if (frames.ndim != 2 or frames.shape != (meta["frames"], n_mels) or frames.dtype.name != meta["dtype"]
+                or index.shape != (meta["utterances"],) or index.dtype.names is None
+                or "offset" not in index.dtype.names):
+            raise StoreError(f"{path}: frames.npy {frames.shape} {frames.dtype} / index.npy {index.shape} do not "
+                             f"match meta.json ({meta['frames']} x {n_mels} {meta['dtype']}, {meta['utterances']} "
+                             f"utterances); {open_hint(path)}")
+        return cls(path, meta, frames, index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def feature_spec(self) -> dict[str, Any]:
+        return self.meta["feature_spec"]
+
+    @property
+    def norm_terms(self):
+        """The model.features.NormTerms the frames were normalised with."""
+        from model.features import NormTerms
+
+        return NormTerms(np.asarray(self.meta["norm_terms"]["mean"]), np.asarray(self.meta["norm_terms"]["std"]))
+
+    @property
+    def label_terms(self) -> dict[str, tuple[float, float]]:
+        """attribute -> (mean, std) over the labeled Train utterances (1..7 scale)."""
+        return {a: (float(m), float(s)) for a, (m, s) in self.meta["label_terms"].items()}
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self.meta["speakers"])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.index["length"]
+
+    def split_code(self, split: str) -> int:
+        """Index code of a split name ("" = the unlabeled pool, -1)."""
+        if split == POOL_SPLIT:
+            return -1
+        try:
+            return self.meta["splits"].index(split)
+        except ValueError:
+            raise UserError(f"{self.path}: no split {split!r}; the store has "
+                            f"{', '.join(self.meta['splits']) or 'only the unlabeled pool'}") from None
+
+    def ids(self, split: str | Iterable[str] | None = None, labeled: bool | None = None) -> np.ndarray:
+        """Row numbers (int64) of the utterances in `split` (a name, several, "" = pool) and/or labeled."""
+        mask = np.ones(len(self.index), dtype=bool)
+        if split is not None:
+            names = [split] if isinstance(split, str) else list(split)
+            mask &= np.isin(self.index["split"], [self.split_code(s) for s in names])
+        if labeled is not None:
+            mask &= self.index["labeled"] == bool(labeled)
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def pool_ids(self) -> np.ndarray:
+        """The unlabeled pool for SSL: pool utterances plus Train utterances without labels."""
+        train = self.meta["roles"]["train"]
+        code = self.split_code(train) if train is not None else -2
+        rows = self.index
+        return np.flatnonzero((rows["split"] == -1) | ((rows["split"] == code) & ~rows["labeled"])).astype(np.int64)
+
+    def labels(self, idx, attributes: Iterable[str] = ATTRIBUTES, normalised: bool = False) -> np.ndarray:
+        """[n, A] float32 labels (1..7, NaN if missing); z-normalised with label_terms if `normalised`."""
+        attributes = list(attributes)
+        rows = self.index[np.asarray(idx, dtype=np.int64)]
+        out = np.zeros((len(rows), len(attributes)), dtype=np.float32)
+        for j, a in enumerate(attributes):
+            out[:, j] = rows[a]
+        if normalised:
+            terms = self.label_terms
+            for j, a in enumerate(attributes):
+                mean, std = terms[a]
+                out[:, j] = (out[:, j] - mean) / std
+        return out
+
+    def names(self, idx) -> list[str]:
+        return [n.decode() for n in self.index["name"][np.asarray(idx, dtype=np.int64)]]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """report.json: counts and problems by reason."""
+        return json.loads((self.path / "report.json").read_text())
+
+
+# ---- building -----------------------------------------------------------------------------------
+def fingerprint(corpus: Corpus, settings: dict[str, Any]) -> str:
+    """Hash of the label table, each audio file's path, size and mtime, and the feature settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT, "kind": corpus.kind, **settings}, sort_keys=True).encode())
+    if corpus.label_table is not None:
+        h.update(corpus.label_table.read_bytes())
+    for u in corpus.utterances:
+        try:
+            st = u.path.stat()
+            h.update(f"{u.name}\0{u.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{u.name}\0{u.path}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def _norm_files_digest(folder: Path | None) -> str | None:
+    if folder is None:
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob("*.mat")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+_KIND = "logmel"
+
+
+def _init_worker(kind: str) -> None:
+    global _KIND
+    _KIND = kind
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def _extract_one(path: Path) -> tuple[np.ndarray | None, str, str, int]:
+    """(features or None, problem reason, detail, samples) for one audio file."""
+    from model.audio import AudioError, load_audio
+    from model.features import extract
+
+    try:
+        wave = load_audio(path)
+    except AudioError as exc:
+        return None, _audio_reason(path), str(exc), 0
+    if wave.size == 0:
+        return None, EMPTY_AUDIO, f"{path}: empty audio (0 samples)", 0
+    try:
+        return extract(wave, _KIND), "", "", int(wave.size)
+    except Exception as exc:  # noqa: BLE001 - any failure of one file is recorded, not fatal
+        return None, UNREADABLE_AUDIO, f"{path}: feature extraction failed ({exc.__class__.__name__}: {exc})", 0
+
+
+def _audio_reason(path: Path) -> str:
+    """empty_audio for a readable file with no samples, else unreadable_audio."""
+    import soundfile as sf
+
+    try:
+        return EMPTY_AUDIO if sf.info(str(path)).frames == 0 else UNREADABLE_AUDIO
+    except Exception:  # noqa: BLE001 - soundfile raises several types for bad files
+        return UNREADABLE_AUDIO
+
+
+def _extracted(paths: list[Path], kind: str, workers: int):
+    """Yield _extract_one results in order, in `workers` processes (in-process for 1)."""
+    if workers <= 1 or len(paths) <= 1:
+        _init_worker(kind)
+        for p in paths:
+            yield _extract_one(p)
+        return
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["model.store", "model.audio", "model.features"])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+    chunksize = max(1, min(16, len(paths) // (workers * 8)))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(kind,)) as pool:
+        yield from pool.imap(_extract_one, paths, chunksize=chunksize)
+
+
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _split_names(utterances: list[Utterance]) -> list[str]:
+    names = sorted({u.split for u in utterances if u.split != POOL_SPLIT},
+                   key=lambda s: (SPLIT_ORDER.index(s.lower()) if s.lower() in SPLIT_ORDER else len(SPLIT_ORDER), s))
+    return names
+
+
+def _roles(splits: list[str]) -> dict[str, Any]:
+    train = next((s for s in splits if s.lower() == TRAIN.lower()), None)
+    validation = next((s for v in VALIDATION_NAMES for s in splits if s.lower() == v), None)
+    return {"train": train, "validation": validation,
+            "test": [s for s in splits if s not in (train, validation)]}
+
+
+def _label_terms(index: np.ndarray, train_code: int | None, attributes: tuple[str, ...]) -> dict[str, list[float]]:
+    terms = {}
+    if train_code is None:
+        return terms
+    rows = index[(index["split"] == train_code) & index["labeled"]]
+    for a in attributes:
+        values = rows[a][np.isfinite(rows[a])].astype(np.float64)
+        if len(values):
+            std = float(values.std())
+            terms[a] = [float(values.mean()), std if std > 0 else 1.0]
+    return terms
+
+
+def _summarise(problems: list[Problem]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in problems:
+        entry = out.setdefault(p.reason, {"count": 0, "kept": p.reason in KEPT_REASONS, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < EXAMPLES:
+            entry["examples"].append(p.path)
+    return out
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove temporary folders of earlier builds of `out` whose process is gone."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "logmel",
+                  norm_terms: str | Path | None = None, workers: int | None = None,
+                  dtype: str = DEFAULT_DTYPE, unlabeled: Iterable[str | Path] = (), progress: bool = True,
+                  force: bool = False, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Build (or confirm up to date) the store of a corpus; returns the report (status built|unchanged)."""
+    from model.features import FeatureSpec, NormAccumulator, load_reference_norm_terms
+
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    spec = FeatureSpec.from_dict({"kind": features})
+    ref_terms = ref_labels = None
+    if norm_terms is not None:
+        ref_terms, ref_labels = load_reference_norm_terms(norm_terms)
+    corpus = read_corpus(corpus_path, list(unlabeled))
+    settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
+                "short_frames": SHORT_FRAMES}
+    fp = fingerprint(corpus, settings)
+    if not force and (out / "meta.json").is_file():
+        try:
+            store = FeatureStore.open(out)
+            if store.meta.get("fingerprint") == fp:
+                report = store.report
+                report["status"] = "unchanged"
+                return report
+        except StoreError:
+            pass
+    if out.exists() and not (out / "meta.json").is_file() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not a feature store; choose another --out or remove it")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        report = _build(corpus, tmp, spec, ref_terms, ref_labels, norm_terms, workers or default_workers(),
+                        dtype, fp, progress, on_progress)
+        report["store"] = str(out)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished store into place, replacing an old one (kept until the new one is in)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, workers: int, dtype: str,
+           fp: str, progress: bool, on_progress) -> dict[str, Any]:
+    """Both passes, writing frames.npy, index.npy and meta.json into `tmp`; returns the report."""
+    from tqdm import tqdm
+
+    from model.features import NormAccumulator
+
+    utts = corpus.utterances
+    problems = list(corpus.problems)
+    splits = _split_names(utts)
+    roles = _roles(splits)
+    speakers = sorted({u.speaker for u in utts if u.speaker is not None})
+    split_code = {s: i for i, s in enumerate(splits)}
+    speaker_code = {s: i for i, s in enumerate(speakers)}
+
+    # pass 1: extract once, cache raw float32 frames, accumulate the Train split's norm terms
+    lengths = np.zeros(len(utts), dtype=np.int64)
+    samples = 0
+    train_acc, all_acc = NormAccumulator(), NormAccumulator()
+    n_mels = spec.n_mels
+    start = time.perf_counter()
+    bar = tqdm(total=len(utts), unit="utt", desc="extracting", disable=not progress, dynamic_ncols=True)
+    with open(tmp / "raw.f32", "wb") as raw:
+        for i, (feats, reason, detail, n) in enumerate(_extracted([u.path for u in utts], spec.kind, workers)):
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(i)
+            if feats is None:
+                problems.append(Problem(str(utts[i].path), reason, detail))
+                continue
+            feats = np.ascontiguousarray(feats, dtype=np.float32)
+            lengths[i], samples = len(feats), samples + n
+            raw.write(feats.tobytes())
+            if ref_terms is None:
+                (train_acc if utts[i].split == roles["train"] and roles["train"] else all_acc).add(feats)
+            if len(feats) < SHORT_FRAMES:
+                problems.append(Problem(str(utts[i].path), SHORT_UTTERANCE,
+                                        f"{len(feats)} frames < {SHORT_FRAMES} (one chunk); kept, padded"))
+    bar.close()
+    extract_s = time.perf_counter() - start
+    keep = np.flatnonzero(lengths > 0)
+    if len(keep) == 0:
+        counts = ", ".join(f"{r}: {v['count']}" for r, v in _summarise(problems).items())
+        raise CorpusError(f"{corpus.root}: nothing usable: no utterance could be read ({counts})")
+
+    if ref_terms is not None:
+        terms, norm_source = ref_terms, f"reference:{Path(norm_dir).resolve()}"
+    elif train_acc.count:
+        terms, norm_source = train_acc.terms(), f"split:{roles['train']}"
+    else:  # no Train split (an unlabeled-only corpus): every utterance
+        terms, norm_source = all_acc.terms(), "all"
+
+    # pass 2: normalise the cached frames block by block into frames.npy
+    total = int(lengths.sum())
+    rawmap = np.memmap(tmp / "raw.f32", dtype=np.float32, mode="r", shape=(total, n_mels)) if total else None
+    frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=dtype, shape=(total, n_mels))
+    for a in range(0, total, BLOCK_ROWS):
+        b = min(total, a + BLOCK_ROWS)
+        frames[a:b] = terms.normalise(rawmap[a:b])
+    frames.flush()
+    del frames, rawmap
+    os.unlink(tmp / "raw.f32")
+
+    # index: kept utterances in corpus order; offsets follow the raw file's order (the same order)
+    offsets = np.zeros(len(utts), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    kept = [utts[i] for i in keep]
+    index = np.zeros(len(kept), dtype=index_dtype(max((len(u.name.encode()) for u in kept), default=1)))
+    index["name"] = [u.name.encode() for u in kept]
+    index["offset"], index["length"] = offsets[keep], lengths[keep]
+    for a in ATTRIBUTES:
+        index[a] = [getattr(u, a) for u in kept]
+    index["split"] = [split_code.get(u.split, -1) for u in kept]
+    index["speaker"] = [speaker_code.get(u.speaker, -1) if u.speaker is not None else -1 for u in kept]
+    index["labeled"] = [u.labeled for u in kept]
+    np.save(tmp / "index.npy", index)
+
+    hours = samples / spec.sample_rate / 3600
+    meta = {
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "feature_spec": spec.to_dict(),
+        "dtype": dtype,
+        "frames": total,
+        "utterances": len(kept),
+        "hours": hours,
+        "norm_terms": {"mean": terms.mean.tolist(), "std": terms.std.tolist(), "source": norm_source},
+        "label_terms": _label_terms(index, split_code.get(roles["train"]), corpus.attributes),
+        "reference_label_terms": {a: list(v) for a, v in ref_labels.items()} if ref_labels else None,
+        "attributes": list(corpus.attributes),
+        "splits": splits,
+        "roles": roles,
+        "speakers": speakers,
+        "fingerprint": fp,
+        "corpus": {"path": str(corpus.root), "kind": corpus.kind,
+                   "label_table": str(corpus.label_table) if corpus.label_table else None,
+                   "unlabeled": [str(d) for d in corpus.unlabeled_dirs]},
+    }
+    by_split = {}
+    for name, code in [(s, split_code[s]) for s in splits] + [("(unlabeled pool)", -1)]:
+        rows = index[index["split"] == code]
+        if len(rows):
+            by_split[name] = {"utterances": int(len(rows)), "labeled": int(rows["labeled"].sum()),
+                              "hours": float(rows["length"].sum()) * spec.hop / spec.sample_rate / 3600}
+    report = {
+        "status": "built",
+        "corpus": str(corpus.root),
+        "kind": corpus.kind,
+        "utterances": len(kept),
+        "labeled": int(index["labeled"].sum()),
+        "unlabeled": int((~index["labeled"]).sum()),
+        "hours": hours,
+        "frames": total,
+        "by_split": by_split,
+        "rejected": sum(1 for p in problems if p.reason not in KEPT_REASONS),
+        "problems": _summarise(problems),
+        "problem_list": [{"path": p.path, "reason": p.reason, "detail": p.detail} for p in problems],
+        "audio_not_in_table": corpus.not_in_table,
+        "extraction_seconds": extract_s,
+        "realtime_factor": hours * 3600 / extract_s if extract_s > 0 else None,
+        "workers": workers,
+        "dtype": dtype,
+        "features": spec.kind,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    return report
