@@ -1,0 +1,128 @@
+"""K-means of chunk embeddings with faiss, optional PCA-whitening, and re-seeding of empty clusters.
+
+faiss trains on at most `max_points_per_centroid` (256) points per centroid: with more than 256·K
+embeddings it fits the centroids on a random subsample (drawn from `seed`) and then assigns every point.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.errors import UserError
+
+MAX_POINTS_PER_CENTROID = 256  # faiss's default: larger inputs are subsampled for training the centroids
+
+
+@dataclass
+class KMeansResult:
+    """Pseudo-labels of one k-means run and its statistics."""
+
+    assignments: np.ndarray  # int64 [N], cluster id of every point
+    sizes: np.ndarray  # int64 [k], points per cluster
+    reseeded: int  # empty clusters that were re-seeded by splitting a large one
+    objective: float  # sum of squared distances of the points to their cluster means (after whitening)
+    seconds: float  # wall time of the whole call
+
+
+def _faiss_gpus(faiss) -> int:
+    """Number of GPUs this faiss build can use (faiss-cpu has no get_num_gpus)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def pca_whiten(x: np.ndarray, rel_tol: float = 1e-6) -> np.ndarray:
+    """PCA-whiten (eigen power -0.5) and L2-normalise the rows, as DeepCluster does.
+
+    Directions whose variance is below rel_tol times the largest (e.g. dead ReLU units) are dropped
+    instead of being blown up, so the result can have fewer columns than x.
+    """
+    x64 = x.astype(np.float64)
+    x64 -= x64.mean(axis=0)
+    eigval, eigvec = np.linalg.eigh(x64.T @ x64 / max(len(x64) - 1, 1))
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[order], eigvec[:, order]
+    keep = eigval > rel_tol * max(float(eigval[0]), 0.0)
+    if not keep.any():  # all points identical: nothing to whiten
+        return np.zeros((len(x), 1), dtype=np.float32)
+    y = (x64 @ eigvec[:, keep]) / np.sqrt(eigval[keep])
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return (y / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _reseed_empty(x: np.ndarray, assignments: np.ndarray, k: int, rng: np.random.Generator) -> int:
+    """Give every empty cluster half of the largest cluster (split across a random direction); returns the count."""
+    sizes = np.bincount(assignments, minlength=k)
+    empty = np.flatnonzero(sizes == 0)
+    for e in empty:
+        big = int(np.argmax(sizes))  # >= 2 points whenever N >= k and a cluster is empty
+        members = np.flatnonzero(assignments == big)
+        centre = x[members].mean(axis=0)
+        direction = rng.standard_normal(x.shape[1])
+        # the perturbed centroid pair centre ± eps·direction splits the cluster along this projection;
+        # taking the upper half by rank (stable) keeps both halves non-empty even for duplicated points
+        side = (x[members] - centre) @ direction
+        moved = members[np.argsort(side, kind="stable")[len(members) - len(members) // 2:]]
+        assignments[moved] = e
+        sizes[big] -= len(moved)
+        sizes[e] = len(moved)
+    return int(len(empty))
+
+
+def _objective(x: np.ndarray, assignments: np.ndarray, k: int) -> float:
+    """Sum of squared distances of the points to the means of their clusters."""
+    x64 = x.astype(np.float64)
+    sizes = np.bincount(assignments, minlength=k)
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, assignments, x64)
+    means = sums / np.maximum(sizes, 1)[:, None]
+    return float(((x64 - means[assignments]) ** 2).sum())
+
+
+def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: bool = False,
+           use_gpu: bool | None = None) -> KMeansResult:
+    """Cluster the rows of x into k non-empty clusters (when N >= k) with faiss L2 k-means."""
+    import faiss
+    import torch
+
+    start = time.perf_counter()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise UserError(f"k-means needs a 2-D array of embeddings [N, D], got shape {x.shape}")
+    n, d = x.shape
+    if k < 1:
+        raise UserError(f"k-means needs num_clusters K >= 1, got {k}")
+    if n < k:
+        raise UserError(f"there are fewer samples (chunks) than clusters K: {n} chunks for K = {k}; "
+                        "lower num_clusters or use more data")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise UserError(f"k-means got non-finite embeddings ({bad} of {n} rows hold NaN or inf); "
+                        "the network diverged: lower the learning rates or check the features")
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    if whiten:
+        data = pca_whiten(data)
+        d = data.shape[1]
+    gpus = _faiss_gpus(faiss)
+    if use_gpu is None:
+        use_gpu = gpus > 0
+    if use_gpu and gpus == 0:
+        raise UserError("k-means was asked to use a GPU but this faiss build has none (install faiss-gpu)")
+
+    threads_before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        # min_points_per_centroid=1 only silences faiss's "WARNING clustering" message for small N
+        km = faiss.Kmeans(d, k, niter=iterations, seed=int(seed), gpu=1 if use_gpu else False,
+                          verbose=False, min_points_per_centroid=1,
+                          max_points_per_centroid=MAX_POINTS_PER_CENTROID)
+        km.train(data)
+        _, labels = km.index.search(data, 1)
+    finally:
+        faiss.omp_set_num_threads(threads_before)
+    assignments = labels.ravel().astype(np.int64)
+    reseeded = _reseed_empty(data, assignments, k, np.random.default_rng(seed))
+    return KMeansResult(assignments=assignments, sizes=np.bincount(assignments, minlength=k).astype(np.int64),
+                        reseeded=reseeded, objective=_objective(data, assignments, k),
+                        seconds=time.perf_counter() - start)
