@@ -1,0 +1,481 @@
+"""Search spaces: the YAML schema (search_spaces/README.md), its validation and the Optuna sampling.
+
+A space is checked completely before Ray starts; every problem raises `SpaceError` naming the file,
+the key and what was expected. `SpaceSampler` is the define-by-run function handed to OptunaSearch:
+a module-level class (not a closure) so that the searcher state pickles and survives a resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.config import TrainConfig
+from model.errors import ConfigError
+
+SCHEDULERS = ("asha", "none", "median", "hyperband")
+SEARCHERS = ("tpe", "random", "multi_objective")
+MODES = ("max", "min")
+TOP_LEVEL_KEYS = ("metric", "mode", "budget", "scheduler", "searcher", "resources", "conditions", "parameters")
+BUDGET_KEYS = ("num_samples", "max_epochs", "time_limit_s")
+RESOURCE_KEYS = ("cpu", "gpu", "max_concurrent_trials")
+SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"),
+                  "hyperband": ("type", "reduction_factor"),
+                  "median": ("type", "grace_period", "min_samples_required"),
+                  "none": ("type",)}
+SEARCHER_KEYS = ("type", "seed", "n_startup_trials")
+PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "value", "when")
+# Keys the search owns: the budget sets the epochs, the trial's resources set threads and device.
+RESERVED = {"epochs": "budget.max_epochs", "num_threads": "resources.cpu", "device": "resources.gpu"}
+# Metrics a trial reports (see docs/architecture.md, Trainer.run_epoch).
+METRIC_PREFIXES = ("val_ccc_", "loss_", "ssl_loss_")
+METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "loss_ce",
+           "loss_ccc", "loss_triplet", "ssl_loss_ce", "nmi")
+
+
+class SpaceError(ConfigError):
+    """A search-space file that cannot be used (the message names the file and the key)."""
+
+
+@dataclass
+class Parameter:
+    """One searched (or fixed) TrainConfig field; `when` maps other parameters to allowed values."""
+    name: str
+    kind: str                      # float | int | categorical | fixed
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: list[Any] = field(default_factory=list)
+    value: Any = None
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """True when every `when` clause holds for the values chosen so far."""
+        return all(name in values and values[name] in allowed for name, allowed in self.when.items())
+
+
+@dataclass
+class Scheduler:
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    min_samples_required: int = 3
+
+
+@dataclass
+class Searcher:
+    type: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int = 10
+
+
+@dataclass
+class Budget:
+    num_samples: int = 10
+    max_epochs: int = 10
+    time_limit_s: float | None = None
+
+
+@dataclass
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+    max_concurrent_trials: int = 0   # 0 = as many as the resources allow
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space (see search_spaces/README.md for the YAML schema)."""
+    source: str
+    metrics: list[str]
+    modes: list[str]
+    budget: Budget
+    scheduler: Scheduler
+    searcher: Searcher
+    resources: Resources
+    conditions: dict[str, list[Any]]
+    parameters: list[Parameter]
+
+    @property
+    def metric(self) -> str:
+        """The metric that ranks trials (the first one for a multi-objective search)."""
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> str:
+        return self.modes[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.searcher.type == "multi_objective"
+
+    def condition_values(self) -> list[dict[str, Any]]:
+        """The grid of conditions: one study per combination ([{}] when there are none)."""
+        combos: list[dict[str, Any]] = [{}]
+        for name, values in self.conditions.items():
+            combos = [{**c, name: v} for c in combos for v in values]
+        return combos
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON/YAML-safe) of the whole space, for the run manifest."""
+        return {"source": self.source, "metrics": self.metrics, "modes": self.modes,
+                "budget": dataclasses.asdict(self.budget), "scheduler": dataclasses.asdict(self.scheduler),
+                "searcher": dataclasses.asdict(self.searcher), "resources": dataclasses.asdict(self.resources),
+                "conditions": self.conditions, "parameters": [dataclasses.asdict(p) for p in self.parameters]}
+
+
+def condition_label(condition: dict[str, Any]) -> str:
+    """Folder-safe label of one condition, e.g. `labeled_ratio=0.1` (`all` without conditions)."""
+    if not condition:
+        return "all"
+    return ",".join(f"{k}={_fmt(v)}" for k, v in condition.items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+class SpaceSampler:
+    """Define-by-run function for OptunaSearch: samples active parameters, returns the fixed ones."""
+
+    def __init__(self, space: SearchSpace, condition: dict[str, Any]):
+        self.parameters = space.parameters
+        self.condition = dict(condition)
+        self.epochs = space.budget.max_epochs
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.condition)
+        fixed: dict[str, Any] = dict(self.condition)
+        for p in self.parameters:
+            if not p.active(values):
+                continue
+            if p.kind == "fixed":
+                values[p.name] = fixed[p.name] = p.value
+            elif p.kind == "categorical":
+                values[p.name] = trial.suggest_categorical(p.name, p.choices)
+            elif p.kind == "int":
+                values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1),
+                                                   log=p.log)
+            else:
+                values[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step,
+                                                     log=p.log)
+        fixed["epochs"] = self.epochs
+        return fixed
+
+
+def sample_config(space: SearchSpace, condition: dict[str, Any], trial) -> dict[str, Any]:
+    """The full TrainConfig overrides of one trial: sampled + fixed + condition + epochs."""
+    fixed = SpaceSampler(space, condition)(trial)
+    return {**trial.params, **fixed}
+
+
+# ---- loading and validation --------------------------------------------------------------------
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file; any problem raises SpaceError (exit code 2)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: search-space file not found") from None
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
+    return parse_space(raw, str(path))
+
+
+def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
+    """Validate the parsed YAML of a space; `source` names the file in messages."""
+    def fail(key: str, problem: str):
+        raise SpaceError(f"{source}: {key}: {problem}")
+
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{source}: expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)} at the top level")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            fail(str(key), f"unknown key; expected one of {', '.join(TOP_LEVEL_KEYS)}")
+    known = {f.name: f for f in fields(TrainConfig)}
+
+    searcher = _parse_searcher(raw.get("searcher"), fail)
+    metrics, modes = _parse_metric(raw.get("metric", "val_ccc_mean"), raw.get("mode", "max"), searcher, fail)
+    scheduler = _parse_scheduler(raw.get("scheduler"), searcher, fail)
+    budget = _parse_budget(raw.get("budget"), fail)
+    resources = _parse_resources(raw.get("resources"), fail)
+    if scheduler.type == "asha" and scheduler.grace_period > budget.max_epochs:
+        fail("scheduler.grace_period", f"{scheduler.grace_period} is larger than budget.max_epochs="
+             f"{budget.max_epochs}: no trial could ever be stopped early")
+
+    conditions = _parse_conditions(raw.get("conditions"), known, fail)
+    parameters = _parse_parameters(raw.get("parameters"), known, conditions, fail)
+    return SearchSpace(source, metrics, modes, budget, scheduler, searcher, resources, conditions, parameters)
+
+
+def _parse_searcher(raw: Any, fail) -> Searcher:
+    if raw is None:
+        return Searcher()
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        fail("searcher", f"expected a mapping (type, seed, n_startup_trials) or a name, got {raw!r}")
+    _only(raw, SEARCHER_KEYS, "searcher", fail)
+    s = Searcher()
+    s.type = raw.get("type", "tpe")
+    if s.type not in SEARCHERS:
+        fail("searcher.type", f"{s.type!r} is not a searcher; expected one of {', '.join(SEARCHERS)}")
+    s.seed = _int(raw.get("seed", 0), "searcher.seed", fail, minimum=0)
+    s.n_startup_trials = _int(raw.get("n_startup_trials", 10), "searcher.n_startup_trials", fail, minimum=1)
+    return s
+
+
+def _parse_metric(metric: Any, mode: Any, searcher: Searcher, fail) -> tuple[list[str], list[str]]:
+    metrics = metric if isinstance(metric, list) else [metric]
+    if not metrics or not all(isinstance(m, str) for m in metrics):
+        fail("metric", f"expected a metric name or a list of names, got {metric!r}")
+    for m in metrics:
+        if m not in METRICS:
+            fail("metric", f"{m!r} is not a reported metric; expected one of {', '.join(METRICS)}")
+    if len(set(metrics)) != len(metrics):
+        fail("metric", f"{metrics} names a metric twice")
+    modes = mode if isinstance(mode, list) else [mode] * len(metrics)
+    if len(modes) != len(metrics):
+        fail("mode", f"{len(modes)} modes for {len(metrics)} metrics; give one mode or one per metric")
+    for m in modes:
+        if m not in MODES:
+            fail("mode", f"{m!r} is not a mode; expected max or min")
+    if len(metrics) > 1 and searcher.type != "multi_objective":
+        fail("metric", f"several metrics {metrics} need searcher.type: multi_objective")
+    if searcher.type == "multi_objective" and len(metrics) < 2:
+        fail("metric", "searcher.type multi_objective needs a list of at least two metrics")
+    return metrics, modes
+
+
+def _parse_scheduler(raw: Any, searcher: Searcher, fail) -> Scheduler:
+    default = "none" if searcher.type == "multi_objective" else "asha"
+    if raw is None:
+        raw = {"type": default}
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        fail("scheduler", f"expected a mapping or one of {', '.join(SCHEDULERS)}, got {raw!r}")
+    s = Scheduler()
+    s.type = raw.get("type", default)
+    if s.type not in SCHEDULERS:
+        fail("scheduler.type", f"{s.type!r} is not a scheduler; expected one of {', '.join(SCHEDULERS)}")
+    _only(raw, SCHEDULER_KEYS[s.type], f"scheduler ({s.type})", fail)
+    if searcher.type == "multi_objective" and s.type != "none":
+        fail("scheduler.type", f"{s.type!r} stops trials early on one metric; a multi_objective search "
+             "needs scheduler: none")
+    s.grace_period = _int(raw.get("grace_period", 1), "scheduler.grace_period", fail, minimum=1)
+    s.min_samples_required = _int(raw.get("min_samples_required", 3), "scheduler.min_samples_required",
+                                  fail, minimum=1)
+    rf = raw.get("reduction_factor", 2)
+    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not rf > 1:
+        fail("scheduler.reduction_factor", f"{rf!r}: expected a number > 1")
+    s.reduction_factor = float(rf)
+    return s
+
+
+def _parse_budget(raw: Any, fail) -> Budget:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail("budget", f"expected a mapping with {', '.join(BUDGET_KEYS)}, got {raw!r}")
+    _only(raw, BUDGET_KEYS, "budget", fail)
+    b = Budget()
+    b.num_samples = _int(raw.get("num_samples", b.num_samples), "budget.num_samples", fail, minimum=1)
+    b.max_epochs = _int(raw.get("max_epochs", b.max_epochs), "budget.max_epochs", fail, minimum=1)
+    limit = raw.get("time_limit_s")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+        fail("budget.time_limit_s", f"{limit!r}: expected a number of seconds > 0 (or leave it out)")
+    b.time_limit_s = None if limit is None else float(limit)
+    return b
+
+
+def _parse_resources(raw: Any, fail) -> Resources:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail("resources", f"expected a mapping with {', '.join(RESOURCE_KEYS)}, got {raw!r}")
+    _only(raw, RESOURCE_KEYS, "resources", fail)
+    r = Resources()
+    for key in ("cpu", "gpu"):
+        v = raw.get(key, getattr(r, key))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or math.isnan(v):
+            fail(f"resources.{key}", f"{v!r}: expected a number >= 0")
+        setattr(r, key, float(v))
+    if r.cpu <= 0:
+        fail("resources.cpu", f"{r.cpu!r}: a trial needs some CPU; expected a number > 0")
+    if r.gpu > 1 and r.gpu != int(r.gpu):
+        fail("resources.gpu", f"{r.gpu!r}: a fraction must be below 1, more than one GPU a whole number")
+    r.max_concurrent_trials = _int(raw.get("max_concurrent_trials", 0), "resources.max_concurrent_trials",
+                                   fail, minimum=0)
+    return r
+
+
+def _parse_conditions(raw: Any, known: dict, fail) -> dict[str, list[Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        fail("conditions", f"expected a mapping of config key -> list of values, got {raw!r}")
+    out = {}
+    for name, values in raw.items():
+        key = f"conditions.{name}"
+        _check_name(name, known, key, fail)
+        if not isinstance(values, list) or not values:
+            fail(key, f"expected a non-empty list of values (one study per value), got {values!r}")
+        if len({repr(v) for v in values}) != len(values):
+            fail(key, f"{values} lists a value twice")
+        for v in values:
+            _check_value(name, v, key, fail)
+        out[str(name)] = list(values)
+    return out
+
+
+def _parse_parameters(raw: Any, known: dict, conditions: dict, fail) -> list[Parameter]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail("parameters", f"expected a mapping of config key -> distribution or value, got {raw!r}")
+    params: list[Parameter] = []
+    seen: dict[str, Parameter] = {}
+    for name, spec in raw.items():
+        key = f"parameters.{name}"
+        _check_name(name, known, key, fail)
+        if name in conditions:
+            fail(key, "is also a condition; a key is either swept as a condition or searched, not both")
+        p = _parse_parameter(str(name), spec, known[name].type, key, fail)
+        for other, allowed in p.when.items():
+            if other in conditions:
+                bad = [v for v in allowed if v not in conditions[other]]
+                if bad:
+                    fail(f"{key}.when.{other}", f"{bad} never occurs; the condition takes {conditions[other]}")
+                continue
+            if other == name:
+                fail(f"{key}.when", "a parameter cannot depend on itself")
+            if other not in seen:
+                where = "is defined later; list it before" if other in raw else "is not a parameter or condition of this space"
+                fail(f"{key}.when.{other}", f"{other!r} {where} {name!r}")
+            q = seen[other]
+            possible = q.choices if q.kind == "categorical" else [q.value] if q.kind == "fixed" else None
+            if possible is None:
+                fail(f"{key}.when.{other}", f"{other!r} is a numeric range; conditions need a categorical or fixed parameter")
+            bad = [v for v in allowed if v not in possible]
+            if bad:
+                fail(f"{key}.when.{other}", f"{bad} is never chosen; {other} takes {possible}")
+        params.append(p)
+        seen[p.name] = p
+    return params
+
+
+def _parse_parameter(name: str, spec: Any, annotation: str, key: str, fail) -> Parameter:
+    if not isinstance(spec, dict):
+        # a bare value (or a bare list for list-typed keys such as attributes) is a fixed value
+        _check_value(name, spec, key, fail)
+        return Parameter(name, "fixed", value=spec)
+    _only(spec, PARAM_KEYS, key, fail)
+    when = _parse_when(spec.get("when"), f"{key}.when", fail)
+    if "value" in spec:
+        extra = [k for k in spec if k not in ("value", "when")]
+        if extra:
+            fail(key, f"a fixed value takes no {', '.join(extra)}")
+        _check_value(name, spec["value"], f"{key}.value", fail)
+        return Parameter(name, "fixed", value=spec["value"], when=when)
+    if "choices" in spec:
+        extra = [k for k in spec if k not in ("choices", "when", "type")]
+        if extra:
+            fail(key, f"categorical choices take no {', '.join(extra)}")
+        if spec.get("type", "categorical") != "categorical":
+            fail(f"{key}.type", f"{spec['type']!r} with choices: expected categorical (or leave type out)")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            fail(f"{key}.choices", f"expected a non-empty list, got {choices!r}")
+        if len({repr(c) for c in choices}) != len(choices):
+            fail(f"{key}.choices", f"{choices} lists a value twice")
+        for c in choices:
+            if not (c is None or isinstance(c, (bool, int, float, str))):
+                fail(f"{key}.choices", f"{c!r}: choices must be plain values (number, string, bool or null)")
+            _check_value(name, c, f"{key}.choices", fail)
+        return Parameter(name, "categorical", choices=list(choices), when=when)
+    if "low" not in spec or "high" not in spec:
+        fail(key, "expected a distribution (low and high, or choices) or a fixed value (value: ...)")
+    kind = spec.get("type") or ("int" if annotation in ("int", "int | None") else "float")
+    if kind not in ("int", "float"):
+        fail(f"{key}.type", f"{kind!r}: expected int or float (or categorical with choices)")
+    if kind == "float" and annotation not in ("float",):
+        fail(f"{key}.type", f"{name} is {annotation}, not a float")
+    if kind == "int" and annotation not in ("int", "int | None", "float"):
+        fail(f"{key}.type", f"{name} is {annotation}, not a number")
+    low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
+    for k, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+            fail(f"{key}.{k}", f"{v!r}: expected {'an integer' if kind == 'int' else 'a number'}")
+    if low > high:
+        fail(key, f"low={low} > high={high}")
+    if not isinstance(log, bool):
+        fail(f"{key}.log", f"{log!r}: expected true or false")
+    if log and low <= 0:
+        fail(f"{key}.low", f"{low}: a log distribution needs low > 0")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 \
+                or (kind == "int" and not isinstance(step, int)):
+            fail(f"{key}.step", f"{step!r}: expected a number > 0{' (an integer)' if kind == 'int' else ''}")
+        if log and (kind == "float" or step != 1):
+            fail(f"{key}.step", "step and log cannot be combined (Optuna allows only step 1 for log ints)")
+    for k, v in (("low", low), ("high", high)):
+        _check_value(name, v, f"{key}.{k}", fail)
+    return Parameter(name, kind, low=low, high=high, log=log, step=step, when=when)
+
+
+def _parse_when(raw: Any, key: str, fail) -> dict[str, list[Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        fail(key, f"expected a mapping parameter -> value or list of values, e.g. {{temporal: triplet}}, got {raw!r}")
+    out = {}
+    for name, allowed in raw.items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if not allowed:
+            fail(f"{key}.{name}", "expected a value or a non-empty list of values")
+        out[str(name)] = allowed
+    return out
+
+
+def _check_name(name: Any, known: dict, key: str, fail) -> None:
+    if name in RESERVED:
+        fail(key, f"is set by the search itself (from {RESERVED[name]}); remove it from the space")
+    if name not in known or name == "metadata":
+        fail(key, f"unknown parameter; expected a TrainConfig key: {', '.join(k for k in known if k not in RESERVED)}")
+
+
+def _check_value(name: str, value: Any, key: str, fail) -> None:
+    """Reject a value TrainConfig would reject (type and range), naming the space key."""
+    try:
+        TrainConfig.from_dict({name: value}, source="value")
+    except ConfigError as exc:
+        msg = str(exc).removeprefix("value: ")
+        fail(key, msg)
+
+
+def _only(raw: dict, allowed, where: str, fail) -> None:
+    for k in raw:
+        if k not in allowed:
+            fail(f"{where}.{k}" if " " not in where else f"{where.split()[0]}.{k}",
+                 f"unknown key; expected one of {', '.join(allowed)}")
+
+
+def _int(value: Any, key: str, fail, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(key, f"{value!r}: expected an integer >= {minimum}")
+    return value
