@@ -40,6 +40,7 @@ class TrainConfig:
     lr_sgd: float = 1e-3                  # reference optimiser 1: SGD over all parameters
     lr_adam: float = 5e-4                 # reference optimiser 2 (and the adam-only optimiser)
     lr_top: float = 0.05                  # reference optimiser 3: SGD on the fresh cluster top layer
+    momentum: float = 0.9                 # momentum of the reference's all-parameter SGD (DeepCluster's default)
     weight_decay: float = 1e-5
     dropout: float = 0.5                  # after the chunk embedding, temporal variants only
     width: float = 1.0                    # encoder channel multiplier (1.0 = the paper's network)
@@ -144,6 +145,8 @@ class TrainConfig:
         for key in ("lr_sgd", "lr_adam", "lr_top"):
             if not getattr(self, key) > 0:
                 bad(key, "a number > 0")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "a number in [0, 1)")
         if self.weight_decay < 0:
             bad("weight_decay", "a number >= 0")
         if not 0 <= self.dropout < 1:

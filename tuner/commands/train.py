@@ -1,0 +1,178 @@
+"""`python -m tuner train --store STORE [--config FILE.yaml] [--set key=value ...] --out DIR [--resume]`.
+
+Trains one DeepEmoCluster model. DIR receives config.yaml, metrics.jsonl (one JSON object per
+epoch), TensorBoard events, checkpoint/ (every epoch), best_model.pt and status.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HELP = "train one DeepEmoCluster model on a feature store (resumable)"
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="a feature store made by `python -m tuner prepare`")
+    parser.add_argument("--config", help="a YAML file of TrainConfig keys (defaults for the rest)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set temporal=cnn --set epochs=5")
+    parser.add_argument("--out", required=True, help="the run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last complete epoch (with --set only "
+                             "epochs, num_threads, device or embed_batch_chunks may change)")
+
+
+def tensorboard_tag(key: str) -> str | None:
+    """TensorBoard tag of a metrics key (None: not logged)."""
+    if key in ("epoch", "is_best", "train_sentences", "ssl_sentences"):
+        return None
+    if key.startswith("val_ccc_"):
+        return "val/ccc_" + key[len("val_ccc_"):]
+    if key == "best_val_ccc_mean":
+        return "val/best_ccc_mean"
+    if key.startswith("ssl_"):
+        return "ssl/" + key[len("ssl_"):]
+    if key.startswith("loss_"):
+        return "train/" + key
+    if key == "nmi" or key.startswith("cluster_"):
+        return "cluster/" + key.replace("cluster_", "")
+    if key == "kmeans_objective":
+        return "cluster/objective"
+    if key.startswith("time_"):
+        return "time/" + key[len("time_"):]
+    if key == "chunks_per_s":
+        return "time/chunks_per_s"
+    return "misc/" + key
+
+
+def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats become null so that every line is valid JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def format_line(metrics: dict[str, Any], epochs: int, attributes: list[str]) -> str:
+    """The one line printed per epoch."""
+    ccc = " ".join(f"{a} {metrics[f'val_ccc_{a}']:.3f}" for a in attributes)
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"val ccc {ccc} (mean {metrics['val_ccc_mean']:.3f})",
+             f"loss {metrics['loss_total']:.3f} (ce {metrics['loss_ce']:.3f} ccc {metrics['loss_ccc']:.3f}"
+             + (f" triplet {metrics['loss_triplet']:.3f}" if "loss_triplet" in metrics else "") + ")"]
+    if "ssl_loss_ce" in metrics:
+        parts.append(f"ssl ce {metrics['ssl_loss_ce']:.3f}")
+    parts.append(f"nmi {metrics['nmi']:.3f}" if math.isfinite(metrics["nmi"]) else "nmi -")
+    parts.append(f"{metrics['time_epoch_s']:.1f} s ({metrics['chunks_per_s']:.0f} chunks/s)")
+    if metrics["is_best"]:
+        parts.append("best")
+    return "  ".join(parts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_status(out: Path, state: str, epoch: int, message: str = "") -> None:
+    _write_atomic(out / "status.json", json.dumps({"state": state, "epoch": epoch, "message": message}) + "\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    import yaml
+
+    from model.checkpoint import find_checkpoint
+    from model.config import TrainConfig
+    from model.errors import UserError
+    from model.trainer import Trainer, TrainingDiverged
+
+    out = Path(args.out)
+    held = [name for name in RUN_MARKERS if (out / name).exists()]
+    if args.resume:
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume: {out} holds no run to continue (no {out / 'config.yaml'})")
+        if args.config:
+            raise UserError("--config cannot be combined with --resume: the run keeps its config.yaml "
+                            "(use --set epochs=N to extend it)")
+        config = TrainConfig.load(out / "config.yaml", args.set)
+    else:
+        if held:
+            raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it "
+                            "or choose another --out")
+        config = TrainConfig.load(args.config, args.set)
+    out.mkdir(parents=True, exist_ok=True)
+
+    trainer = Trainer(config, args.store)
+    checkpoint_dir = out / "checkpoint"
+    if args.resume and find_checkpoint(checkpoint_dir) is not None:
+        trainer.load_checkpoint(checkpoint_dir)
+        trainer.save_best_model(out / "best_model.pt")
+        print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
+    _write_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
+    _write_atomic(out / "metrics.jsonl", "".join(json.dumps(json_safe(m)) + "\n" for m in trainer.history))
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(out))
+    attributes = list(config.attributes)
+
+    def on_epoch(metrics: dict[str, Any]) -> bool:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(json_safe(metrics)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for key, value in metrics.items():
+            tag = tensorboard_tag(key)
+            if tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                writer.add_scalar(tag, value, metrics["epoch"])
+        writer.flush()
+        if metrics["is_best"]:
+            trainer.save_best_model(out / "best_model.pt")
+        _write_status(out, "running", metrics["epoch"])
+        print(format_line(metrics, config.epochs, attributes), flush=True)
+        return False
+
+    resume_hint = f"python -m tuner train --store {args.store} --out {out} --resume"
+    try:
+        _write_status(out, "running", trainer.epoch)
+        summary = trainer.fit(on_epoch, checkpoint_dir)
+    except KeyboardInterrupt:
+        done = trainer.epoch if find_checkpoint(checkpoint_dir) is None else _checkpoint_epoch(trainer, checkpoint_dir)
+        _write_status(out, "interrupted", done, f"continue with: {resume_hint}")
+        print(f"interrupted: the checkpoint of the last complete epoch ({done}) is in {checkpoint_dir}; "
+              f"continue with:\n  {resume_hint}", file=sys.stderr, flush=True)
+        return 130
+    except TrainingDiverged as exc:
+        _write_status(out, "failed", trainer.epoch, str(exc))
+        raise
+    finally:
+        writer.close()
+    if not (out / "best_model.pt").exists():
+        trainer.save_best_model(out / "best_model.pt")
+    _write_status(out, "completed", trainer.epoch)
+    print(f"done: {summary['epochs']} epochs, best val_ccc_mean {summary['best_val_ccc_mean']:.4f} "
+          f"at epoch {summary['best_epoch']}; model: {out / 'best_model.pt'}", flush=True)
+    return 0
+
+
+def _checkpoint_epoch(trainer, checkpoint_dir: Path) -> int:
+    """Epoch of the checkpoint on disk (the trainer may be mid-epoch when interrupted)."""
+    from model.checkpoint import read_checkpoint
+
+    try:
+        return int(read_checkpoint(checkpoint_dir)["epoch"])
+    except Exception:
+        return trainer.epoch
