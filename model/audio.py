@@ -1,0 +1,49 @@
+"""Audio loading: any file soundfile reads (wav, flac, ogg, ...) as float32 mono at 16 kHz."""
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from model.errors import UserError
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(UserError):
+    """An audio file that cannot be used: unreadable, corrupt, empty or with non-finite samples."""
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited polyphase resampling (Kaiser-windowed sinc) of a 1-D float32 signal."""
+    if orig_sr == target_sr:
+        return wave
+    g = gcd(int(orig_sr), int(target_sr))
+    up, down = target_sr // g, orig_sr // g
+    return resample_poly(wave, up, down).astype(np.float32, copy=False)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read an audio file as float32 mono at SAMPLE_RATE; raises AudioError naming the path and reason."""
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as e:
+        if not path.exists():
+            raise AudioError(f"{path}: audio file not found") from e
+        if path.is_dir():
+            raise AudioError(f"{path}: is a folder, not an audio file") from e
+        reason = getattr(e, "error_string", "") or str(e).strip() or type(e).__name__
+        raise AudioError(f"{path}: cannot read audio: corrupt or not an audio file ({reason})") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if sr <= 0:
+        raise AudioError(f"{path}: invalid sample rate {sr}")
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(wave).all():
+        raise AudioError(f"{path}: audio contains non-finite samples (NaN or inf)")
+    wave = resample(np.ascontiguousarray(wave), sr)
+    return np.ascontiguousarray(wave, dtype=np.float32)
