@@ -1,0 +1,113 @@
+"""`python -m tuner evaluate` and model.inference.evaluate_store on the tiny synthetic store."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import TrainConfig
+from model.errors import UserError
+from model.features import FeatureSpec
+from model.inference import evaluate_store
+from model.model_file import ModelInfo, build_network, save_model
+from model.store import FeatureStore
+from tuner.cli import main as cli
+
+
+def _model_for(store: FeatureStore, path, kind=None, norm_shift=0.0, temporal="gru"):
+    """A small untrained model (seeded) saved with the store's feature spec, norm terms and label terms."""
+    torch.manual_seed(3)
+    config = TrainConfig(temporal=temporal, num_clusters=4, chunk_frames=24, chunks_per_sentence=4, width=0.25)
+    network = build_network(config)
+    with torch.no_grad():   # larger head weights than the init's N(0, 0.01), so predictions vary by utterance
+        network.attribute_head.weight.normal_(0.0, 1.0)
+        network.regressor[0].weight.normal_(0.0, 0.2)
+    spec = dict(store.feature_spec)
+    if kind is not None:
+        spec["kind"] = kind
+    terms = store.norm_terms
+    info = ModelInfo(config, spec, terms.mean + norm_shift, terms.std, store.label_terms, {})
+    save_model(path, network, info)
+    return path, network, info
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store) -> FeatureStore:
+    return FeatureStore.open(tiny_store)
+
+
+def _ccc(y, p):
+    """CCC written out independently: 2 cov / (var y + var p + (mean y - mean p)^2), population moments."""
+    keep = ~np.isnan(y)
+    y, p = y[keep].astype(np.float64), p[keep].astype(np.float64)
+    cov = ((y - y.mean()) * (p - p.mean())).mean()
+    return 2 * cov / (y.var() + p.var() + (y.mean() - p.mean()) ** 2)
+
+
+def test_evaluate_command_prints_ccc_json(store, tmp_path, capsys):
+    model, _, _ = _model_for(store, tmp_path / "m.pt")
+    assert cli(["evaluate", str(model), "--store", str(store.path), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"ccc_act", "ccc_dom", "ccc_val", "ccc_mean", "utterances"}
+    n_test = len(store.ids("Test1", labeled=True))
+    assert result["utterances"] == n_test > 0
+    for attr in ("act", "dom", "val"):
+        assert -1.0 <= result[f"ccc_{attr}"] <= 1.0
+    assert result["ccc_mean"] == pytest.approx(np.mean([result[f"ccc_{a}"] for a in ("act", "dom", "val")]))
+
+
+def test_evaluate_matches_a_per_utterance_loop(store, tmp_path):
+    """Batched evaluation equals predicting each utterance on its own from the raw frames."""
+    from model.chunking import chunk_frames
+
+    _, network, info = _model_for(store, tmp_path / "m.pt")
+    result = evaluate_store((network, info), store, split="Validation", batch_sentences=5)
+    idx = store.ids("Validation", labeled=True)
+    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
+    preds = []
+    network.eval()
+    for i in idx:
+        row = store.index[i]
+        frames = np.asarray(store.frames[row["offset"]:row["offset"] + row["length"]], dtype=np.float32)
+        with torch.no_grad():
+            out = network(chunk_frames(frames, [0], [len(frames)], m, C)).attributes
+        preds.append(out.mean(dim=0).numpy())
+    preds = np.array(preds, dtype=np.float64)
+    labels = store.labels(idx, ["act", "dom", "val"])
+    assert result["utterances"] == len(idx)
+    for j, attr in enumerate(("act", "dom", "val")):
+        mean, std = store.label_terms[attr]
+        expected = _ccc(labels[:, j], preds[:, j] * std + mean)
+        assert result[f"ccc_{attr}"] == pytest.approx(expected, abs=1e-5)
+        assert abs(expected) > 1e-6      # a real, non-degenerate value is being compared
+
+
+def test_single_attribute_model_reports_only_its_attribute(store, tmp_path):
+    _, network, info = _model_for(store, tmp_path / "m.pt", temporal="none")
+    info.config = info.config.replace(attributes=["val"])
+    network = build_network(info.config)
+    result = evaluate_store((network, info), store)
+    assert set(result) == {"ccc_val", "ccc_mean", "utterances"} and result["ccc_mean"] == result["ccc_val"]
+
+
+def test_mismatched_feature_kind_is_refused(store, tmp_path, capsys):
+    other = "reference" if FeatureSpec.from_dict(store.feature_spec).kind == "logmel" else "logmel"
+    model, _, _ = _model_for(store, tmp_path / "m.pt", kind=other)
+    assert cli(["evaluate", str(model), "--store", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert f"expects {other!r} features" in err and str(store.path) in err
+
+
+def test_mismatched_norm_terms_are_refused(store, tmp_path):
+    model, _, _ = _model_for(store, tmp_path / "m.pt", norm_shift=0.5)
+    with pytest.raises(UserError, match="normalised with different feature terms"):
+        evaluate_store(model, store)
+
+
+def test_unknown_split_is_refused(store, tmp_path, capsys):
+    model, _, _ = _model_for(store, tmp_path / "m.pt")
+    assert cli(["evaluate", str(model), "--store", str(store.path), "--split", "Test9"]) == 2
+    err = capsys.readouterr().err
+    assert "'Test9'" in err and "Test1" in err
