@@ -36,6 +36,7 @@ SHORT_FRAMES = 62                # utterances shorter than one reference chunk a
 VALIDATION_NAMES = ("validation", "development", "dev", "valid", "val")
 SPLIT_ORDER = ("train", "validation", "development", "dev", "valid", "val")
 EXAMPLES = 5                     # example paths per problem reason in the summary
+STORE_FILES = ("frames.npy", "index.npy", "meta.json", "report.json")
 BLOCK_ROWS = 1 << 16             # rows normalised per step in the second pass
 
 
@@ -330,8 +331,9 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                 return report
         except StoreError:
             pass
-    if out.exists() and not (out / "meta.json").is_file() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not a feature store; choose another --out or remove it")
+    if out.exists() and (not out.is_dir() or any(p.name not in STORE_FILES for p in out.iterdir())):
+        raise UserError(f"{out}: exists and is not a feature store (it holds other files); "
+                        "choose another --out or remove it")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -369,11 +371,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
 
     utts = corpus.utterances
     problems = list(corpus.problems)
-    splits = _split_names(utts)
-    roles = _roles(splits)
-    speakers = sorted({u.speaker for u in utts if u.speaker is not None})
-    split_code = {s: i for i, s in enumerate(splits)}
-    speaker_code = {s: i for i, s in enumerate(speakers)}
+    train_split = _roles(_split_names(utts))["train"]
 
     # pass 1: extract once, cache raw float32 frames, accumulate the Train split's norm terms
     lengths = np.zeros(len(utts), dtype=np.int64)
@@ -394,7 +392,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
             lengths[i], samples = len(feats), samples + n
             raw.write(feats.tobytes())
             if ref_terms is None:
-                (train_acc if utts[i].split == roles["train"] and roles["train"] else all_acc).add(feats)
+                (train_acc if train_split and utts[i].split == train_split else all_acc).add(feats)
             if len(feats) < SHORT_FRAMES:
                 problems.append(Problem(str(utts[i].path), SHORT_UTTERANCE,
                                         f"{len(feats)} frames < {SHORT_FRAMES} (one chunk); kept, padded"))
@@ -408,7 +406,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
     if ref_terms is not None:
         terms, norm_source = ref_terms, f"reference:{Path(norm_dir).resolve()}"
     elif train_acc.count:
-        terms, norm_source = train_acc.terms(), f"split:{roles['train']}"
+        terms, norm_source = train_acc.terms(), f"split:{train_split}"
     else:  # no Train split (an unlabeled-only corpus): every utterance
         terms, norm_source = all_acc.terms(), "all"
 
@@ -427,6 +425,11 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
     offsets = np.zeros(len(utts), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     kept = [utts[i] for i in keep]
+    splits = _split_names(kept)
+    roles = _roles(splits)
+    speakers = sorted({u.speaker for u in kept if u.speaker is not None})
+    split_code = {s: i for i, s in enumerate(splits)}
+    speaker_code = {s: i for i, s in enumerate(speakers)}
     index = np.zeros(len(kept), dtype=index_dtype(max((len(u.name.encode()) for u in kept), default=1)))
     index["name"] = [u.name.encode() for u in kept]
     index["offset"], index["length"] = offsets[keep], lengths[keep]
