@@ -13,6 +13,7 @@ import numpy as np
 from model.errors import UserError
 
 MAX_POINTS_PER_CENTROID = 256  # faiss's default: larger inputs are subsampled for training the centroids
+BLOCK_ROWS = 65536  # rows per block for the float64 statistics
 
 
 @dataclass
@@ -32,23 +33,39 @@ def _faiss_gpus(faiss) -> int:
     return int(get()) if get is not None else 0
 
 
+def _blocks(n: int, size: int = BLOCK_ROWS):
+    """Slices covering range(n) in blocks, so that float64 work never copies a whole large array."""
+    return (slice(i, min(i + size, n)) for i in range(0, n, size))
+
+
 def pca_whiten(x: np.ndarray, rel_tol: float = 1e-6) -> np.ndarray:
     """PCA-whiten (eigen power -0.5) and L2-normalise the rows, as DeepCluster does.
 
     Directions whose variance is below rel_tol times the largest (e.g. dead ReLU units) are dropped
     instead of being blown up, so the result can have fewer columns than x.
     """
-    x64 = x.astype(np.float64)
-    x64 -= x64.mean(axis=0)
-    eigval, eigvec = np.linalg.eigh(x64.T @ x64 / max(len(x64) - 1, 1))
+    n, d = x.shape
+    mean = np.zeros(d)
+    for b in _blocks(n):
+        mean += x[b].sum(axis=0, dtype=np.float64)
+    mean /= max(n, 1)
+    cov = np.zeros((d, d))
+    for b in _blocks(n):
+        xb = x[b].astype(np.float64) - mean
+        cov += xb.T @ xb
+    eigval, eigvec = np.linalg.eigh(cov / max(n - 1, 1))
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[order], eigvec[:, order]
     keep = eigval > rel_tol * max(float(eigval[0]), 0.0)
     if not keep.any():  # all points identical: nothing to whiten
-        return np.zeros((len(x), 1), dtype=np.float32)
-    y = (x64 @ eigvec[:, keep]) / np.sqrt(eigval[keep])
-    norms = np.linalg.norm(y, axis=1, keepdims=True)
-    return (y / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return np.zeros((n, 1), dtype=np.float32)
+    project = eigvec[:, keep] / np.sqrt(eigval[keep])
+    out = np.empty((n, int(keep.sum())), dtype=np.float32)
+    for b in _blocks(n):
+        y = (x[b].astype(np.float64) - mean) @ project
+        norms = np.linalg.norm(y, axis=1, keepdims=True)
+        out[b] = y / np.where(norms > 0, norms, 1.0)
+    return out
 
 
 def _reseed_empty(x: np.ndarray, assignments: np.ndarray, k: int, rng: np.random.Generator) -> int:
@@ -71,13 +88,17 @@ def _reseed_empty(x: np.ndarray, assignments: np.ndarray, k: int, rng: np.random
 
 
 def _objective(x: np.ndarray, assignments: np.ndarray, k: int) -> float:
-    """Sum of squared distances of the points to the means of their clusters."""
-    x64 = x.astype(np.float64)
-    sizes = np.bincount(assignments, minlength=k)
-    sums = np.zeros((k, x.shape[1]))
-    np.add.at(sums, assignments, x64)
-    means = sums / np.maximum(sizes, 1)[:, None]
-    return float(((x64 - means[assignments]) ** 2).sum())
+    """Sum of squared distances of the points to the means of their clusters: Σ|x|² − Σ_c |S_c|²/n_c."""
+    n, d = x.shape
+    sums = np.zeros((k, d))
+    total = 0.0
+    for b in _blocks(n):
+        xb = x[b].astype(np.float64)
+        for j in range(d):  # per-dimension cluster sums; bincount beats np.add.at and one-hot products
+            sums[:, j] += np.bincount(assignments[b], weights=xb[:, j], minlength=k)
+        total += float(np.einsum("ij,ij->", xb, xb))
+    sizes = np.maximum(np.bincount(assignments, minlength=k), 1)
+    return max(0.0, total - float(((sums ** 2).sum(axis=1) / sizes).sum()))
 
 
 def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: bool = False,
@@ -96,8 +117,8 @@ def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: b
     if n < k:
         raise UserError(f"there are fewer samples (chunks) than clusters K: {n} chunks for K = {k}; "
                         "lower num_clusters or use more data")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
+    bad = sum(int((~np.isfinite(x[b])).any(axis=1).sum()) for b in _blocks(n))
+    if bad:
         raise UserError(f"k-means got non-finite embeddings ({bad} of {n} rows hold NaN or inf); "
                         "the network diverged: lower the learning rates or check the features")
     data = np.ascontiguousarray(x, dtype=np.float32)
@@ -110,11 +131,12 @@ def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: b
     if use_gpu and gpus == 0:
         raise UserError("k-means was asked to use a GPU but this faiss build has none (install faiss-gpu)")
 
+    seed = int(seed) % 2**31  # faiss takes a C int; trainers may pass seed + epoch or a hash
     threads_before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
     try:
         # min_points_per_centroid=1 only silences faiss's "WARNING clustering" message for small N
-        km = faiss.Kmeans(d, k, niter=iterations, seed=int(seed), gpu=1 if use_gpu else False,
+        km = faiss.Kmeans(d, k, niter=iterations, seed=seed, gpu=1 if use_gpu else False,
                           verbose=False, min_points_per_centroid=1,
                           max_points_per_centroid=MAX_POINTS_PER_CENTROID)
         km.train(data)

@@ -45,6 +45,8 @@ def test_kmeans_deterministic_for_a_seed():
     a, b = kmeans(x, 7, seed=11), kmeans(x, 7, seed=11)
     np.testing.assert_array_equal(a.assignments, b.assignments)
     assert a.objective == b.objective
+    big = kmeans(x, 7, seed=2**40 + 11)  # any integer seed works; faiss gets it modulo 2**31
+    np.testing.assert_array_equal(big.assignments, kmeans(x, 7, seed=2**40 + 11).assignments)
 
 
 def test_duplicated_points_force_reseeding_and_no_cluster_stays_empty():
