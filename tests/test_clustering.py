@@ -137,3 +137,20 @@ def test_faiss_is_quiet_and_threads_restored(capfd):
     assert faiss.omp_get_max_threads() == before
     out, err = capfd.readouterr()
     assert "WARNING" not in out + err
+
+
+def test_faiss_threads_follow_torch(monkeypatch):
+    import faiss
+    import torch
+
+    calls: list[int] = []
+    real = faiss.omp_set_num_threads
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: (calls.append(n), real(n)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kmeans(np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32), 4)
+    finally:
+        torch.set_num_threads(before)
+    assert calls[0] == 1  # capped to torch's thread count while clustering, then restored
+    assert len(calls) == 2
