@@ -11,10 +11,15 @@ from scipy.signal import resample_poly
 from model.errors import UserError
 
 SAMPLE_RATE = 16000
+NOT_FOUND, UNREADABLE, EMPTY, NON_FINITE = "not_found", "unreadable", "empty", "non_finite"
 
 
 class AudioError(UserError):
-    """An audio file that cannot be used: unreadable, corrupt, empty or with non-finite samples."""
+    """An audio file that cannot be used; `reason` is one of NOT_FOUND, UNREADABLE, EMPTY, NON_FINITE."""
+
+    def __init__(self, message: str, reason: str = UNREADABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -33,17 +38,17 @@ def load_audio(path: str | Path) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as e:
         if not path.exists():
-            raise AudioError(f"{path}: audio file not found") from e
+            raise AudioError(f"{path}: audio file not found", NOT_FOUND) from e
         if path.is_dir():
             raise AudioError(f"{path}: is a folder, not an audio file") from e
         reason = getattr(e, "error_string", "") or str(e).strip() or type(e).__name__
         raise AudioError(f"{path}: cannot read audio: corrupt or not an audio file ({reason})") from e
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
+        raise AudioError(f"{path}: empty audio (0 samples)", EMPTY)
     if sr <= 0:
         raise AudioError(f"{path}: invalid sample rate {sr}")
     wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     if not np.isfinite(wave).all():
-        raise AudioError(f"{path}: audio contains non-finite samples (NaN or inf)")
+        raise AudioError(f"{path}: audio contains non-finite samples (NaN or inf)", NON_FINITE)
     wave = resample(np.ascontiguousarray(wave), sr)
     return np.ascontiguousarray(wave, dtype=np.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.audio import SAMPLE_RATE, AudioError, load_audio
+from model.audio import EMPTY, NON_FINITE, NOT_FOUND, SAMPLE_RATE, UNREADABLE, AudioError, load_audio
 from model.errors import UserError
 
 
@@ -74,8 +74,9 @@ def test_reads_flac_and_ogg(tmp_path: Path, fmt: str, sr: int, channels: int) ->
 
 
 def test_missing_file_and_folder(tmp_path: Path) -> None:
-    with pytest.raises(AudioError, match=r"nope\.wav: audio file not found"):
+    with pytest.raises(AudioError, match=r"nope\.wav: audio file not found") as info:
         load_audio(tmp_path / "nope.wav")
+    assert info.value.reason == NOT_FOUND
     with pytest.raises(AudioError, match="is a folder"):
         load_audio(tmp_path)
 
@@ -85,7 +86,7 @@ def test_non_audio_file(tmp_path: Path) -> None:
     path.write_text("this is not audio at all\n" * 20)
     with pytest.raises(AudioError, match=r"notes\.wav: cannot read audio: corrupt or not an audio file") as info:
         load_audio(path)
-    assert isinstance(info.value, UserError)
+    assert isinstance(info.value, UserError) and info.value.reason == UNREADABLE
 
 
 def test_truncated_header(tmp_path: Path) -> None:
@@ -111,8 +112,9 @@ def test_corrupt_flac_body(tmp_path: Path) -> None:
 def test_empty_audio(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     sf.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE)
-    with pytest.raises(AudioError, match=r"empty\.wav: empty audio \(0 samples\)"):
+    with pytest.raises(AudioError, match=r"empty\.wav: empty audio \(0 samples\)") as info:
         load_audio(path)
+    assert info.value.reason == EMPTY
 
 
 def test_non_finite_samples(tmp_path: Path) -> None:
@@ -120,8 +122,9 @@ def test_non_finite_samples(tmp_path: Path) -> None:
     data[17] = np.nan
     path = tmp_path / "nan.wav"
     sf.write(path, data, SAMPLE_RATE, subtype="FLOAT")
-    with pytest.raises(AudioError, match=r"nan\.wav: .*non-finite"):
+    with pytest.raises(AudioError, match=r"nan\.wav: .*non-finite") as info:
         load_audio(path)
+    assert info.value.reason == NON_FINITE
     data[17] = np.inf
     sf.write(path, np.stack([data, data], axis=1), SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(AudioError, match="non-finite"):

@@ -139,9 +139,15 @@ def test_logmel_is_decibels_of_the_mel_power() -> None:
     np.testing.assert_allclose(ours, expected, atol=1e-3)     # 1e-3 dB ~ 2.3e-4 relative power
 
 
-def test_unknown_kind() -> None:
+def test_bad_input() -> None:
     with pytest.raises(UserError, match="'mfcc'"):
         extract(np.ones(1000, dtype=np.float32), "mfcc")
+    with pytest.raises(ValueError, match="non-finite"):
+        extract(np.array([0.0, np.nan, 1.0], dtype=np.float32), "reference")
+    with pytest.raises(ValueError, match="1-D"):
+        extract(np.ones((2, 1000), dtype=np.float32), "logmel")
+    with pytest.raises(ValueError, match="non-empty"):
+        extract(np.zeros(0, dtype=np.float32), "logmel")
 
 
 def test_extract_accepts_a_spec() -> None:
