@@ -5,6 +5,7 @@ the model's label terms. Chunks of many sentences go through the network togethe
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -50,11 +51,29 @@ def label_scale(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     return np.array([m for m, _ in terms], dtype=np.float64), np.array([s for _, s in terms], dtype=np.float64)
 
 
+@contextmanager
+def full_fp32_cudnn() -> Iterator[None]:
+    """cuDNN convolutions and RNNs in full fp32 (no TF32) inside the block, so GPU predictions match CPU ones."""
+    backends = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
+
+
 def predict_chunks(network: DeepEmoCluster, chunks: torch.Tensor, C: int) -> np.ndarray:
     """Sentence predictions [n, A] (normalised scale) from their chunks [n*C, 1, m, n_mels]."""
     device = next(network.parameters()).device
     with torch.inference_mode():
-        out = network(chunks.to(device)).attributes             # [n*C, A]
+        if device.type == "cuda":
+            with full_fp32_cudnn():
+                out = network(chunks.to(device)).attributes     # [n*C, A]
+        else:
+            out = network(chunks.to(device)).attributes
     return out.view(-1, C, out.shape[-1]).mean(dim=1).double().cpu().numpy()
 
 

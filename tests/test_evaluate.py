@@ -48,14 +48,22 @@ def _ccc(y, p):
 
 def test_evaluate_command_prints_ccc_json(store, tmp_path, capsys):
     model, _, _ = _model_for(store, tmp_path / "m.pt")
-    assert cli(["evaluate", str(model), "--store", str(store.path), "--device", "cpu"]) == 0
+    assert cli(["evaluate", str(model), "--store", str(store.path), "--split", "Validation", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"ccc_act", "ccc_dom", "ccc_val", "ccc_mean", "utterances"}
-    n_test = len(store.ids("Test1", labeled=True))
-    assert result["utterances"] == n_test > 0
+    assert result["utterances"] == len(store.ids("Validation", labeled=True)) >= 2
     for attr in ("act", "dom", "val"):
-        assert -1.0 <= result[f"ccc_{attr}"] <= 1.0
+        assert -1.0 <= result[f"ccc_{attr}"] <= 1.0 and result[f"ccc_{attr}"] != 0.0
     assert result["ccc_mean"] == pytest.approx(np.mean([result[f"ccc_{a}"] for a in ("act", "dom", "val")]))
+
+
+def test_default_split_is_test1(store, tmp_path, capsys):
+    model, _, _ = _model_for(store, tmp_path / "m.pt")
+    assert cli(["evaluate", str(model), "--store", str(store.path), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    n_test = len(store.ids("Test1", labeled=True))
+    assert json.loads(captured.out)["utterances"] == n_test > 0
+    assert ("a CCC needs at least 2" in captured.err) == (n_test < 2)
 
 
 def test_evaluate_matches_a_per_utterance_loop(store, tmp_path):
@@ -111,3 +119,23 @@ def test_unknown_split_is_refused(store, tmp_path, capsys):
     assert cli(["evaluate", str(model), "--store", str(store.path), "--split", "Test9"]) == 2
     err = capsys.readouterr().err
     assert "'Test9'" in err and "Test1" in err
+
+
+def test_reference_store_evaluation_matches_prediction_from_audio(tiny_corpus, reference_models, tmp_path):
+    """An imported reference model on a reference-feature store (its own NormTerm): the CCC from the
+    store's frames equals the CCC of predicting the same utterances from their audio files."""
+    from conftest import REFERENCE_MODELS
+    from model.inference import predict_files
+    from model.store import prepare_store
+
+    out = tmp_path / "reference.store"
+    prepare_store(tiny_corpus, out, features="reference", norm_terms=REFERENCE_MODELS / "NormTerm",
+                  workers=1, dtype="float32", progress=False)
+    store = FeatureStore.open(out)
+    result = evaluate_store(reference_models["act"], store, split="Validation")
+    idx = store.ids("Validation", labeled=True)
+    rows, failures = predict_files(reference_models["act"], [tiny_corpus / "Audio" / f"{n}.wav" for n in store.names(idx)])
+    assert failures == [] and result["utterances"] == len(rows) == len(idx)
+    expected = _ccc(store.labels(idx, ["act"])[:, 0], np.array([r["act"] for r in rows]))
+    assert result["ccc_act"] == pytest.approx(expected, abs=1e-4)
+    assert set(result) == {"ccc_act", "ccc_mean", "utterances"}

@@ -130,3 +130,13 @@ def test_batching_and_short_clips(tmp_path):
         for attr in ("act", "dom", "val"):
             assert a[attr] == pytest.approx(b[attr], abs=1e-5)
             assert np.isfinite(a[attr])
+
+
+def test_gpu_inference_runs_cudnn_in_full_fp32_and_restores_the_setting():
+    from model.inference import full_fp32_cudnn
+
+    conv, rnn = torch.backends.cudnn.conv, torch.backends.cudnn.rnn
+    before = (conv.fp32_precision, rnn.fp32_precision)
+    with full_fp32_cudnn():
+        assert (conv.fp32_precision, rnn.fp32_precision) == ("ieee", "ieee")
+    assert (conv.fp32_precision, rnn.fp32_precision) == before

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "CCC per attribute of a model file on a feature store split (prints JSON)"
 
@@ -22,5 +23,8 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_sentences < 1:
         raise UserError(f"--batch-sentences={args.batch_sentences} is invalid: expected an integer >= 1")
     result = evaluate_store(args.model, args.store, args.split, args.device, args.batch_sentences)
+    if result["utterances"] < 2:
+        print(f"warning: split {args.split!r} has {result['utterances']} labeled utterance(s); a CCC needs at "
+              "least 2 and is reported as 0", file=sys.stderr)
     print(json.dumps(result))
     return 0
