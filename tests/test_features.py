@@ -16,7 +16,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
-import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
 from model.errors import UserError
