@@ -53,9 +53,9 @@ def chunk_frames(frames, offsets: np.ndarray, lengths: np.ndarray, m: int, C: in
     pos = starts[:, :, None] + np.arange(m, dtype=np.int64)[None, None, :]  # [n, C, m] in-utterance
     valid = pos < lengths[:, None, None]
     take = local[:, None, None] + np.minimum(pos, span[:, None, None] - 1)
-    out = buf[torch.from_numpy(take.reshape(-1))]
+    out = buf.index_select(0, torch.from_numpy(take.reshape(-1)))
     if not valid.all():
-        out[torch.from_numpy(~valid.reshape(-1))] = 0.0
+        out.index_fill_(0, torch.from_numpy(np.flatnonzero(~valid.reshape(-1))), 0.0)
     return out.view(n * C, 1, m, n_mels)
 
 

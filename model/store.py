@@ -375,7 +375,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
 
     # pass 1: extract once, cache raw float32 frames, accumulate the Train split's norm terms
     lengths = np.zeros(len(utts), dtype=np.int64)
-    samples = 0
+    samples, cache_s = 0, 0.0
     train_acc, all_acc = NormAccumulator(), NormAccumulator()
     n_mels = spec.n_mels
     start = time.perf_counter()
@@ -390,7 +390,9 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
                 continue
             feats = np.ascontiguousarray(feats, dtype=np.float32)
             lengths[i], samples = len(feats), samples + n
+            t = time.perf_counter()
             raw.write(feats.tobytes())
+            cache_s += time.perf_counter() - t
             if ref_terms is None:
                 (train_acc if train_split and utts[i].split == train_split else all_acc).add(feats)
             if len(feats) < SHORT_FRAMES:
@@ -411,6 +413,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
         terms, norm_source = all_acc.terms(), "all"
 
     # pass 2: normalise the cached frames block by block into frames.npy
+    start = time.perf_counter()
     total = int(lengths.sum())
     rawmap = np.memmap(tmp / "raw.f32", dtype=np.float32, mode="r", shape=(total, n_mels)) if total else None
     frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=dtype, shape=(total, n_mels))
@@ -420,6 +423,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
     frames.flush()
     del frames, rawmap
     os.unlink(tmp / "raw.f32")
+    normalise_s = time.perf_counter() - start
 
     # index: kept utterances in corpus order; offsets follow the raw file's order (the same order)
     offsets = np.zeros(len(utts), dtype=np.int64)
@@ -482,6 +486,8 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
         "problem_list": [{"path": p.path, "reason": p.reason, "detail": p.detail} for p in problems],
         "audio_not_in_table": corpus.not_in_table,
         "extraction_seconds": extract_s,
+        "cache_write_seconds": cache_s,
+        "normalise_seconds": normalise_s,
         "realtime_factor": hours * 3600 / extract_s if extract_s > 0 else None,
         "workers": workers,
         "dtype": dtype,
