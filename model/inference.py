@@ -25,10 +25,18 @@ BATCH_SENTENCES = 64
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' means the GPU when there is one, else the CPU."""
+    """'auto' means the GPU when there is one, else the CPU; UserError for an unusable device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"device {str(device)!r} is invalid: expected auto, cpu, cuda or cuda:N ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {str(device)!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {str(device)!r} is not supported: expected auto, cpu, cuda or cuda:N")
+    return device
 
 
 def resolve_model(model: ModelLike, device: str | torch.device = "cpu") -> tuple[DeepEmoCluster, ModelInfo]:

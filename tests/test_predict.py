@@ -140,3 +140,10 @@ def test_gpu_inference_runs_cudnn_in_full_fp32_and_restores_the_setting():
     with full_fp32_cudnn():
         assert (conv.fp32_precision, rnn.fp32_precision) == ("ieee", "ieee")
     assert (conv.fp32_precision, rnn.fp32_precision) == before
+
+
+def test_unusable_device_is_a_user_error(reference_models, tmp_path, capsys):
+    code = cli(["predict", str(reference_models["act"]), str(AUDIO / "tone_vibrato_3s.wav"),
+                "--out", str(tmp_path / "p.csv"), "--device", "tpu0"])
+    assert code == 2 and "'tpu0'" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
