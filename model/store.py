@@ -19,9 +19,14 @@ import shutil
 import sys
 import time
 import uuid
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -37,6 +42,7 @@ VALIDATION_NAMES = ("validation", "development", "dev", "valid", "val")
 SPLIT_ORDER = ("train", "validation", "development", "dev", "valid", "val")
 EXAMPLES = 5                     # example paths per problem reason in the summary
 STORE_FILES = ("frames.npy", "index.npy", "meta.json", "report.json")
+WINDOW_PER_WORKER = 8           # extraction tasks in flight per worker process
 BLOCK_ROWS = 1 << 16             # rows normalised per step in the second pass
 
 
@@ -177,11 +183,12 @@ def fingerprint(corpus: Corpus, settings: dict[str, Any]) -> str:
     if corpus.label_table is not None:
         h.update(corpus.label_table.read_bytes())
     for u in corpus.utterances:
+        path = os.path.abspath(u.path)   # the same corpus named by a relative or absolute path
         try:
-            st = u.path.stat()
-            h.update(f"{u.name}\0{u.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            st = os.stat(path)
+            h.update(f"{u.name}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{u.name}\0{u.path}\0missing\n".encode())
+            h.update(f"{u.name}\0{path}\0missing\n".encode())
     return h.hexdigest()
 
 
@@ -231,8 +238,12 @@ def _audio_reason(path: Path) -> str:
         return UNREADABLE_AUDIO
 
 
-def _extracted(paths: list[Path], kind: str, workers: int):
-    """Yield _extract_one results in order, in `workers` processes (in-process for 1)."""
+def _extracted(paths: list[Path], kind: str, workers: int) -> Iterator[tuple]:
+    """Yield _extract_one results in order, from `workers` processes (in-process for 1).
+
+    At most WINDOW_PER_WORKER tasks per worker are in flight, so memory stays bounded and an
+    interruption cancels the rest; a worker that dies (a decoder crash, out of memory) is an error.
+    """
     if workers <= 1 or len(paths) <= 1:
         _init_worker(kind)
         for p in paths:
@@ -243,9 +254,21 @@ def _extracted(paths: list[Path], kind: str, workers: int):
         ctx.set_forkserver_preload(["model.store", "model.audio", "model.features"])
     else:
         ctx = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(16, len(paths) // (workers * 8)))
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(kind,)) as pool:
-        yield from pool.imap(_extract_one, paths, chunksize=chunksize)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(kind,))
+    try:
+        todo = iter(paths)
+        pending = deque(pool.submit(_extract_one, p) for p in islice(todo, workers * WINDOW_PER_WORKER))
+        while pending:
+            try:
+                result = pending.popleft().result()
+            except BrokenProcessPool:
+                raise UserError("a feature extraction worker died (out of memory, or a crash while decoding an "
+                                "audio file); rerun with --workers 1 to find the file") from None
+            for p in islice(todo, 1):
+                pending.append(pool.submit(_extract_one, p))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def default_workers() -> int:
@@ -317,6 +340,9 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
     spec = FeatureSpec.from_dict({"kind": features})
     ref_terms = ref_labels = None
     if norm_terms is not None:
+        if spec.kind != "reference":
+            raise UserError(f"--norm-terms {norm_terms}: the reference's terms are for its mel power features; "
+                            f"use them with --features reference (got --features {spec.kind})")
         ref_terms, ref_labels = load_reference_norm_terms(norm_terms)
     corpus = read_corpus(corpus_path, list(unlabeled))
     settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
@@ -380,8 +406,9 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
     n_mels = spec.n_mels
     start = time.perf_counter()
     bar = tqdm(total=len(utts), unit="utt", desc="extracting", disable=not progress, dynamic_ncols=True)
-    with open(tmp / "raw.f32", "wb") as raw:
-        for i, (feats, reason, detail, n) in enumerate(_extracted([u.path for u in utts], spec.kind, workers)):
+    results = _extracted([u.path for u in utts], spec.kind, workers)
+    with open(tmp / "raw.f32", "wb") as raw, closing(results):
+        for i, (feats, reason, detail, n) in enumerate(results):
             bar.update(1)
             if on_progress is not None:
                 on_progress(i)

@@ -288,3 +288,16 @@ def test_shared_tiny_store_fixture(tiny_store):
     store = FeatureStore.open(tiny_store)
     assert len(store.ids("Train", labeled=True)) > 0 and len(store.pool_ids()) >= 16
     assert make_chunks(store, store.ids()[:4], 62, 11).shape == (44, 1, 62, 128)
+
+
+def test_reference_norm_terms_need_reference_features(messy_corpus, tmp_path):
+    with pytest.raises(Exception, match="--features reference"):
+        prepare_store(messy_corpus, tmp_path / "s", features="logmel", norm_terms=NORM_TERMS, progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_relative_and_absolute_corpus_paths_are_the_same_corpus(messy_corpus, tmp_path, monkeypatch):
+    prepare_store(messy_corpus, tmp_path / "s", workers=1, progress=False)
+    monkeypatch.chdir(messy_corpus.parent)
+    again = prepare_store(Path(messy_corpus.name), Path("s"), workers=1, progress=False)
+    assert again["status"] == "unchanged"
