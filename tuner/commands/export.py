@@ -1,0 +1,38 @@
+"""`python -m tuner export NAME [--top N] [--out FILE] [--force]`: the best configs as train-ready YAML.
+
+FILE (default STORAGE/NAME/best.yaml) is the overall best config; with several conditions or
+--top > 1 each (condition, rank) also gets `<stem>.<condition>.rank<k>.yaml` next to it. Every
+file works with `python -m tuner train --config FILE` unchanged (non-config data is under
+`metadata`). Existing files are kept unless --force.
+"""
+from __future__ import annotations
+
+import argparse
+
+HELP = "export the best configs of a run (per condition) as YAML for `python -m tuner train --config`"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the run name")
+    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    parser.add_argument("--top", type=int, default=1, help="best configs per condition (default 1)")
+    parser.add_argument("--out", default=None, help="output YAML file (default STORAGE/NAME/best.yaml)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from model.errors import UserError
+    from tuner.export import export_best
+    from tuner.run_dir import open_run
+
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: expected an integer >= 1")
+    run = open_run(args.name, args.storage)
+    if args.out is None and run.local is None:
+        raise UserError(f"{run.uri} is remote: give --out FILE")
+    out = Path(args.out) if args.out else run.local / "best.yaml"
+    for path in export_best(run, out, top=args.top, force=args.force):
+        print(path)
+    return 0

@@ -1,0 +1,107 @@
+"""`python -m tuner run [--space FILE] [--store STORE] [--name NAME] [--storage DIR_OR_URI] [--address ADDRESS]`.
+
+Runs a hyperparameter search: one Ray Tune experiment (one Optuna study) per condition of the
+space, results at STORAGE/NAME. With no --store, the bundled synthetic corpus is synthesised into
+./data/synthetic and its store prepared into ./data/synthetic.store, both once (cached). Without
+--name every run gets a new name (`<space>-<UTC time>`); an existing --name is refused (continue
+it with `python -m tuner resume NAME`).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+HELP = "run a hyperparameter search (Ray Tune + Optuna); with no arguments the synthetic demo"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SPACE = REPO / "search_spaces" / "default.yaml"
+DEMO_CORPUS = Path("data") / "synthetic"
+DEMO_STORE = Path("data") / "synthetic.store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default=str(DEFAULT_SPACE),
+                        help="search-space YAML (default: search_spaces/default.yaml; schema in search_spaces/README.md)")
+    parser.add_argument("--store", default=None,
+                        help="feature store (default: the synthetic demo corpus, built once into ./data/)")
+    parser.add_argument("--name", default=None, help="run name (default: <space>-<UTC time>, a new run each time)")
+    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (`auto`: the running one); default: a local Ray on loopback")
+    parser.add_argument("--num-samples", type=int, default=None, help="trials per condition (overrides the space)")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs of the local Ray (default: the CPUs this process may use)")
+    parser.add_argument("--top", type=int, default=1, help="best configs per condition exported at the end")
+
+
+def demo_store() -> Path:
+    """The default synthetic corpus and its store under ./data/, built once and reused."""
+    from model.store import prepare_store
+    from model.synth import synthesize_corpus
+
+    corpus = synthesize_corpus(DEMO_CORPUS)
+    report = prepare_store(corpus, DEMO_STORE, progress=False)
+    print(f"[tuner] store {DEMO_STORE}: {report['status']} ({report['labeled']} labelled, "
+          f"{report['unlabeled']} unlabeled utterances)")
+    return DEMO_STORE
+
+
+def main(args: argparse.Namespace) -> int:
+    from model.errors import UserError
+    from tuner.experiment import run_search
+    from tuner.run_dir import RunDir
+    from tuner.search_space import load_space
+
+    space_path = Path(args.space)
+    space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise UserError(f"--num-samples {args.num_samples}: expected an integer >= 1")
+        space.budget.num_samples = args.num_samples
+    space_text = space_path.read_text()
+    if args.num_samples is not None:
+        import yaml
+
+        raw = yaml.safe_load(space_text)
+        raw.setdefault("budget", {})["num_samples"] = args.num_samples
+        space_text = f"# {space_path} with --num-samples {args.num_samples}\n" + yaml.safe_dump(raw, sort_keys=False)
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: expected an integer >= 1")
+    if args.store is None:
+        store = demo_store()
+    else:
+        store = Path(args.store)
+        if not (store / "meta.json").is_file():
+            raise UserError(f"--store {store}: not a feature store (no meta.json); make one with "
+                            "`python -m tuner prepare CORPUS --out STORE`")
+    name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    run = RunDir(args.storage, name)
+    outcome = run_search(space, space_text, str(store.resolve()), run, args.address, args.num_cpus)
+    return finish(run, outcome, args.top)
+
+
+def finish(run, outcome: dict, top: int) -> int:
+    """Print the best configs, where results and TensorBoard logs are, and export the best configs."""
+    import ray
+
+    from tuner.export import export_best
+    from tuner.run_summary import format_summary, summarize
+
+    if ray.is_initialized():
+        ray.shutdown()
+    print()
+    print(format_summary(summarize(run)))
+    print(f"results:     {run.uri}")
+    print(f"tensorboard: tensorboard --logdir {run.uri}   (or: python -m tuner tensorboard {run.name})")
+    if outcome.get("interrupted"):
+        print(f"interrupted: continue with `python -m tuner resume {run.name}`")
+        return 130
+    if run.local is not None:
+        try:
+            paths = export_best(run, run.local / "best.yaml", top=top, force=True)
+        except Exception as exc:  # a run without any result has nothing to export
+            print(f"export: {exc}")
+        else:
+            print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
+            print(f"retrain:     python -m tuner train --config {paths[0]} --store STORE --out DIR")
+    return 0

@@ -1,0 +1,23 @@
+"""`python -m tuner status NAME [--storage DIR_OR_URI] [--json]`: trials by state and the best so far."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "show a search run: trials by state, best so far, per condition (no Ray needed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the run name")
+    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from tuner.run_dir import open_run
+    from tuner.run_summary import format_summary, summarize
+
+    summary = summarize(open_run(args.name, args.storage))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0

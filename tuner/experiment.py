@@ -1,0 +1,239 @@
+"""The search driver: Ray start-up, resource checks, one Tuner (one Optuna study) per condition.
+
+`run_search` starts a run, `resume_search` continues one after the driver died; both go through
+`_run_conditions`, which runs the conditions' studies one after another and records each one's
+state in the run manifest, so that a resume skips finished studies, restores the interrupted one
+(Tuner.restore: unfinished and errored trials continue from their checkpoints, the searcher's
+state comes back) and starts the ones that never began.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.errors import UserError
+from tuner.run_dir import RunDir
+from tuner.search_space import SearchSpace, SpaceSampler, condition_label, parse_space
+from tuner.trial_records import read_condition
+
+LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
+CHECKPOINTS_KEPT = 3
+MAX_FAILURES = 2
+# Ray's progress table shows the first four metrics a trial reports: these, after the searched ones.
+PROGRESS_COLUMNS = ("val_ccc_mean", "loss_total", "nmi", "time_epoch_s")
+REUSE_ACTORS = True  # a trial process keeps torch imported for the next trial: less start-up per trial
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> str:
+    """Join the cluster at `address` (`auto`: the running one) or start a local one on loopback."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if ray.is_initialized():
+        return "existing"
+    if address:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        except ConnectionError as exc:
+            raise UserError(f"--address {address}: cannot join a Ray cluster there: {exc}") from None
+        return address
+    ray.init(num_cpus=num_cpus or usable_cpus(), num_gpus=None, _node_ip_address=LOOPBACK_IP,
+             include_dashboard=False, log_to_driver=True)
+    return "local"
+
+
+def check_resources(space: SearchSpace, where: str) -> None:
+    """Fail before tuner.fit when no node could ever hold one trial's resources."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    max_cpu = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
+    max_gpu = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
+    cpu, gpu = space.resources.cpu, space.resources.gpu
+    if gpu > 0 and max_gpu == 0:
+        raise UserError(f"{space.source}: resources.gpu={gpu:g} but the Ray cluster ({where}, {len(nodes)} "
+                        "node(s)) has no GPU; set resources.gpu: 0 or join a cluster with GPUs (--address)")
+    if gpu > max_gpu:
+        raise UserError(f"{space.source}: resources.gpu={gpu:g} but the largest node has {max_gpu:g} GPU(s)")
+    if cpu > max_cpu:
+        raise UserError(f"{space.source}: resources.cpu={cpu:g} but the largest node of the Ray cluster "
+                        f"({where}) has {max_cpu:g} CPU(s); lower resources.cpu")
+
+
+def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int):
+    """OptunaSearch over a define-by-run space: seeded TPE, random, or multi-objective TPE."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = space.searcher.seed + index  # each condition's study gets its own, reproducible stream
+    if space.searcher.type == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.searcher.n_startup_trials)
+    metric = space.metrics if space.multi_objective else space.metric
+    mode = space.modes if space.multi_objective else space.mode
+    return OptunaSearch(space=SpaceSampler(space, condition), metric=metric, mode=mode, sampler=sampler,
+                        study_name=condition_label(condition))
+
+
+def make_scheduler(space: SearchSpace):
+    """ASHA (default), HyperBand, median stopping or none (FIFO), on training iterations (= epochs);
+    metric and mode reach it through TuneConfig."""
+    from ray.tune.schedulers import (ASHAScheduler, FIFOScheduler, HyperBandScheduler,
+                                     MedianStoppingRule)
+
+    s, max_t = space.scheduler, space.budget.max_epochs
+    if s.type == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    if s.type == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor)
+    if s.type == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period,
+                                  min_samples_required=s.min_samples_required)
+    return FIFOScheduler()
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folders: `trial_<id>` (Ray's default name holds the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_trainable(space: SearchSpace, store: str):
+    """The function trainable with its store path and resources attached (fractional GPU allowed)."""
+    from ray import tune
+
+    from tuner.trainable import train_trial
+
+    fn = tune.with_parameters(train_trial, store_path=store, cpus=space.resources.cpu, gpus=space.resources.gpu,
+                              first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4])
+    return tune.with_resources(fn, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+
+
+def hparam_names(space: SearchSpace) -> list[str]:
+    return [*space.conditions, *(p.name for p in space.parameters)]
+
+
+def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str):
+    """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from tuner.tensorboard_log import TensorBoardCallback
+
+    single = not space.multi_objective
+    tune_config = tune.TuneConfig(
+        metric=space.metric if single else None, mode=space.mode if single else None, search_alg=make_searcher(space, condition, index), scheduler=make_scheduler(space),
+        num_samples=space.budget.num_samples, time_budget_s=space.budget.time_limit_s,
+        max_concurrent_trials=space.resources.max_concurrent_trials or None, reuse_actors=REUSE_ACTORS,
+        trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=condition_label(condition), storage_path=run.uri,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
+                                                checkpoint_score_attribute=space.metric,
+                                                checkpoint_score_order=space.mode),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+                   TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
+    return tune.Tuner(make_trainable(space, store), tune_config=tune_config, run_config=run_config)
+
+
+def new_manifest(space: SearchSpace, space_text: str, store: str, name: str) -> dict[str, Any]:
+    return {
+        "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
+        "metrics": space.metrics, "modes": space.modes,
+        "conditions": [{"label": condition_label(c), "values": c, "state": "pending"}
+                       for c in space.condition_values()],
+    }
+
+
+def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:
+    """The run's space, re-validated from the copy kept in the manifest."""
+    return parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])
+
+
+def _prepare_env() -> None:
+    # Ray's own TensorBoard logger would write a second, `ray/tune/...`-tagged copy with its own
+    # HParams experiment per trial; tuner.tensorboard_log replaces it (CSV/JSON are added explicitly).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, address: str | None,
+               num_cpus: int | None = None) -> dict[str, Any]:
+    """Start run `run`: write its manifest, then run every condition's study."""
+    from tuner.tensorboard_log import hparam_metric_tags, write_experiment_summary
+
+    if run.has_manifest():
+        raise UserError(f"{run.uri}: a run named {run.name!r} exists already; continue it with "
+                        f"`python -m tuner resume {run.name}` or choose another --name")
+    manifest = new_manifest(space, space_text, store, run.name)
+    run.write_manifest(manifest)
+    if run.local is not None:
+        write_experiment_summary(run.local, _experiment_hparams(space), hparam_metric_tags(space.metrics))
+    return _run_conditions(space, store, run, address, num_cpus, resume=False)
+
+
+def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Continue a run whose driver stopped: finished studies are kept, the rest continue."""
+    manifest = run.read_manifest()
+    space = space_from_manifest(manifest)
+    return _run_conditions(space, manifest["store"], run, address, num_cpus, resume=True)
+
+
+def _experiment_hparams(space: SearchSpace) -> dict[str, Any]:
+    values: dict[str, Any] = {name: values[0] for name, values in space.conditions.items()}
+    for p in space.parameters:
+        values[p.name] = p.choices[0] if p.kind == "categorical" else p.value if p.kind == "fixed" else p.low
+    return values
+
+
+def _run_conditions(space: SearchSpace, store: str, run: RunDir, address: str | None, num_cpus: int | None,
+                    resume: bool) -> dict[str, Any]:
+    from ray import tune
+
+    _prepare_env()
+    if not Path(store).exists():
+        raise UserError(f"--store {store}: no feature store there; make one with `python -m tuner prepare`")
+    where = start_ray(address, num_cpus)
+    check_resources(space, where)
+    manifest = run.read_manifest()
+    states = {c["label"]: c["state"] for c in manifest["conditions"]}
+    timings: dict[str, float] = {}
+    for index, condition in enumerate(space.condition_values()):
+        label = condition_label(condition)
+        if states.get(label) == "done":
+            print(f"[tuner] condition {label}: finished earlier, kept")
+            continue
+        exp_uri = run.child_uri(label)
+        start = time.perf_counter()
+        trainable = make_trainable(space, store)
+        if resume and tune.Tuner.can_restore(exp_uri):
+            print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
+            tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
+            tuner = make_tuner(space, condition, index, run, store)
+        run.set_condition_state(label, "running")
+        tuner.fit()
+        timings[label] = time.perf_counter() - start
+        unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)
+                      if r.status not in ("TERMINATED", "ERROR")]
+        if unfinished:  # interrupted (Ctrl+C): keep the study resumable
+            print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s); "
+                  f"continue with `python -m tuner resume {run.name}`", file=sys.stderr)
+            return {"run": run.uri, "timings": timings, "interrupted": True}
+        run.set_condition_state(label, "done")
+    return {"run": run.uri, "timings": timings, "interrupted": False}

@@ -1,0 +1,146 @@
+"""The folder of one search run, STORAGE/NAME: its manifest and one Ray experiment per condition.
+
+Layout:
+    STORAGE/NAME/run.json               the manifest: space (text), store, conditions and their state
+    STORAGE/NAME/events.out.tfevents.*  the HParams experiment summary (TensorBoard root run)
+    STORAGE/NAME/<condition>/           one Ray Tune experiment (one Optuna study) per condition,
+                                        e.g. `labeled_ratio=0.1/`, or `all/` without conditions
+    STORAGE/NAME/best.yaml (+ siblings) the exported best configs
+
+STORAGE is a local folder or a URI pyarrow understands (s3://, gs://, file://); all writes are
+atomic (a temporary name, then a rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from model.errors import UserError
+
+MANIFEST = "run.json"
+MANIFEST_VERSION = 1
+DEFAULT_STORAGE = "results"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def check_name(name: str) -> str:
+    """A run name is a plain folder name (letters, digits, . _ -)."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"--name {name!r}: expected a folder name of letters, digits, '.', '_' or '-'")
+    return name
+
+
+class RunDir:
+    """STORAGE/NAME of one run, local or remote; `uri` is what Ray's storage_path gets."""
+
+    def __init__(self, storage: str | os.PathLike, name: str):
+        self.name = check_name(name)
+        storage = str(storage)
+        if is_uri(storage):
+            import pyarrow.fs
+
+            self.storage = storage.rstrip("/")
+            self.fs, self._root = pyarrow.fs.FileSystem.from_uri(f"{self.storage}/{name}")
+            self.uri = f"{self.storage}/{name}"
+            self.local: Path | None = Path(self._root) if self.storage.startswith("file://") else None
+        else:
+            self.storage = str(Path(storage).expanduser().resolve())
+            self.fs = None
+            self._root = str(Path(self.storage) / name)
+            self.uri = self._root
+            self.local = Path(self._root)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    # ---- files --------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """Location of a file in the run (a local path or a path inside the remote filesystem)."""
+        return "/".join([self._root, *parts])
+
+    def child_uri(self, *parts: str) -> str:
+        return "/".join([self.uri, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        if self.fs is None:
+            return Path(self.path(*parts)).exists()
+        import pyarrow.fs
+
+        return self.fs.get_file_info(self.path(*parts)).type != pyarrow.fs.FileType.NotFound
+
+    def read_text(self, *parts: str) -> str:
+        if self.fs is None:
+            return Path(self.path(*parts)).read_text()
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            return f.read().decode()
+
+    def write_text(self, text: str, *parts: str) -> None:
+        """Atomic write: a temporary file next to the target, then a rename."""
+        target = self.path(*parts)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        if self.fs is None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            return
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(text.encode())
+        self.fs.move(tmp, target)
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Names directly inside a folder of the run ([] when it does not exist)."""
+        if self.fs is None:
+            p = Path(self.path(*parts))
+            return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+
+    # ---- manifest -----------------------------------------------------------------------------
+    def has_manifest(self) -> bool:
+        return self.exists(MANIFEST)
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.has_manifest():
+            raise UserError(f"{self.uri}: no search run here ({MANIFEST} missing); "
+                            f"start one with `python -m tuner run --name {self.name}`")
+        try:
+            manifest = json.loads(self.read_text(MANIFEST))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.path(MANIFEST)}: damaged manifest: {exc}") from None
+        if manifest.get("version") != MANIFEST_VERSION:
+            raise UserError(f"{self.path(MANIFEST)}: manifest version {manifest.get('version')!r}, "
+                            f"expected {MANIFEST_VERSION}")
+        return manifest
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.write_text(json.dumps({**manifest, "version": MANIFEST_VERSION}, indent=2, default=str), MANIFEST)
+
+    def set_condition_state(self, label: str, state: str) -> dict[str, Any]:
+        """Record that a condition's study is `pending`, `running` or `done`."""
+        manifest = self.read_manifest()
+        for c in manifest["conditions"]:
+            if c["label"] == label:
+                c["state"] = state
+        self.write_manifest(manifest)
+        return manifest
+
+
+def open_run(name: str, storage: str | None) -> RunDir:
+    """The existing run NAME under STORAGE (default ./results), or a UserError saying where it looked."""
+    run = RunDir(storage or DEFAULT_STORAGE, name)
+    run.read_manifest()
+    return run

@@ -1,0 +1,125 @@
+"""TensorBoard logging of a search: per-trial curves under clear tags and the HParams dashboard.
+
+Ray's own TensorBoard logger writes every value under `ray/tune/...` and an experiment summary per
+trial; this one writes each reported metric under the tag `tuner.trainable.tag_for` gives
+(`val/ccc_act`, `train/loss_ccc`, `cluster/nmi`, `time/epoch_s`, ...), one session per trial with
+its hyperparameters and final metrics, and one experiment summary at the run's root that lists
+every hyperparameter of the space, so that trials with conditional parameters share one table.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray.tune.logger import LoggerCallback
+
+from tuner.trainable import tag_for
+
+# Reported keys that are bookkeeping, not curves.
+SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
+           "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "done",
+           "trial_id", "date", "hostname", "node_ip", "config", "checkpoint_dir_name", "should_checkpoint"}
+# Final metrics shown in the HParams table (the latest value of each tag in a trial's run).
+HPARAM_METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "nmi",
+                  "time_epoch_s")
+
+
+def hparam_value(value: Any) -> str | float | bool:
+    """A value the HParams plugin accepts: numbers, strings, bools; lists and None as text."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "null" if value is None else str(value)
+
+
+def hparam_metric_tags(metrics: list[str]) -> list[str]:
+    """Tags listed as HParams metrics: the searched metrics' best values first, then the final values."""
+    tags = [f"best/{m}" for m in metrics]
+    tags += [tag_for(m) for m in (*metrics, *HPARAM_METRICS) if tag_for(m) not in tags]
+    return list(dict.fromkeys(tags))
+
+
+def write_experiment_summary(logdir: str | Path, hparams: dict[str, Any], metric_tags: list[str]) -> None:
+    """Write the HParams experiment summary (all hyperparameter names, metric tags) into `logdir`."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summary
+
+    exp, _, _ = hparams_summary({k: hparam_value(v) for k, v in hparams.items()}, {t: 0.0 for t in metric_tags})
+    writer = SummaryWriter(str(logdir), filename_suffix=".hparams")
+    writer.file_writer.add_summary(exp)
+    writer.close()
+
+
+class TensorBoardCallback(LoggerCallback):
+    """Writes per-trial scalars under clear tags and, when a trial ends, its HParams session."""
+
+    _SAVED_FILE_TEMPLATES = ["events.out.tfevents.*"]
+
+    def __init__(self, metrics: list[str], modes: list[str], hparam_names: list[str]):
+        self.metrics = list(metrics)
+        self.modes = list(modes)
+        self.hparam_names = list(hparam_names)
+        self._writers: dict[Any, Any] = {}
+        self._best: dict[Any, dict[str, float]] = {}
+        self._last: dict[Any, dict[str, float]] = {}
+
+    def _writer(self, trial):
+        if trial not in self._writers:
+            from tensorboardX import SummaryWriter
+
+            trial.init_local_path()
+            self._writers[trial] = SummaryWriter(trial.local_path, flush_secs=30)
+            self._best.setdefault(trial, {})
+            self._last.setdefault(trial, {})
+        return self._writers[trial]
+
+    def log_trial_start(self, trial) -> None:
+        self._writer(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        writer = self._writer(trial)
+        step = int(result.get("epoch") or result.get("training_iteration") or iteration)
+        for key, value in result.items():
+            if key in SKIPPED or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value):
+                continue
+            writer.add_scalar(tag_for(key), float(value), global_step=step)
+            self._last[trial][key] = float(value)
+        for metric, mode in zip(self.metrics, self.modes):
+            if metric in result and isinstance(result[metric], (int, float)) and math.isfinite(result[metric]):
+                best = self._best[trial].get(metric)
+                value = float(result[metric])
+                if best is None or (value > best if mode == "max" else value < best):
+                    self._best[trial][metric] = value
+                writer.add_scalar(f"best/{metric}", self._best[trial][metric], global_step=step)
+        writer.flush()
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        from tensorboardX.proto.api_pb2 import Status
+        from tensorboardX.summary import hparams as hparams_summary
+
+        writer = self._writer(trial)
+        config = trial.config or {}
+        values = {name: hparam_value(config.get(name)) for name in self.hparam_names if name in config}
+        _, ssi, sei = hparams_summary(values, {})
+        writer.file_writer.add_summary(ssi)
+        if failed:
+            _set_status(sei, Status.Value("STATUS_FAILURE"))
+        writer.file_writer.add_summary(sei)
+        writer.close()
+        for table in (self._writers, self._best, self._last):
+            table.pop(trial, None)
+
+
+def _set_status(sei, status: int) -> None:
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    data = HParamsPluginData()
+    data.ParseFromString(sei.value[0].metadata.plugin_data.content)
+    data.session_end_info.status = status
+    sei.value[0].metadata.plugin_data.content = data.SerializeToString()

@@ -1,0 +1,86 @@
+"""The Ray Tune function trainable: one trial trains one DeepEmoCluster model epoch by epoch.
+
+The trial opens the feature store by path (memory-mapped in this process; the store never goes
+into Ray's object store), builds the Trainer from the sampled config, restores from the trial's
+last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
+checkpoint after every epoch so that a scheduler can stop it between epochs.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from typing import Any
+
+# Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
+# cluster/ or time/ (tuner.tensorboard_log writes them).
+TAG_PREFIXES = (("val_", "val/"), ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"),
+                ("cluster_", "cluster/"), ("nmi", "cluster/nmi"), ("is_best", "val/is_best"),
+                ("peak_rss_mb", "resources/peak_rss_mb"))
+TRAINER_PEAK_RSS = "peak_rss_mb"
+
+
+def tag_for(metric: str) -> str:
+    """TensorBoard tag of a reported metric: val_ccc_act -> val/ccc_act, nmi -> cluster/nmi."""
+    for prefix, tag in TAG_PREFIXES:
+        if metric.startswith(prefix):
+            return tag + metric[len(prefix):]
+    return f"other/{metric}"
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a Trainer metrics dict (booleans as 0/1), as plain floats."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, (int, float)) or hasattr(value, "item"):
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(v):
+                out[key] = v
+    return out
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
+                first_keys: tuple[str, ...] = ()) -> None:
+    """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
+
+    `first_keys` come first in every report (Ray's progress table shows the first four)."""
+    import torch
+    from ray import tune
+
+    from model.config import TrainConfig
+    from model.trainer import Trainer
+
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
+    train_config = TrainConfig.from_dict(values, source="trial config")
+    trainer = Trainer(train_config, store_path)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.load_checkpoint(directory)
+
+    while trainer.epoch < train_config.epochs:
+        start = time.perf_counter()
+        metrics = numeric_metrics(trainer.run_epoch())
+        epoch_s = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as directory:
+            ckpt_start = time.perf_counter()
+            trainer.save_checkpoint(directory)
+            metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
+            metrics["time_run_epoch_s"] = epoch_s
+            metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
+            metrics["epoch"] = float(trainer.epoch)
+            metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

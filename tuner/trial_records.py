@@ -1,0 +1,123 @@
+"""Read the trials of a run from its files, without Ray and without unpickling anything.
+
+Ray keeps each experiment's trial table in `experiment_state-*.json` (status, config, folder) and
+every reported result in `<trial folder>/result.json` (one JSON object per line); checkpoints
+are `<trial folder>/checkpoint_NNNNNN/`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.run_dir import RunDir
+
+STATES = ("RUNNING", "PENDING", "PAUSED", "TERMINATED", "ERROR")
+
+
+@dataclass
+class TrialRecord:
+    """One trial as its files describe it; `best` is its best reported row by the run's metric."""
+    condition: str
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    folder: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+    @property
+    def epochs(self) -> int:
+        return len(self.results)
+
+    def best_value(self, metric: str) -> float | None:
+        return None if self.best is None else self.best.get(metric)
+
+
+def _newest_state_file(run: RunDir, label: str) -> str | None:
+    names = [n for n in run.listdir(label) if n.startswith("experiment_state-") and n.endswith(".json")]
+    return max(names) if names else None
+
+
+def _results(run: RunDir, label: str, folder: str) -> list[dict[str, Any]]:
+    if not run.exists(label, folder, "result.json"):
+        return []
+    rows = []
+    for line in run.read_text(label, folder, "result.json").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a killed driver: keep what came before
+    return rows
+
+
+def better(a: float, b: float | None, mode: str) -> bool:
+    """True when `a` beats `b` (None or NaN always loses)."""
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return False
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[TrialRecord]:
+    """The trials of one condition's experiment, in creation order ([] before it started)."""
+    state_file = _newest_state_file(run, label)
+    if state_file is None:
+        return []
+    state = json.loads(run.read_text(label, state_file))
+    records = []
+    for entry in state.get("trial_data", []):
+        data = json.loads(entry[0])
+        folder = data.get("relative_logdir") or ""
+        rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=data.get("status", "PENDING"),
+                          config=dict(data.get("config") or {}), folder=folder)
+        if folder:
+            rec.results = _results(run, label, folder)
+            rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
+        for row in rec.results:
+            if better(row.get(metric), rec.best_value(metric) if rec.best else None, mode):
+                rec.best = row
+        records.append(rec)
+    return records
+
+
+def read_trials(run: RunDir, manifest: dict[str, Any]) -> dict[str, list[TrialRecord]]:
+    """condition label -> its trials, for every condition of the run."""
+    metric, mode = manifest["metrics"][0], manifest["modes"][0]
+    return {c["label"]: read_condition(run, c["label"], metric, mode) for c in manifest["conditions"]}
+
+
+def ranked(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
+    """Trials with a result, best first."""
+    scored = [r for r in records if r.best_value(metric) is not None]
+    return sorted(scored, key=lambda r: r.best_value(metric), reverse=(mode == "max"))
+
+
+def pareto_front(records: list[TrialRecord], metrics: list[str], modes: list[str]) -> list[TrialRecord]:
+    """Trials that no other trial beats on every metric (multi-objective searches)."""
+    def values(r):
+        last = r.results[-1] if r.results else {}
+        return [last.get(m) if mode == "max" else -last.get(m) if last.get(m) is not None else None
+                for m, mode in zip(metrics, modes)]
+
+    scored = [(r, values(r)) for r in records if r.results and None not in values(r)]
+    front = []
+    for r, v in scored:
+        dominated = any(all(o >= s for o, s in zip(w, v)) and any(o > s for o, s in zip(w, v))
+                        for q, w in scored if q is not r)
+        if not dominated:
+            front.append(r)
+    return front
+
+
+def checkpoint_for(rec: TrialRecord) -> str | None:
+    """The checkpoint folder of the trial's best epoch if kept, else its latest one."""
+    if rec.best and rec.best.get("checkpoint_dir_name") in rec.checkpoints:
+        return rec.best["checkpoint_dir_name"]
+    return rec.checkpoints[-1] if rec.checkpoints else None
