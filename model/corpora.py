@@ -101,6 +101,10 @@ def read_corpus(path: str | Path, unlabeled: tuple | list = ()) -> Corpus:
         corpus = _read_msp(root, table)
     elif (root / MANIFEST_NAME).is_file():
         corpus = _read_manifest(root / MANIFEST_NAME)
+    elif (root / "Labels").is_dir():
+        found = sorted(p.name for p in (root / "Labels").iterdir())
+        raise CorpusError(f"{root / 'Labels'}: no label table: expected {' or '.join(LABEL_TABLES)}; "
+                          f"found {', '.join(found) or 'nothing'}")
     else:
         corpus = Corpus(root, "unlabeled", None)
         _add_pool(corpus, root)

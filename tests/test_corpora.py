@@ -156,3 +156,9 @@ def test_label_table_with_nothing_usable(tmp_path):
     root = msp(tmp_path / "c", ["gone.wav,N,4,4,4,1,Male,Train"], [])
     with pytest.raises(CorpusError, match="no usable utterance.*1 missing_file"):
         read_corpus(root)
+
+
+def test_labels_folder_without_a_known_table_is_an_error(tmp_path):
+    root = msp(tmp_path / "c", ["x.wav,N,4,4,4,1,Male,Train"], ["x.wav"], table="labels_detailed.csv")
+    with pytest.raises(CorpusError, match=r"Labels: no label table: expected labels_consensus.csv.*labels_detailed"):
+        read_corpus(root)
