@@ -241,17 +241,14 @@ def _syllables(rng: np.random.Generator, duration: float, rate: float) -> dict[s
 
 def _formant_response(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
     """All-pole resonator cascade, unit gain at DC: [frames, NFFT//2+1] complex, freqs [frames, 5]."""
-    omega = np.pi * np.arange(NFFT // 2 + 1) / (NFFT // 2)
-    z1, z2 = np.exp(-1j * omega), np.exp(-2j * omega)
     r = np.exp(-np.pi * bws / SAMPLE_RATE)
     c1 = -2 * r * np.cos(2 * np.pi * freqs / SAMPLE_RATE)
     c2 = r * r
-    den = np.ones((freqs.shape[0], omega.size), dtype=np.complex128)
-    dc = np.ones(freqs.shape[0])
-    for k in range(freqs.shape[1]):
-        den *= 1 + c1[:, k, None] * z1 + c2[:, k, None] * z2
-        dc *= 1 + c1[:, k] + c2[:, k]
-    return dc[:, None] / den
+    den = np.zeros((freqs.shape[0], 2 * freqs.shape[1] + 1))  # denominator polynomial in 1/z
+    den[:, 0] = 1.0
+    for k in range(freqs.shape[1]):  # multiply by (1 + c1/z + c2/z^2)
+        den[:, 1:] += c1[:, k, None] * den[:, :-1] + np.pad(c2[:, k, None] * den[:, :-2], ((0, 0), (1, 0)))
+    return den.sum(axis=1, keepdims=True) / scipy.fft.rfft(den, NFFT, axis=1)
 
 
 def _frames(signal: np.ndarray, frames: int) -> np.ndarray:
@@ -465,7 +462,9 @@ def synthesize_corpus(out: str | Path, utterances: int = 600, unlabeled: int = 2
         jobs = [(p, str(tmp)) for p in plans]
         workers = _default_workers(len(jobs)) if workers is None else int(workers)
         if workers > 1:
-            ctx = multiprocessing.get_context("spawn")
+            # fork: the workers only run numpy, and it works whatever __main__ is (stdin, unguarded scripts)
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 seconds = list(pool.map(_render_to, jobs, chunksize=8))
         else:
