@@ -89,16 +89,17 @@ def reference_network(state: dict[str, torch.Tensor], source: str = "checkpoint"
                              num_attributes=1, width=1.0, dropout=0.0)
     target = network.state_dict()
     mapped: dict[str, torch.Tensor] = {}
-    unexpected, wrong_shape = [], []
+    unexpected, wrong_shape, misshaped = [], [], set()
     for key, value in state.items():
         name = reference_key(key)
         if name is None or name not in target:
             unexpected.append(key)
         elif tuple(value.shape) != tuple(target[name].shape):
             wrong_shape.append(f"{key} {tuple(value.shape)} (expected {tuple(target[name].shape)})")
+            misshaped.add(name)
         else:
             mapped[name] = value.to(target[name].dtype)
-    missing = sorted(set(target) - set(mapped) - {_strip(w) for w in wrong_shape})
+    missing = sorted(set(target) - set(mapped) - misshaped)
     problems = []
     if missing:
         problems.append("missing keys: " + ", ".join(map(reference_name, missing)))
@@ -111,11 +112,6 @@ def reference_network(state: dict[str, torch.Tensor], source: str = "checkpoint"
                         f"C=11, K={num_clusters}): " + "; ".join(problems))
     network.load_state_dict(mapped, strict=True)
     return network.eval()
-
-
-def _strip(entry: str) -> str:
-    """The DeepEmoCluster name of a 'key (shape) ...' wrong-shape entry."""
-    return reference_key(entry.split(" ", 1)[0]) or ""
 
 
 def attribute_from_filename(path: str | Path) -> str | None:
