@@ -1,0 +1,221 @@
+"""Search-space files: the shipped spaces load, every malformed case fails before Ray with exit 2 and a
+message naming the file, the key and the problem, and conditional parameters are sampled exactly when
+their condition holds. No Ray here: these are fast."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from model.config import TrainConfig
+from tuner.search_space import SpaceError, SpaceSampler, condition_label, load_space, parse_space
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = REPO / "search_spaces"
+
+VALID = {
+    "metric": "val_ccc_mean", "mode": "max",
+    "budget": {"num_samples": 4, "max_epochs": 3},
+    "parameters": {
+        "temporal": {"choices": ["gru", "triplet"]},
+        "triplet_margin": {"low": 0.2, "high": 2.0, "when": {"temporal": "triplet"}},
+        "num_clusters": {"low": 2, "high": 8, "step": 2},
+        "lr_adam": {"low": 1e-4, "high": 1e-2, "log": True},
+        "width": 0.25,
+    },
+}
+
+
+def write(tmp_path: Path, data, name="space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def variant(**changes) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is DELETE:
+            node.pop(last)
+        else:
+            node[last] = value
+    return data
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("name", ["default", "paper", "smoke"])
+def test_shipped_spaces_load_and_sample_valid_configs(name):
+    space = load_space(SPACES / f"{name}.yaml")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for condition in space.condition_values():
+        for _ in range(20):
+            trial = study.ask()
+            fixed = SpaceSampler(space, condition)(trial)
+            config = TrainConfig.from_dict({**trial.params, **fixed})  # every sample is a valid config
+            assert config.epochs == space.budget.max_epochs
+            for key, value in condition.items():
+                assert getattr(config, key) == value
+
+
+def test_paper_space_has_the_papers_dimensions_and_conditions():
+    space = load_space(SPACES / "paper.yaml")
+    names = {p.name for p in space.parameters}
+    assert {"num_clusters", "chunk_frames", "chunks_per_sentence", "triplet_margin", "temporal"} <= names
+    assert space.conditions == {"labeled_ratio": [0.1, 0.3, 1.0]}
+    assert [condition_label(c) for c in space.condition_values()] == [
+        "labeled_ratio=0.1", "labeled_ratio=0.3", "labeled_ratio=1.0"]
+    assert space.resources.gpu == 0.25
+
+
+def test_conditional_parameter_present_exactly_when_its_condition_holds():
+    space = parse_space(VALID, "inline")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        SpaceSampler(space, {})(trial)
+        seen.add(trial.params["temporal"])
+        assert ("triplet_margin" in trial.params) == (trial.params["temporal"] == "triplet")
+        study.tell(trial, 0.0)
+    assert seen == {"gru", "triplet"}
+
+
+def test_fixed_values_conditions_and_epochs_are_returned_not_sampled():
+    space = parse_space({**VALID, "budget": {"max_epochs": 7}, "conditions": {"labeled_ratio": [0.5, 1.0]}})
+    trial = optuna.create_study().ask()
+    fixed = SpaceSampler(space, {"labeled_ratio": 0.5})(trial)
+    assert fixed == {"labeled_ratio": 0.5, "width": 0.25, "epochs": 7}
+    assert "width" not in trial.params and "labeled_ratio" not in trial.params
+
+
+def test_when_on_a_condition_and_on_a_fixed_value():
+    data = variant(conditions={"labeled_ratio": [0.5, 1.0]},
+                   parameters__unlabeled_pool={"choices": [0, 8], "when": {"labeled_ratio": 0.5}})
+    space = parse_space(data)
+    for ratio in (0.5, 1.0):
+        trial = optuna.create_study().ask()
+        SpaceSampler(space, {"labeled_ratio": ratio})(trial)
+        assert ("unlabeled_pool" in trial.params) == (ratio == 0.5)
+
+
+def test_multi_objective_defaults_to_no_scheduler():
+    space = parse_space(variant(metric=["val_ccc_act", "val_ccc_val"], searcher={"type": "multi_objective"}))
+    assert space.multi_objective and space.scheduler.type == "none"
+    assert space.metrics == ["val_ccc_act", "val_ccc_val"] and space.modes == ["max", "max"]
+
+
+# (case, data or text, key named in the message, words of the problem)
+MALFORMED = [
+    ("bad yaml", "parameters: {temporal: [gru\n", "", "not valid YAML"),
+    ("top level list", "- 1\n- 2\n", "", "expected a mapping"),
+    ("unknown top key", variant(budgett={}), "budgett", "unknown key"),
+    ("unknown parameter", variant(parameters__num_cluster={"low": 2, "high": 4}), "parameters.num_cluster",
+     "unknown parameter"),
+    ("low > high", variant(parameters__num_clusters={"low": 9, "high": 3}), "parameters.num_clusters",
+     "low=9 > high=3"),
+    ("empty choices", variant(parameters__temporal={"choices": []}), "parameters.temporal.choices",
+     "non-empty list"),
+    ("choice TrainConfig rejects", variant(parameters__temporal={"choices": ["gru", "lstm"]}),
+     "parameters.temporal.choices", "temporal='lstm' is invalid"),
+    ("fixed value TrainConfig rejects", variant(parameters__width=9.0), "parameters.width", "width=9.0"),
+    ("range outside TrainConfig", variant(parameters__num_clusters={"low": 1, "high": 4}),
+     "parameters.num_clusters.low", "num_clusters=1"),
+    ("float range on an int key", variant(parameters__num_clusters={"low": 2.5, "high": 4.0}),
+     "parameters.num_clusters.low", "integer"),
+    ("log with low <= 0", variant(parameters__lr_adam={"low": 0.0, "high": 0.1, "log": True}),
+     "parameters.lr_adam.low", "log distribution needs low > 0"),
+    ("condition on a missing parameter", variant(parameters__triplet_margin={"low": 0.2, "high": 2.0,
+                                                                             "when": {"temporl": "triplet"}}),
+     "parameters.triplet_margin.when.temporl", "not a parameter or condition"),
+    ("condition value never chosen", variant(parameters__triplet_margin={"low": 0.2, "high": 2.0,
+                                                                         "when": {"temporal": "cnn"}}),
+     "parameters.triplet_margin.when.temporal", "never chosen"),
+    ("condition on a later parameter", {**VALID, "parameters": {
+        "triplet_margin": {"low": 0.2, "high": 2.0, "when": {"temporal": "triplet"}},
+        "temporal": {"choices": ["gru", "triplet"]}}},
+     "parameters.triplet_margin.when.temporal", "defined later"),
+    ("bad scheduler", variant(scheduler={"type": "asha2"}), "scheduler.type", "not a scheduler"),
+    ("scheduler key of another scheduler", variant(scheduler={"type": "hyperband", "grace_period": 2}),
+     "scheduler.grace_period", "unknown key"),
+    ("grace period beyond max epochs", variant(scheduler={"type": "asha", "grace_period": 5}),
+     "scheduler.grace_period", "larger than budget.max_epochs"),
+    ("bad searcher", variant(searcher={"type": "bohb"}), "searcher.type", "not a searcher"),
+    ("unknown metric", variant(metric="val_acc"), "metric", "not a reported metric"),
+    ("bad mode", variant(mode="maximize"), "mode", "expected max or min"),
+    ("several metrics without multi-objective", variant(metric=["val_ccc_act", "val_ccc_val"]), "metric",
+     "multi_objective"),
+    ("multi-objective with ASHA", variant(metric=["val_ccc_act", "val_ccc_val"],
+                                          searcher={"type": "multi_objective"}, scheduler="asha"),
+     "scheduler.type", "multi_objective search needs scheduler: none"),
+    ("zero samples", variant(budget__num_samples=0), "budget.num_samples", "integer >= 1"),
+    ("negative time limit", variant(budget__time_limit_s=-5), "budget.time_limit_s", "seconds > 0"),
+    ("epochs searched", variant(parameters__epochs={"low": 1, "high": 9}), "parameters.epochs",
+     "budget.max_epochs"),
+    ("negative gpu", variant(resources={"gpu": -1}), "resources.gpu", ">= 0"),
+    ("fractional gpu above one", variant(resources={"gpu": 1.5}), "resources.gpu", "fraction"),
+    ("unknown resource", variant(resources={"memory": 4}), "resources.memory", "unknown key"),
+    ("condition on an unknown key", variant(conditions={"label_ratio": [0.1]}), "conditions.label_ratio",
+     "unknown parameter"),
+    ("empty condition", variant(conditions={"labeled_ratio": []}), "conditions.labeled_ratio",
+     "non-empty list"),
+    ("condition value out of range", variant(conditions={"labeled_ratio": [0.0, 1.0]}),
+     "conditions.labeled_ratio", "labeled_ratio=0.0"),
+    ("parameter also a condition", variant(conditions={"temporal": ["gru"]}), "parameters.temporal",
+     "also a condition"),
+    ("distribution without bounds", variant(parameters__lr_adam={"log": True}), "parameters.lr_adam",
+     "expected a distribution"),
+    ("step with log", variant(parameters__lr_adam={"low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}),
+     "parameters.lr_adam.step", "cannot be combined"),
+]
+
+
+@pytest.mark.parametrize("case,data,key,problem", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_space_names_file_key_and_problem(tmp_path, case, data, key, problem):
+    path = write(tmp_path, data)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert message.startswith(str(path)), message
+    assert f": {key}:" in message or not key, message
+    assert problem in message, message
+
+
+def test_missing_space_file(tmp_path):
+    with pytest.raises(SpaceError, match="search-space file not found"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_malformed_space_exits_2_before_ray_starts(tmp_path):
+    path = write(tmp_path, variant(parameters__num_clusters={"low": 9, "high": 3}))
+    ray_tmp = tmp_path / "ray"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "RAY_TMPDIR": str(ray_tmp)}
+    proc = subprocess.run([sys.executable, "-m", "tuner", "run", "--space", str(path), "--store",
+                           str(tmp_path / "no.store"), "--storage", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: {path}: parameters.num_clusters: low=9 > high=3"
+    assert not ray_tmp.exists() and not (tmp_path / "results").exists()  # nothing started, nothing written
+
+
+def test_readme_documents_every_key():
+    readme = (SPACES / "README.md").read_text()
+    for word in ("num_samples", "max_epochs", "time_limit_s", "grace_period", "reduction_factor", "asha",
+                 "hyperband", "median", "multi_objective", "random", "tpe", "when:", "choices", "log", "step",
+                 "max_concurrent_trials", "gpu", "conditions", "value"):
+        assert word in readme, word
+    # every example block in the README is a valid space
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml")[1:]]
+    assert blocks
+    for block in blocks:
+        parse_space(yaml.safe_load(textwrap.dedent(block)), "README example")
