@@ -31,7 +31,7 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 
 
 def acoustic_measures(x: np.ndarray, sr: int = 16000) -> np.ndarray:
-    """RMS level (dB), zero-crossing rate, median and spread of log2 pitch, voiced share, 1-4k/0-1k ratio (dB)."""
+    """RMS level (dB), zero crossings, median and spread of log2 pitch, voiced share, 1-4k/0-1k (dB)."""
     frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), 640)[::320]
     energy = np.sqrt(np.mean(frames ** 2, axis=1))
     loud = energy > 0.3 * np.percentile(energy, 95)

@@ -23,16 +23,20 @@ def _int_at_least(low: int):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of `synth`."""
-    parser.add_argument("out", type=Path, metavar="OUT", help="folder to create (must not exist or be empty)")
-    parser.add_argument("--utterances", type=_int_at_least(1), default=600,
+    parser.add_argument("out", type=Path, metavar="OUT",
+                        help="folder to create (must not exist, or be empty)")
+    parser.add_argument("--utterances", type=_int_at_least(1), default=600, metavar="N",
                         help="labelled utterances (default 600; at least --speakers)")
-    parser.add_argument("--unlabeled", type=_int_at_least(0), default=200,
+    parser.add_argument("--unlabeled", type=_int_at_least(0), default=200, metavar="N",
                         help="utterances in the unlabeled pool (default 200)")
-    parser.add_argument("--speakers", type=_int_at_least(3), default=30,
-                        help="labelled speakers, split about 70/15/15 into Train/Validation/Test1 (default 30)")
-    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=_int_at_least(1), default=None,
-                        help="worker processes (default: 2 for big corpora, else 1); does not change the output")
+    parser.add_argument("--speakers", type=_int_at_least(3), default=30, metavar="S",
+                        help="labelled speakers, split about 70/15/15 into Train/Validation/Test1 "
+                             "(default 30)")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0, metavar="X",
+                        help="random seed (default 0)")
+    parser.add_argument("--workers", type=_int_at_least(1), default=None, metavar="W",
+                        help="worker processes (default: 2 for big corpora, else 1); "
+                             "does not change the output")
 
 
 def main(args: argparse.Namespace) -> int:
