@@ -28,8 +28,8 @@ import json
 import math
 import multiprocessing
 import os
+import secrets
 import shutil
-import tempfile
 import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from model.errors import UserError
 
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 2.75, 11.0
-GENERATOR = "deepemocluster-tuner synth v1"
+GENERATOR = "deepemocluster-tuner synth v1"  # recorded in synth.json: change it when the output changes
 NAME_PREFIX = "MSP-SYNTH"
 SPLITS = ("Train", "Validation", "Test1")
 CSV_COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
@@ -455,7 +455,8 @@ def synthesize_corpus(out: str | Path, utterances: int = 600, unlabeled: int = 2
     if _check_target(out, params):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()  # not mkdtemp: that makes it private, and the corpus is an ordinary folder
     try:
         for sub in ("Audio", "Unlabeled", "Labels"):
             (tmp / sub).mkdir()
