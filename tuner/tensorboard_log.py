@@ -19,7 +19,8 @@ from tuner.trainable import tag_for
 # Reported keys that are bookkeeping, not curves.
 SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
            "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "done",
-           "trial_id", "date", "hostname", "node_ip", "config", "checkpoint_dir_name", "should_checkpoint"}
+           "trial_id", "date", "hostname", "node_ip", "config", "checkpoint_dir_name", "should_checkpoint",
+           "train_sentences", "ssl_sentences"}
 # Final metrics shown in the HParams table (the latest value of each tag in a trial's run).
 HPARAM_METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "nmi",
                   "time_epoch_s")

@@ -1,0 +1,179 @@
+"""One real search (smoke.yaml: two labeled-ratio conditions of 4 trials, ASHA) on a local 2-CPU Ray and
+the tiny store, shared by the assertions below: early stopping, conditional parameters, one study per
+condition, TensorBoard tags and HParams, status, export and training from the exported file."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tune_helpers import SMOKE, experiment_trials, result_rows, searcher_study, short_tmp, tuner
+
+NAME = "smoke"
+CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
+
+
+@pytest.fixture(scope="module")
+def search(tiny_store, tmp_path_factory):
+    """Run `python -m tuner run` once; yields (workdir, storage, ray_tmp, completed process)."""
+    work = tmp_path_factory.mktemp("tune_run")
+    ray_tmp = short_tmp()
+    storage = work / "results"
+    proc = tuner(["run", "--space", str(SMOKE), "--store", str(tiny_store), "--name", NAME,
+                  "--storage", str(storage), "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    yield work, storage, ray_tmp, proc
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def all_trials(storage: Path) -> dict[str, list[dict]]:
+    return {c: experiment_trials(storage / NAME / c) for c in CONDITIONS}
+
+
+def test_every_trial_finished_and_asha_stopped_some_early(search):
+    _, storage, _, proc = search
+    space = yaml.safe_load(SMOKE.read_text())
+    max_epochs = space["budget"]["max_epochs"]
+    epochs = []
+    for label, trials in all_trials(storage).items():
+        assert len(trials) == space["budget"]["num_samples"], label
+        for t in trials:
+            assert t["status"] == "TERMINATED", (label, t["trial_id"])
+            rows = result_rows(storage / NAME / label / t["relative_logdir"])
+            assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+            epochs.append(len(rows))
+    assert max(epochs) == max_epochs           # some trials ran the whole budget
+    assert min(epochs) < max_epochs            # ASHA stopped others early
+    assert "Trial status" in proc.stdout       # Ray's progress table was shown
+
+
+def test_conditional_parameter_present_exactly_when_condition_holds(search):
+    _, storage, _, _ = search
+    temporals = set()
+    for trials in all_trials(storage).values():
+        for t in trials:
+            cfg = t["config"]
+            temporals.add(cfg["temporal"])
+            assert ("triplet_margin" in cfg) == (cfg["temporal"] == "triplet"), cfg
+    assert temporals == {"gru", "triplet"}
+
+
+def test_two_conditions_are_two_studies(search):
+    _, storage, _, _ = search
+    for label, trials in all_trials(storage).items():
+        ratio = float(label.split("=")[1])
+        assert {t["config"]["labeled_ratio"] for t in trials} == {ratio}
+        study = searcher_study(storage / NAME / label)
+        assert study.study_name == label
+        assert len(study.trials) == len(trials)   # this condition's trials only
+        sampled = sorted(json.dumps(t.params, sort_keys=True) for t in study.trials)
+        expected = sorted(json.dumps({k: v for k, v in t["config"].items() if k in t2.params}, sort_keys=True)
+                          for t, t2 in zip(trials, study.trials))
+        assert len(set(sampled)) == len(sampled) and len(expected) == len(sampled)
+
+
+def test_tensorboard_curves_and_hparams(search):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, storage, _, _ = search
+    run_dir = storage / NAME
+    root = EventAccumulator(str(run_dir))
+    root.Reload()
+    content = root.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    hparams = {h.name for h in experiment.hparam_infos}
+    assert {"labeled_ratio", "temporal", "triplet_margin", "num_clusters", "lr_adam"} <= hparams
+    assert "best/val_ccc_mean" in {m.name.tag for m in experiment.metric_infos}
+
+    label = CONDITIONS[0]
+    for t in experiment_trials(run_dir / label):
+        acc = EventAccumulator(str(run_dir / label / t["relative_logdir"]))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        rows = result_rows(run_dir / label / t["relative_logdir"])
+        assert {"val/ccc_mean", "val/ccc_act", "train/loss_ccc", "train/loss_total", "ssl/loss_ce",
+                "cluster/min", "time/epoch_s", "best/val_ccc_mean"} <= tags, tags
+        assert ("cluster/nmi" in tags) == (len(rows) > 1)  # NMI needs a previous epoch
+        assert not any(tag.startswith("other/") for tag in tags), tags
+        assert [e.value for e in acc.Scalars("val/ccc_mean")] == pytest.approx([r["val_ccc_mean"] for r in rows])
+        session = plugin_data_pb2.HParamsPluginData.FromString(
+            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        assert session.hparams["temporal"].string_value == t["config"]["temporal"]
+        assert session.hparams["labeled_ratio"].number_value == pytest.approx(0.5)
+        assert ("triplet_margin" in session.hparams) == (t["config"]["temporal"] == "triplet")
+
+
+def test_status_json_counts_trials_by_state(search):
+    work, storage, ray_tmp, _ = search
+    proc = tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=work, ray_tmp=ray_tmp, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert [c["condition"] for c in status["conditions"]] == CONDITIONS
+    for c in status["conditions"]:
+        assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 4}
+        assert c["stopped_early"] == sum(1 for t in all_trials(storage)[c["condition"]]
+                                         if len(result_rows(storage / NAME / c["condition"] / t["relative_logdir"])) < 4)
+        best = c["best"]
+        values = [max(r["val_ccc_mean"] for r in result_rows(storage / NAME / c["condition"] / t["relative_logdir"]))
+                  for t in all_trials(storage)[c["condition"]]]
+        assert best["val_ccc_mean"] == pytest.approx(max(values))
+    text = tuner(["status", NAME, "--storage", str(storage)], cwd=work, ray_tmp=ray_tmp, timeout=120)
+    assert "condition labeled_ratio=0.5: study done, 4/4 trials" in text.stdout
+
+
+def test_run_printed_best_config_and_exported_it(search):
+    _, storage, _, proc = search
+    assert f"tensorboard --logdir {storage / NAME}" in proc.stdout
+    assert (storage / NAME / "best.yaml").exists()
+    assert "best configs:" in proc.stdout
+
+
+def test_tensorboard_command_points_at_the_run(search):
+    work, storage, ray_tmp, _ = search
+    proc = tuner(["tensorboard", NAME, "--storage", str(storage)], cwd=work, ray_tmp=ray_tmp, timeout=60)
+    assert proc.returncode == 0 and f"--logdir {storage / NAME}" in proc.stdout
+
+
+def test_export_then_train_from_the_exported_file(search, tiny_store):
+    work, storage, ray_tmp, _ = search
+    out = work / "export" / "best.yaml"
+    proc = tuner(["export", NAME, "--storage", str(storage), "--top", "2", "--out", str(out)], cwd=work,
+                 ray_tmp=ray_tmp, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    written = [Path(p) for p in proc.stdout.split()]
+    assert written[0] == out and len(written) == 1 + 2 * len(CONDITIONS)
+
+    head = yaml.safe_load(out.read_text())
+    meta = head["metadata"]
+    status = {c["condition"]: c for c in json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"],
+                                                          cwd=work, ray_tmp=ray_tmp).stdout)["conditions"]}
+    best_overall = max(status.values(), key=lambda c: c["best"]["val_ccc_mean"])
+    assert meta["trial_id"] == best_overall["best"]["trial_id"]
+    assert meta["metrics"]["val_ccc_mean"] == pytest.approx(best_overall["best"]["val_ccc_mean"])
+    assert Path(meta["best_model"]).is_file()
+    assert len(meta["files"]) == 2 * len(CONDITIONS)
+    for path in written[1:]:
+        doc = yaml.safe_load(path.read_text())
+        assert doc["metadata"]["condition"]["labeled_ratio"] == doc["labeled_ratio"]
+        assert doc["metadata"]["retrain"].startswith(f"python -m tuner train --config {path} ")
+
+    # an existing file is kept without --force
+    again = tuner(["export", NAME, "--storage", str(storage), "--out", str(out)], cwd=work, ray_tmp=ray_tmp)
+    assert again.returncode == 2 and "exists already" in again.stderr and "--force" in again.stderr
+    assert yaml.safe_load(out.read_text()) == head
+
+    # the exported file trains unchanged
+    train_out = work / "retrain"
+    proc = tuner(["train", "--config", str(out), "--store", str(tiny_store), "--out", str(train_out)],
+                 cwd=work, ray_tmp=ray_tmp, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trained = yaml.safe_load((train_out / "config.yaml").read_text())
+    for key, value in head.items():
+        if key != "metadata":
+            assert trained[key] == value, key
+    lines = (train_out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == head["epochs"]

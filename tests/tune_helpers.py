@@ -1,0 +1,66 @@
+"""Helpers shared by the Ray Tune tests: run the CLI in a subprocess with Ray kept in a short temp dir."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+
+
+def tuner_env(ray_tmp: str) -> dict[str, str]:
+    """Environment for `python -m tuner`: the repo importable by Ray's workers, Ray's files in `ray_tmp`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["RAY_TMPDIR"] = ray_tmp
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def short_tmp() -> str:
+    """Ray's socket paths must stay short: a fresh folder directly under /tmp."""
+    return tempfile.mkdtemp(prefix="rt", dir="/tmp")
+
+
+def tuner(args: list[str], cwd: Path, ray_tmp: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tuner", *args], cwd=cwd, env=tuner_env(ray_tmp),
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def experiment_trials(exp_dir: Path) -> list[dict]:
+    """Trial entries (status, config, trial_id, relative_logdir) of the newest experiment state file."""
+    files = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not files:
+        return []
+    try:
+        state = json.loads(files[-1].read_text())
+    except json.JSONDecodeError:  # being rewritten
+        return []
+    return [json.loads(entry[0]) for entry in state["trial_data"]]
+
+
+def result_rows(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def searcher_study(exp_dir: Path):
+    """The Optuna study inside OptunaSearch's saved state (a pickle Ray wrote in the test's own tmp dir)."""
+    files = sorted(exp_dir.glob("searcher-state-*.pkl"))
+    assert files, f"no searcher state in {exp_dir}"
+    with open(files[-1], "rb") as f:
+        state = pickle.load(f)
+    return state["_ot_study"]
