@@ -1,0 +1,292 @@
+"""A real multi-node Ray cluster on this machine: a head and worker nodes on loopback, token auth on.
+
+Every node is a `ray start --block` process on 127.0.0.2 in its own process group, with
+RAY_AUTH_MODE=token and its own token file (RAY_AUTH_TOKEN_PATH, so ~/.ray/auth_token is left
+alone). Teardown ends exactly the processes this fixture started, by id (no `ray stop`, which would
+stop every Ray on the machine). Drivers run in subprocesses with the same environment.
+
+The search's own multi-node tests (trials of `python -m tuner run` spread over nodes, a removed
+node's trials resuming, `python -m tuner resume` after the driver is killed) build on this fixture;
+here a trivial checkpointing function stands in for the DeepEmoCluster trainable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+HOST = "127.0.0.2"
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LoopbackCluster:
+    """Head and worker nodes as `ray start --block` processes on 127.0.0.2, ended by pid."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.token_path = root / "auth_token"
+        self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.chmod(0o600)
+        self.port = free_port()
+        self.address = f"{HOST}:{self.port}"
+        self.nodes: dict[str, subprocess.Popen] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for every node and driver: token auth, this cluster's token, the repo importable."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
+                   PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0",
+                   # detect a dead node within seconds, not the default tens of seconds
+                   RAY_health_check_period_ms="500", RAY_health_check_timeout_ms="1000",
+                   RAY_health_check_failure_threshold="3", **extra)
+        return env
+
+    def _start(self, name: str, args: list[str], **env: str) -> None:
+        # several nodes share one address: give each its own ports (some defaults are fixed numbers)
+        ports = [f"--{option}={free_port()}" for option in (
+            "object-manager-port", "node-manager-port", "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
+        log = open(self.root / f"{name}.log", "w")
+        self.nodes[name] = subprocess.Popen(
+            [RAY, "start", "--block", "--node-ip-address", HOST, "--disable-usage-stats", *ports, *args],
+            env=self.env(LOOPBACK_NODE=name, **env), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def start_head(self, num_cpus: int = 0) -> None:
+        self._start("head", ["--head", f"--port={self.port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+                             f"--temp-dir={self.root / 'ray'}", "--include-dashboard=false"])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.nodes["head"].poll() is not None:
+                raise RuntimeError("head exited:\n" + (self.root / "head.log").read_text())
+            with socket.socket() as s:
+                if s.connect_ex((HOST, self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("head did not open its GCS port in 120 s")
+
+    def add_worker(self, name: str, num_cpus: int = 1) -> None:
+        """Start a worker node and wait until it is up (nodes that start together race for socket names)."""
+        self._start(name, [f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"])
+        log = self.root / f"{name}.log"
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            if self.nodes[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n" + log.read_text())
+            time.sleep(0.2)
+
+    def kill_node(self, name: str) -> None:
+        """Simulate a node failure: SIGKILL the node's processes (raylet, its workers) by pid."""
+        proc = self.nodes.pop(name)
+        signal_all(our_processes(proc.pid), signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def shutdown(self) -> None:
+        for name in list(self.nodes)[::-1]:  # workers first, the head last
+            proc = self.nodes.pop(name)
+            pids = our_processes(proc.pid)
+            signal_all(pids, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(alive(p) for p in pids):
+                time.sleep(0.1)
+                proc.poll()
+            signal_all(pids, signal.SIGKILL)
+            with _quiet():
+                proc.wait(timeout=10)
+
+
+def our_processes(root: int) -> set[int]:
+    """The pids this node's `ray start` (a session leader) started: its descendants and its process group."""
+    parent, group = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry.name)], group[int(entry.name)] = int(fields[1]), int(fields[2])
+    found = {root} | {pid for pid, pgrp in group.items() if pgrp == root}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with _quiet():
+            os.kill(pid, sig)
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        return kind is not None and issubclass(kind, (ProcessLookupError, subprocess.TimeoutExpired))
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster(tmp_path_factory):
+    """A head (no CPUs: trials never run there) and two 1-CPU worker nodes, `a` and `b`."""
+    cluster = LoopbackCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start_head(num_cpus=0)
+        cluster.add_worker("a")
+        cluster.add_worker("b")
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+# A Tune search of a trivial checkpointing function; each step logs where it ran and what it resumed from.
+DRIVER = textwrap.dedent("""
+    import json, os, sys, tempfile, time
+    import ray
+    from ray import tune
+
+    args = json.loads(sys.argv[1])
+    ray.init(address=args["address"], log_to_driver=False)
+    deadline = time.monotonic() + 120
+    while sum(n["Alive"] for n in ray.nodes()) < args["nodes"]:
+        assert time.monotonic() < deadline, "worker nodes did not join"
+        time.sleep(0.2)
+
+    def trainable(config):
+        start, resumed = 0, None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as d:
+                resumed = json.load(open(os.path.join(d, "state.json")))["step"]
+            start = resumed + 1
+        node_id = ray.get_runtime_context().get_node_id()
+        log = os.path.join(config["log_dir"], tune.get_context().get_trial_id() + ".jsonl")
+        for step in range(start, config["steps"]):
+            time.sleep(config["sleep"])
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": step, "node_id": node_id, "node": os.environ.get("LOOPBACK_NODE"),
+                                    "resumed_from": resumed, "x": config["x"]}) + "\\n")
+            with tempfile.TemporaryDirectory() as d:
+                json.dump({"step": step}, open(os.path.join(d, "state.json"), "w"))
+                tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"x": tune.grid_search(list(range(args["trials"]))), "steps": args["steps"],
+                     "sleep": args["sleep"], "log_dir": args["log_dir"]},
+        run_config=tune.RunConfig(name="loopback", storage_path=args["storage"], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=3),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
+    results = tuner.fit()
+    print(json.dumps({"errors": len(results.errors),
+                      "final_steps": sorted(r.metrics["step"] for r in results)}))
+""")
+
+
+def start_driver(cluster: LoopbackCluster, tmp: Path, nodes: int, trials: int, steps: int,
+                 sleep: float) -> tuple[subprocess.Popen, Path]:
+    log_dir = tmp / "trial_logs"
+    log_dir.mkdir()
+    args = {"address": cluster.address, "nodes": nodes, "trials": trials, "steps": steps, "sleep": sleep,
+            "log_dir": str(log_dir), "storage": str(tmp / "results")}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(args)], env=cluster.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
+    return proc, log_dir
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"driver timed out; stderr tail:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def read_logs(log_dir: Path) -> dict[str, list[dict]]:
+    return {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in log_dir.glob("*.jsonl")}
+
+
+def test_unauthenticated_client_is_refused(loopback_cluster, tmp_path):
+    """Token auth is really on: a driver with another token, or with auth off, cannot connect."""
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    code = f"import ray; ray.init(address={loopback_cluster.address!r}); print(len(ray.nodes()))"
+    fast = {"RAY_gcs_server_port_wait_time_s": "2"}  # give up after ~2 connection attempts, not 20
+    for env in ({"RAY_AUTH_TOKEN_PATH": str(wrong)}, {"RAY_AUTH_MODE": "disabled"}):
+        proc = subprocess.run([sys.executable, "-c", code], env={**loopback_cluster.env(), **fast, **env},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0, env
+        assert "token" in proc.stderr.lower() and "Failed to connect to Ray cluster" in proc.stderr, env
+
+
+def test_trials_spread_over_worker_nodes(loopback_cluster, tmp_path):
+    proc, log_dir = start_driver(loopback_cluster, tmp_path, nodes=3, trials=4, steps=3, sleep=0.5)
+    result = finish(proc)
+    assert result == {"errors": 0, "final_steps": [2, 2, 2, 2]}
+    logs = read_logs(log_dir)
+    assert len(logs) == 4
+    node_ids = {row["node_id"] for rows in logs.values() for row in rows}
+    assert len(node_ids) >= 2
+    assert {row["node"] for rows in logs.values() for row in rows} <= {"a", "b"}  # never the 0-CPU head
+    # checkpoints went to the shared storage path
+    assert len(list((tmp_path / "results" / "loopback").glob("*/checkpoint_*"))) >= 4
+
+
+def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, tmp_path):
+    """Kill the worker node running the trial mid-search: it resumes on another node from its checkpoint."""
+    loopback_cluster.add_worker("c")
+    steps = 14
+    proc, log_dir = start_driver(loopback_cluster, tmp_path, nodes=4, trials=1, steps=steps, sleep=0.5)
+    deadline = time.monotonic() + 180
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        rows = [r for rs in read_logs(log_dir).values() for r in rs]
+        if len(rows) >= 3:  # a few checkpoints taken
+            victim = rows[-1]["node"]
+        elif proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert victim in {"a", "b", "c"}, proc.communicate()[1][-3000:] if proc.poll() is not None else "no progress"
+    loopback_cluster.kill_node(victim)
+    result = finish(proc)
+    assert result == {"errors": 0, "final_steps": [steps - 1]}
+    (rows,) = read_logs(log_dir).values()
+    before = [r for r in rows if r["resumed_from"] is None]
+    after = [r for r in rows if r["resumed_from"] is not None]
+    assert before and after
+    assert {r["node"] for r in before} == {victim}
+    assert victim not in {r["node"] for r in after}
+    resumed = after[0]["resumed_from"]
+    assert resumed >= 1  # from a checkpoint, not from scratch
+    assert after[0]["step"] == resumed + 1
+    assert [r["step"] for r in after] == list(range(resumed + 1, steps))  # no step lost after resuming
