@@ -177,3 +177,23 @@ def test_export_then_train_from_the_exported_file(search, tiny_store):
             assert trained[key] == value, key
     lines = (train_out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == head["epochs"]
+
+
+def test_resources_no_node_can_hold_fail_fast(tiny_store, tmp_path):
+    ray_tmp = short_tmp()
+    try:
+        for resources, problem in (({"cpu": 1, "gpu": 0.5}, "resources.gpu=0.5 but the Ray cluster"),
+                                   ({"cpu": 3, "gpu": 0}, "resources.cpu=3 but the largest node")):
+            space = yaml.safe_load(SMOKE.read_text())
+            space["resources"] = resources
+            path = tmp_path / "space.yaml"
+            path.write_text(yaml.safe_dump(space))
+            proc = tuner(["run", "--space", str(path), "--store", str(tiny_store), "--name", "r",
+                          "--storage", str(tmp_path / "results"), "--num-cpus", "2"], cwd=tmp_path,
+                         ray_tmp=ray_tmp, timeout=180)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert f"error: {path}: {problem}" in proc.stderr
+            assert not (tmp_path / "results" / "r").exists()  # nothing written: the name stays free
+            shutil.rmtree(tmp_path / "results", ignore_errors=True)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -179,18 +179,20 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     if run.has_manifest():
         raise UserError(f"{run.uri}: a run named {run.name!r} exists already; continue it with "
                         f"`python -m tuner resume {run.name}` or choose another --name")
+    _start(space, store, address, num_cpus)  # fails before anything is written
     manifest = new_manifest(space, space_text, store, run.name)
     run.write_manifest(manifest)
     if run.local is not None:
         write_experiment_summary(run.local, _experiment_hparams(space), hparam_metric_tags(space.metrics))
-    return _run_conditions(space, store, run, address, num_cpus, resume=False)
+    return _run_conditions(space, store, run, resume=False)
 
 
 def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
     """Continue a run whose driver stopped: finished studies are kept, the rest continue."""
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)
-    return _run_conditions(space, manifest["store"], run, address, num_cpus, resume=True)
+    _start(space, manifest["store"], address, num_cpus)
+    return _run_conditions(space, manifest["store"], run, resume=True)
 
 
 def _experiment_hparams(space: SearchSpace) -> dict[str, Any]:
@@ -200,15 +202,18 @@ def _experiment_hparams(space: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def _run_conditions(space: SearchSpace, store: str, run: RunDir, address: str | None, num_cpus: int | None,
-                    resume: bool) -> dict[str, Any]:
-    from ray import tune
-
+def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | None) -> None:
+    """Check the store, start or join Ray and check that the trials' resources can be met."""
     _prepare_env()
-    if not Path(store).exists():
-        raise UserError(f"--store {store}: no feature store there; make one with `python -m tuner prepare`")
+    if not (Path(store) / "meta.json").is_file():
+        raise UserError(f"{store}: no feature store there; make one with `python -m tuner prepare`")
     where = start_ray(address, num_cpus)
     check_resources(space, where)
+
+
+def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -> dict[str, Any]:
+    from ray import tune
+
     manifest = run.read_manifest()
     states = {c["label"]: c["state"] for c in manifest["conditions"]}
     timings: dict[str, float] = {}

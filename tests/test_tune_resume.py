@@ -1,0 +1,110 @@
+"""The driver of a search is SIGKILLed mid-run; `python -m tuner resume` finishes it without losing a
+finished trial, continues unfinished trials from their checkpoints and keeps the Optuna searcher's state."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tune_helpers import SMOKE, experiment_trials, result_rows, searcher_study, short_tmp, tuner, tuner_env
+
+NAME = "killed"
+
+
+def resume_space(tmp: Path) -> Path:
+    """smoke.yaml with one condition and longer trials, so that the kill lands inside the study."""
+    space = yaml.safe_load(SMOKE.read_text())
+    space["conditions"] = {"labeled_ratio": [1.0]}
+    space["budget"] = {"num_samples": 5, "max_epochs": 6}
+    space["scheduler"] = {"type": "asha", "grace_period": 2, "reduction_factor": 2}
+    path = tmp / "resume.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def wait_for_mid_run(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240) -> list[dict]:
+    """Poll until >= 1 trial finished and another one is running with a checkpoint; returns the trials."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        trials = experiment_trials(exp_dir)
+        done = [t for t in trials if t["status"] == "TERMINATED"]
+        running = [t for t in trials if t["status"] == "RUNNING" and t.get("relative_logdir")
+                   and any((exp_dir / t["relative_logdir"]).glob("checkpoint_*"))
+                   and len(result_rows(exp_dir / t["relative_logdir"])) < 6]
+        if done and running:
+            return trials
+        time.sleep(0.2)
+    raise AssertionError("never saw a finished and a running trial at once")
+
+
+def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, tmp_path):
+    ray_tmp = short_tmp()
+    storage = tmp_path / "results"
+    space = resume_space(tmp_path)
+    exp_dir = storage / NAME / "labeled_ratio=1.0"
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(space), "--store",
+                             str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
+                            cwd=tmp_path, env=tuner_env(ray_tmp), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_mid_run(exp_dir, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait(timeout=30)
+        time.sleep(1)
+        before = experiment_trials(exp_dir)   # the last state the killed driver wrote
+        finished = {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
+                    for t in before if t["status"] == "TERMINATED"}
+        unfinished = [t["trial_id"] for t in before if t["status"] != "TERMINATED"]
+        assert finished and unfinished
+        params_before = {t["trial_id"]: t["config"] for t in before}
+
+        status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
+                                  ray_tmp=ray_tmp).stdout)
+        assert status["conditions"][0]["study"] == "running"
+
+        resumed = tuner(["resume", NAME, "--storage", str(storage), "--num-cpus", "2"], cwd=tmp_path,
+                        ray_tmp=ray_tmp, timeout=400)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+        after = experiment_trials(exp_dir)
+        by_id = {t["trial_id"]: t for t in after}
+        assert len(after) == 5 and all(t["status"] == "TERMINATED" for t in after)
+        # finished trials kept as they were: same results, not trained again
+        for trial_id, rows in finished.items():
+            assert result_rows(exp_dir / by_id[trial_id]["relative_logdir"]) == rows
+        # every trial that existed keeps its config
+        for trial_id, config in params_before.items():
+            assert by_id[trial_id]["config"] == config
+        # unfinished trials continued from their checkpoints: epochs never restart at 1
+        continued = 0
+        for trial_id in unfinished:
+            epochs = [r["epoch"] for r in result_rows(exp_dir / by_id[trial_id]["relative_logdir"])]
+            assert epochs and epochs.count(1) == 1, (trial_id, epochs)
+            continued += epochs[-1] > 1
+        assert continued >= 1
+        # the searcher's study came back: it knows the trials from before the kill and no extra ones
+        study = searcher_study(exp_dir)
+        assert len(study.trials) == 5
+        assert all(t.state.name == "COMPLETE" for t in study.trials)
+        told = [t.params for t in study.trials]
+        unmatched = list(range(len(told)))
+        for trial_id, config in params_before.items():
+            match = [i for i in unmatched if all(config.get(k) == v for k, v in told[i].items())]
+            assert match, (trial_id, config, told)
+            unmatched.remove(match[0])
+        status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
+                                  ray_tmp=ray_tmp).stdout)
+        assert status["conditions"][0]["study"] == "done"
+        assert status["conditions"][0]["by_state"] == {"TERMINATED": 5}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
