@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from model.errors import StoreError
-from tuner.store_sync import MANIFEST, MARKER, STORE_FILES, ensure_local_store, fingerprint, upload_store
+from tuner.store_sync import (MANIFEST, MARKER, STORE_FILES, check_store, ensure_local_store, fingerprint,
+                              upload_store)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +105,18 @@ def test_missing_files_and_bad_uris_name_the_problem(tmp_path):
         ensure_local_store(str(tmp_path / "nothing"))
     with pytest.raises(StoreError, match="expected a bucket URI"):
         upload_store(make_store(tmp_path / "src"), str(tmp_path / "plain-path"))
+
+
+def test_check_store_reads_only_the_fingerprint(tmp_path):
+    store = make_store(tmp_path / "src")
+    bucket = tmp_path / "bucket" / "s.store"
+    upload_store(store, uri(bucket))
+    key = fingerprint((store / "meta.json").read_bytes())
+    assert check_store(uri(bucket)) == key == check_store(str(store))
+    (bucket / "frames.npy").unlink()
+    with pytest.raises(StoreError, match="missing frames.npy"):
+        check_store(uri(bucket))
+    assert not (tmp_path / "cache").exists()
 
 
 def test_shared_filesystem_path_is_used_in_place(tmp_path):

@@ -114,6 +114,17 @@ def _local_name(uri: str, key: str) -> str:
     return f"{base}-{key}"
 
 
+def check_store(uri: str | os.PathLike) -> str:
+    """Check that `uri` holds a feature store without copying it (for the driver); returns its fingerprint."""
+    uri = str(uri)
+    if not is_remote(uri):
+        return fingerprint((_check_local_store(Path(uri).expanduser(), uri) / "meta.json").read_bytes())
+    fs, root = _filesystem(uri)
+    root = root.rstrip("/")
+    _remote_sizes(fs, root, uri)
+    return fingerprint(_read_remote(fs, f"{root}/meta.json", uri))
+
+
 def ensure_local_store(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local folder holding the store at `uri`: the path itself, or a verified per-node copy."""
     uri = str(uri)
