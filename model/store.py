@@ -122,6 +122,11 @@ class FeatureStore:
         return list(self.meta["speakers"])
 
     @property
+    def roles(self) -> dict[str, Any]:
+        """Which split is train, which validation, which test ({"train": "Train", ...}; None if absent)."""
+        return {**_roles(self.meta["splits"]), **(self.meta.get("roles") or {})}
+
+    @property
     def lengths(self) -> np.ndarray:
         return self.index["length"]
 
@@ -147,8 +152,8 @@ class FeatureStore:
 
     def pool_ids(self) -> np.ndarray:
         """The unlabeled pool for SSL: pool utterances plus Train utterances without labels."""
-        train = self.meta["roles"]["train"]
-        code = self.split_code(train) if train is not None else -2
+        train = self.roles["train"]
+        code = self.split_code(train) if train in self.meta["splits"] else -2
         rows = self.index
         return np.flatnonzero((rows["split"] == -1) | ((rows["split"] == code) & ~rows["labeled"])).astype(np.int64)
 

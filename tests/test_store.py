@@ -87,6 +87,9 @@ def test_messy_corpus_counts_every_problem_and_keeps_the_rest(messy_corpus, tmp_
     assert store.splits == ["Train", "Validation"] and store.meta["roles"]["validation"] == "Validation"
     assert list(store.ids("Train")) == [0, 1, 2, 5] and list(store.ids("Train", labeled=True)) == [0, 1, 2]
     assert list(store.ids("")) == [6, 7] and list(store.pool_ids()) == [5, 6, 7]
+    assert store.roles == {"train": "Train", "validation": "Validation", "test": []}
+    del store.meta["roles"]                                    # a hand-edited meta: found by name
+    assert store.roles["train"] == "Train" and list(store.pool_ids()) == [5, 6, 7]
     assert store.speakers == ["1", "2", "3"] and list(store.index["speaker"][:3]) == [0, 1, 1]
     assert store.index["length"][4] == 1 + 8000 // 256
     np.testing.assert_array_equal(store.labels([0, 1], ["val", "act"]), [[3.0, 4.0], [5.0, 2.0]])
