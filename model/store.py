@@ -210,10 +210,9 @@ _KIND = "logmel"
 
 
 def _init_worker(kind: str) -> None:
+    """Set the feature kind this (worker) process extracts."""
     global _KIND
     _KIND = kind
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
 
 
 def _extract_one(path: Path) -> tuple[np.ndarray | None, str, str, int]:
@@ -337,7 +336,7 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                   dtype: str = DEFAULT_DTYPE, unlabeled: Iterable[str | Path] = (), progress: bool = True,
                   force: bool = False, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Build (or confirm up to date) the store of a corpus; returns the report (status built|unchanged)."""
-    from model.features import FeatureSpec, NormAccumulator, load_reference_norm_terms
+    from model.features import FeatureSpec, load_reference_norm_terms
 
     out = Path(out)
     if dtype not in DTYPES:
@@ -412,7 +411,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
     start = time.perf_counter()
     bar = tqdm(total=len(utts), unit="utt", desc="extracting", disable=not progress, dynamic_ncols=True)
     results = _extracted([u.path for u in utts], spec.kind, workers)
-    with open(tmp / "raw.f32", "wb") as raw, closing(results):
+    with open(tmp / "raw.f32", "wb") as raw, closing(results), bar:
         for i, (feats, reason, detail, n) in enumerate(results):
             bar.update(1)
             if on_progress is not None:
@@ -430,7 +429,6 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
             if len(feats) < SHORT_FRAMES:
                 problems.append(Problem(str(utts[i].path), SHORT_UTTERANCE,
                                         f"{len(feats)} frames < {SHORT_FRAMES} (one chunk); kept, padded"))
-    bar.close()
     extract_s = time.perf_counter() - start
     keep = np.flatnonzero(lengths > 0)
     if len(keep) == 0:
