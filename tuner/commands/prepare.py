@@ -23,12 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def duration(hours: float) -> str:
+    """Seconds, minutes or hours, whichever reads best."""
+    if hours < 1 / 60:
+        return f"{hours * 3600:.1f} s"
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.2f} h"
+
+
 def summary(report: dict) -> str:
     """The terminal summary of a prepare report."""
     lines = [f"store {report['store']}: {report['utterances']} utterances ({report['labeled']} labeled, "
-             f"{report['unlabeled']} unlabeled), {report['hours']:.2f} h, {report['frames']} frames, {report['dtype']}"]
+             f"{report['unlabeled']} unlabeled), {duration(report['hours'])}, {report['frames']} frames, {report['dtype']}"]
     for split, c in report["by_split"].items():
-        lines.append(f"  {split}: {c['utterances']} utterances, {c['labeled']} labeled, {c['hours']:.2f} h")
+        lines.append(f"  {split}: {c['utterances']} utterances, {c['labeled']} labeled, {duration(c['hours'])}")
     if report.get("realtime_factor") and report["status"] == "built":
         lines.append(f"  extraction: {report['extraction_seconds']:.1f} s with {report['workers']} workers "
                      f"({report['realtime_factor']:.0f}x real time)")
