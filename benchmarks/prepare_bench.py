@@ -67,27 +67,33 @@ def open_cost(store: Path) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in ("open_s", "rss_delta_mb")}
 
 
-def batch_time(store_path: Path, m: int = 62, C: int = 11, batch: int = 64, repeats: int = 40) -> tuple[float, float]:
-    """Median (wall, CPU) seconds to build the chunks of `batch` random utterances."""
+def batch_times(store_paths: dict[str, Path], m: int = 62, C: int = 11, batch: int = 64,
+                repeats: int = 200) -> dict[str, dict[str, float]]:
+    """Median wall and CPU ms (and CPU quartiles) to build one batch's chunks, stores interleaved."""
     import torch
 
     from model.chunking import make_chunks
     from model.store import FeatureStore
 
     torch.set_num_threads(1)
-    store = FeatureStore.open(store_path)
+    stores = {k: FeatureStore.open(p) for k, p in store_paths.items()}
+    n = min(len(s) for s in stores.values())
     rng = np.random.default_rng(0)
-    ids = store.ids()
-    wall, cpu = [], []
-    for r in range(repeats + 3):
-        idx = rng.choice(ids, size=min(batch, len(ids)), replace=len(ids) < batch)
-        t, c = time.perf_counter(), time.process_time()
-        x = make_chunks(store, idx, m, C)
-        if r >= 3:  # first calls warm the page cache
-            wall.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
-    assert x.shape == (len(idx) * C, 1, m, 128)
-    return statistics.median(wall), statistics.median(cpu)
+    wall: dict[str, list[float]] = {k: [] for k in stores}
+    cpu: dict[str, list[float]] = {k: [] for k in stores}
+    for r in range(repeats + 5):
+        idx = rng.choice(n, size=min(batch, n), replace=n < batch)
+        order = list(stores) if r % 2 else list(stores)[::-1]   # alternate who goes first
+        for k in order:
+            t, c = time.perf_counter(), time.process_time()
+            x = make_chunks(stores[k], idx, m, C)
+            if r >= 5:  # the first batches warm the page cache
+                wall[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c)
+            assert x.shape == (len(idx) * C, 1, m, 128)
+    return {k: {"wall": 1000 * statistics.median(wall[k]), "cpu": 1000 * statistics.median(cpu[k]),
+                "cpu_p25": 1000 * float(np.percentile(cpu[k], 25)), "cpu_p75": 1000 * float(np.percentile(cpu[k], 75))}
+            for k in stores}
 
 
 def main() -> None:
@@ -143,10 +149,9 @@ def main() -> None:
         cost = open_cost(path)
         print(f"open {dtype}: {cost['open_s'] * 1000:.1f} ms, RSS delta {cost['rss_delta_mb']:.1f} MB "
               f"(fresh subprocess, median of 3)")
-    for dtype, path in results.items():
-        wall, cpu = batch_time(path)
-        print(f"chunk batch {dtype}: 64 utterances, m 62, C 11: {wall * 1000:.2f} ms wall, {cpu * 1000:.2f} ms CPU "
-              "(medians of 40, one thread)")
+    for dtype, t in batch_times(results).items():
+        print(f"chunk batch {dtype}: 64 utterances, m 62, C 11: {t['wall']:.2f} ms wall, {t['cpu']:.2f} ms CPU "
+              f"(CPU quartiles {t['cpu_p25']:.2f}-{t['cpu_p75']:.2f}; medians of 200, dtypes interleaved, one thread)")
     if args.keep is None:
         import shutil
 
