@@ -1,0 +1,190 @@
+"""Epoch speed of the DeepEmoCluster trainer on the CPU, and fp32-vs-bf16 validation CCC.
+
+    .venv/bin/python benchmarks/epoch_bench.py                      # everything, 600 utterances
+    .venv/bin/python benchmarks/epoch_bench.py --variants gru,triplet --utterances 300 --skip-ccc
+    .venv/bin/python benchmarks/epoch_bench.py --throughput-only    # fp32 / channels-last / bf16 fwd+bwd
+
+Prints the machine (CPU model, cores, load), then:
+1. throughput of one forward+backward pass of the network (m 62, C 11, batch 32 sentences = 352 chunks)
+   in plain fp32, channels-last fp32, bf16 autocast and bf16 + channels-last;
+2. per temporal variant (fully supervised, the reference's comparison setting): seconds per epoch,
+   chunks/s, the split embed / k-means / train / validate, the k-means share of the epoch, the
+   batch-assembly share of training time, and a reference-equivalent epoch (scaled to 300 Train +
+   100 Validation utterances) against the reference's 89 s (Temp-Triplet) / 82 s (Temp-GRU);
+3. validation CCC after a few epochs with precision fp32 and bf16 for a few seeds.
+The synthetic corpus and its store are cached under --cache.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}   # reference, 300 Train + 100 Validation utts, 2 cores
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from model.trainer import cpu_supports_bf16
+
+    return (f"{model}; {len(os.sched_getaffinity(0))} usable cores; bf16 native: {cpu_supports_bf16()}; "
+            f"torch {torch.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def ensure_store(cache: Path, utterances: int, unlabeled: int, seed: int) -> Path:
+    from model.store import prepare_store
+    from model.synth import synthesize_corpus
+
+    corpus = cache / f"synth-{utterances}-{unlabeled}-{seed}"
+    store = cache / f"synth-{utterances}-{unlabeled}-{seed}.store"
+    if not (store / "meta.json").exists():
+        print(f"building the synthetic corpus and store in {cache} ...", flush=True)
+        if not (corpus / "Labels").exists():
+            synthesize_corpus(corpus, utterances=utterances, unlabeled=unlabeled, seed=seed)
+        prepare_store(corpus, store, progress=False)
+    return store
+
+
+def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: int) -> None:
+    from model.network import DeepEmoCluster
+
+    torch.set_num_threads(threads)
+    print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
+          f"{threads} threads) ==")
+    x0 = torch.randn(batch * C, 1, m, 128)
+    for name, channels_last, dtype in (("fp32", False, None), ("fp32 channels-last", True, None),
+                                       ("bf16", False, torch.bfloat16), ("bf16 channels-last", True, torch.bfloat16)):
+        torch.manual_seed(0)
+        net = DeepEmoCluster("none", 10, m, C, 3, width)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+        x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
+        if channels_last:
+            net.encoder.conv.to(memory_format=torch.channels_last)
+        times = []
+        for step in range(steps + 1):
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                out = net(x)
+            loss = out.logits.float().logsumexp(1).mean() + out.attributes.float().pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step:                       # the first step warms up oneDNN
+                times.append(time.perf_counter() - t)
+        print(f"{name:>20}: {batch * C / np.median(times):7.1f} chunks/s  (median of {steps} steps)", flush=True)
+
+
+def epoch_speed(store: Path, variants: list[str], args) -> None:
+    from model.config import TrainConfig
+    from model.trainer import Trainer
+
+    print(f"\n== epoch speed (m {args.m}, C {args.C}, batch {args.batch}, width {args.width}, precision "
+          f"{args.precision}, {'SSL' if args.ssl else 'FSL'}, {args.epochs} epoch(s)) ==")
+    header = (f"{'variant':>11} {'epoch s':>8} {'chunks/s':>9} {'embed':>6} {'kmeans':>7} {'train':>7} "
+              f"{'valid':>6} {'km %':>5} {'batch %':>7} {'ref-eq s':>8} {'vs ref':>7}")
+    print(header)
+    for variant in variants:
+        cfg = TrainConfig(temporal=variant, chunk_frames=args.m, chunks_per_sentence=args.C, batch_size=args.batch,
+                          width=args.width, precision=args.precision, num_threads=args.threads, seed=0,
+                          unlabeled_pool=None if args.ssl else 0, epochs=args.epochs)
+        trainer = Trainer(cfg, store)
+        n_train, n_val = len(trainer.train_ids), len(trainer.val_ids)
+        for _ in range(args.epochs):
+            m = trainer.run_epoch()
+            # the reference's setting: 300 Train + 100 Validation utterances per epoch, no SSL
+            labeled = m["time_embed_s"] + m["time_kmeans_s"] + m["time_train_s"]
+            if "time_ssl_train_s" in m:
+                labeled -= m["time_ssl_train_s"]
+            ref_eq = labeled * 300 / n_train + m["time_validate_s"] * 100 / n_val
+            ref = REFERENCE_SECONDS.get(variant)
+            print(f"{variant:>11} {m['time_epoch_s']:8.1f} {m['chunks_per_s']:9.1f} {m['time_embed_s']:6.1f} "
+                  f"{m['time_kmeans_s']:7.2f} {m['time_train_s']:7.1f} {m['time_validate_s']:6.1f} "
+                  f"{100 * m['time_kmeans_s'] / m['time_epoch_s']:5.1f} "
+                  f"{100 * m['time_batch_s'] / m['time_train_s']:7.1f} {ref_eq:8.1f} "
+                  f"{(f'{ref / ref_eq:6.1f}x' if ref else '      -'):>7}", flush=True)
+        print(f"{'':>11} ({n_train} Train, {n_val} Validation, {len(trainer.pool_ids)} SSL utterances; "
+              f"load {os.getloadavg()[0]:.2f})", flush=True)
+
+
+def ccc_comparison(store: Path, args) -> None:
+    from model.config import TrainConfig
+    from model.trainer import Trainer
+
+    seeds = [int(s) for s in args.ccc_seeds.split(",")]
+    print(f"\n== validation CCC after {args.ccc_epochs} epochs, fp32 vs bf16 ({args.ccc_variant}, seeds {seeds}) ==")
+    print(f"{'seed':>5} {'precision':>9} {'best mean':>9} {'best act':>8} {'last act':>8} {'s/epoch':>8}")
+    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for seed in seeds:
+        for precision in ("fp32", "bf16"):
+            cfg = TrainConfig(temporal=args.ccc_variant, chunk_frames=args.m, chunks_per_sentence=args.C,
+                              batch_size=args.batch, width=args.width, precision=precision,
+                              num_threads=args.threads, seed=seed, unlabeled_pool=0, epochs=args.ccc_epochs)
+            trainer = Trainer(cfg, store)
+            history = [trainer.run_epoch() for _ in range(args.ccc_epochs)]
+            best = max(history, key=lambda m: m["val_ccc_mean"])
+            results[precision].append(best["val_ccc_mean"])
+            print(f"{seed:>5} {precision:>9} {best['val_ccc_mean']:9.3f} {max(m['val_ccc_act'] for m in history):8.3f} "
+                  f"{history[-1]['val_ccc_act']:8.3f} {np.mean([m['time_epoch_s'] for m in history]):8.1f}",
+                  flush=True)
+    for precision, values in results.items():
+        print(f"{precision}: best val_ccc_mean {np.mean(values):.3f} +- {np.std(values):.3f} over {len(values)} seeds")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--utterances", type=int, default=600, help="labelled utterances of the synthetic corpus")
+    p.add_argument("--unlabeled", type=int, default=200, help="unlabeled utterances (used with --ssl)")
+    p.add_argument("--store", help="use this feature store instead of the synthetic one")
+    p.add_argument("--cache", default="/tmp/deepemocluster-bench", help="where the synthetic store is kept")
+    p.add_argument("--variants", default="none,gru,cnn,transformer,triplet")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per variant for the speed table")
+    p.add_argument("--m", type=int, default=62)
+    p.add_argument("--C", type=int, default=11)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
+    p.add_argument("--ssl", action="store_true", help="include the SSL stage in the speed table")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per throughput setting")
+    p.add_argument("--throughput-only", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-ccc", action="store_true")
+    p.add_argument("--ccc-variant", default="gru")
+    p.add_argument("--ccc-seeds", default="0,1,2")
+    p.add_argument("--ccc-epochs", type=int, default=3)
+    args = p.parse_args()
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    args.threads = threads
+    print("machine:", machine(), flush=True)
+    if not args.skip_throughput:
+        throughput(args.width, args.m, args.C, args.batch, threads, args.steps)
+    if args.throughput_only:
+        return 0
+    store = Path(args.store) if args.store else ensure_store(Path(args.cache), args.utterances, args.unlabeled, 0)
+    if not args.skip_speed:
+        epoch_speed(store, [v for v in args.variants.split(",") if v], args)
+    if not args.skip_ccc:
+        ccc_comparison(store, args)
+    print("\nload average at the end:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
