@@ -204,6 +204,15 @@ def test_cli_errors(tmp_path):
     r = run_cli("prepare", str(bad), "--out", str(tmp_path / "s"), "--workers", "1")
     assert r.returncode == 2 and "nothing usable" in r.stderr and "unreadable_audio: 1" in r.stderr
     assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.*"))
+    tone(tmp_path / "pool" / "a.wav", 1.0)
+    r = run_cli("prepare", str(tmp_path / "pool"), "--out", str(tmp_path / "s"), "--unlabeled", str(tmp_path / "nope"))
+    assert r.returncode == 2 and f"{tmp_path / 'nope'}: unlabeled pool folder not found" in r.stderr
+    r = run_cli("prepare", str(tmp_path / "pool"), "--out", str(tmp_path / "s"), "--workers", "0")
+    assert r.returncode == 2 and "--workers 0" in r.stderr
+    r = run_cli("prepare", str(tmp_path / "pool"), "--out", str(tmp_path / "s"), "--unlabeled", str(bad / "Audio"),
+                "--workers", "1", "--quiet")
+    assert r.returncode == 0
+    assert "1 utterances (0 labeled, 1 unlabeled)" in r.stdout and "unreadable_audio [rejected]: 1" in r.stdout
 
 
 def test_interrupted_build_leaves_no_partial_store(messy_corpus, tmp_path):
