@@ -85,10 +85,15 @@ class FeatureStore:
             index = np.load(path / "index.npy", mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: incomplete feature store ({exc}); {open_hint(path)}") from None
-        n_mels = meta["feature_spec"]["n_mels"]
-        if (frames.ndim != 2 or frames.shape != (meta["frames"], n_mels) or frames.dtype.name != meta["dtype"]
-                or index.shape != (meta["utterances"],) or index.dtype.names is None
-                or "offset" not in index.dtype.names):
+        try:
+            n_mels, n_frames, n_utts = meta["feature_spec"]["n_mels"], meta["frames"], meta["utterances"]
+            for key in ("dtype", "splits", "speakers", "norm_terms", "label_terms"):
+                meta[key]
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"{path}/meta.json: incomplete (missing {exc}); {open_hint(path)}") from None
+        if (frames.ndim != 2 or frames.shape != (n_frames, n_mels) or frames.dtype.name != meta["dtype"]
+                or index.shape != (n_utts,) or index.dtype.names is None
+                or set(index_dtype(1).names) - set(index.dtype.names)):
             raise StoreError(f"{path}: frames.npy {frames.shape} {frames.dtype} / index.npy {index.shape} do not "
                              f"match meta.json ({meta['frames']} x {n_mels} {meta['dtype']}, {meta['utterances']} "
                              f"utterances); {open_hint(path)}")

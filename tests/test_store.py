@@ -265,6 +265,9 @@ def test_open_rejects_missing_incomplete_and_other_versions(messy_corpus, tmp_pa
     (out / "meta.json").write_text(json.dumps({**meta, "frames": meta["frames"] + 1}))
     with pytest.raises(StoreError, match="do not match meta.json"):
         FeatureStore.open(out)
+    (out / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "label_terms"}))
+    with pytest.raises(StoreError, match="meta.json: incomplete .missing 'label_terms'"):
+        FeatureStore.open(out)
     (out / "meta.json").write_text(json.dumps(meta))
     os.unlink(out / "index.npy")
     with pytest.raises(StoreError, match="incomplete feature store"):
