@@ -234,8 +234,9 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
         run.set_condition_state(label, "running")
         tuner.fit()
         timings[label] = time.perf_counter() - start
+        # a stopped driver (Ctrl+C) leaves RUNNING/PENDING trials; HyperBand may end with PAUSED ones
         unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)
-                      if r.status not in ("TERMINATED", "ERROR")]
+                      if r.status in ("RUNNING", "PENDING")]
         if unfinished:  # interrupted (Ctrl+C): keep the study resumable
             print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s); "
                   f"continue with `python -m tuner resume {run.name}`", file=sys.stderr)

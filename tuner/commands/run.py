@@ -103,5 +103,7 @@ def finish(run, outcome: dict, top: int) -> int:
             print(f"export: {exc}")
         else:
             print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
-            print(f"retrain:     python -m tuner train --config {paths[0]} --store STORE --out DIR")
+            import yaml
+
+            print(f"retrain:     {yaml.safe_load(paths[0].read_text())['metadata']['retrain']}")
     return 0
