@@ -5,9 +5,9 @@ RAY_AUTH_MODE=token and its own token file (RAY_AUTH_TOKEN_PATH, so ~/.ray/auth_
 alone). Teardown ends exactly the processes this fixture started, by id (no `ray stop`, which would
 stop every Ray on the machine). Drivers run in subprocesses with the same environment.
 
-The search's own multi-node tests (trials of `python -m tuner run` spread over nodes, a removed
-node's trials resuming, `python -m tuner resume` after the driver is killed) build on this fixture;
-here a trivial checkpointing function stands in for the DeepEmoCluster trainable.
+The first tests run a trivial checkpointing function through Ray Tune; the last ones run the real
+search (`python -m tuner run/resume --address ...` on the tiny synthetic store). Which node a trial
+ran on is read from the trial's pid (in Tune's results) and the process trees of the nodes.
 """
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tune_helpers import SMOKE, experiment_trials, result_rows
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -249,6 +253,7 @@ def test_unauthenticated_client_is_refused(loopback_cluster, tmp_path):
         assert "token" in proc.stderr.lower() and "Failed to connect to Ray cluster" in proc.stderr, env
 
 
+@pytest.mark.slow  # covered by test_search_trials_spread_over_nodes (the real search)
 def test_trials_spread_over_worker_nodes(loopback_cluster, tmp_path):
     proc, log_dir = start_driver(loopback_cluster, tmp_path, nodes=3, trials=4, steps=3, sleep=0.5)
     result = finish(proc)
@@ -262,6 +267,7 @@ def test_trials_spread_over_worker_nodes(loopback_cluster, tmp_path):
     assert len(list((tmp_path / "results" / "loopback").glob("*/checkpoint_*"))) >= 4
 
 
+@pytest.mark.slow  # covered by test_search_removed_node_trial_resumes_elsewhere (the real search)
 def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, tmp_path):
     """Kill the worker node running the trial mid-search: it resumes on another node from its checkpoint."""
     loopback_cluster.add_worker("c")
@@ -290,3 +296,122 @@ def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, 
     assert resumed >= 1  # from a checkpoint, not from scratch
     assert after[0]["step"] == resumed + 1
     assert [r["step"] for r in after] == list(range(resumed + 1, steps))  # no step lost after resuming
+
+
+# ---- the real search (`python -m tuner`) on the cluster ------------------------------------------
+
+class PidTracker(threading.Thread):
+    """Records which node each process belongs to while a search runs (pid -> node name)."""
+
+    def __init__(self, cluster: LoopbackCluster):
+        super().__init__(daemon=True)
+        self.cluster, self.node_of, self.done = cluster, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for name, proc in list(self.cluster.nodes.items()):
+                for pid in our_processes(proc.pid):
+                    self.node_of.setdefault(pid, name)
+            time.sleep(0.2)
+
+    def __enter__(self) -> "PidTracker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+
+
+def search(cluster: LoopbackCluster, args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tuner", *args, "--address", cluster.address], cwd=cwd,
+                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_mid_trial(exp_dir: Path, proc: subprocess.Popen, epochs: int, tracker: "PidTracker") -> tuple[str, str]:
+    """Wait until a trial on a worker has checkpointed >= 2 epochs and has more to go: (trial id, node)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        for trial_id, rows in trial_rows(exp_dir).items():
+            node = tracker.node_of.get(rows[-1]["pid"]) if rows else None
+            if 2 <= len(rows) < epochs - 2 and node not in (None, "head"):
+                return trial_id, node
+        time.sleep(0.2)
+    raise AssertionError("no trial was caught mid-run" +
+                         (proc.communicate()[1][-3000:] if proc.poll() is not None else ""))
+
+
+def long_trials_space(tmp: Path, epochs: int) -> Path:
+    """smoke.yaml with one condition, two trials and no early stopping: trials long enough to interrupt."""
+    space = yaml.safe_load(SMOKE.read_text())
+    space["conditions"] = {"labeled_ratio": [1.0]}
+    space["budget"] = {"num_samples": 2, "max_epochs": epochs}
+    space["scheduler"] = "none"
+    path = tmp / "long.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
+    return {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
+            for t in experiment_trials(exp_dir) if t.get("relative_logdir")}
+
+
+def test_search_trials_spread_over_nodes(loopback_cluster, tiny_store, tmp_path):
+    with PidTracker(loopback_cluster) as tracker:
+        proc = search(loopback_cluster, ["run", "--space", str(SMOKE), "--store", str(tiny_store), "--name", "spread",
+                                         "--storage", str(tmp_path / "results")], tmp_path)
+        out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    nodes = set()
+    for condition in ("labeled_ratio=0.5", "labeled_ratio=1.0"):
+        exp_dir = tmp_path / "results" / "spread" / condition
+        trials = experiment_trials(exp_dir)
+        assert [t["status"] for t in trials] == ["TERMINATED"] * 4
+        nodes |= {tracker.node_of.get(row["pid"]) for rows in trial_rows(exp_dir).values() for row in rows}
+    assert len(nodes) >= 2 and nodes <= set(loopback_cluster.nodes) - {"head"}  # never the 0-CPU head
+
+
+def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, tiny_store, tmp_path):
+    """The real search: kill the node of a running trial; the trial continues from its checkpoint elsewhere."""
+    epochs = 8
+    loopback_cluster.add_worker("d")
+    exp_dir = tmp_path / "results" / "removal" / "labeled_ratio=1.0"
+    with PidTracker(loopback_cluster) as tracker:
+        proc = search(loopback_cluster, ["run", "--space", str(long_trials_space(tmp_path, epochs)), "--store",
+                                         str(tiny_store), "--name", "removal", "--storage", str(tmp_path / "results")],
+                      tmp_path)
+        trial, victim = wait_mid_trial(exp_dir, proc, epochs, tracker)
+        loopback_cluster.kill_node(victim)
+        out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    assert [t["status"] for t in experiment_trials(exp_dir)] == ["TERMINATED"] * 2
+    rows = trial_rows(exp_dir)[trial]
+    assert [r["training_iteration"] for r in rows][-1] == epochs
+    restored = [r for r in rows if r["iterations_since_restore"] < r["training_iteration"]]
+    assert restored, "the trial started over instead of restoring its checkpoint"
+    assert restored[0]["training_iteration"] - restored[0]["iterations_since_restore"] >= 2  # >= 2 epochs kept
+    assert victim not in {tracker.node_of.get(r["pid"]) for r in restored}
+
+
+def test_search_killed_driver_then_resume_finishes_on_the_cluster(loopback_cluster, tiny_store, tmp_path):
+    """SIGKILL the search's driver mid-run; `python -m tuner resume --address` finishes it from the checkpoints."""
+    epochs = 8
+    storage = tmp_path / "results"
+    exp_dir = storage / "killed" / "labeled_ratio=1.0"
+    with PidTracker(loopback_cluster) as tracker:
+        proc = search(loopback_cluster, ["run", "--space", str(long_trials_space(tmp_path, epochs)), "--store",
+                                         str(tiny_store), "--name", "killed", "--storage", str(storage)], tmp_path)
+        trial, _ = wait_mid_trial(exp_dir, proc, epochs, tracker)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver only: it joined the cluster, it started no Ray nodes
+        proc.communicate(timeout=30)
+        kept = len(trial_rows(exp_dir)[trial])
+        resume = search(loopback_cluster, ["resume", "killed", "--storage", str(storage)], tmp_path)
+        out, err = resume.communicate(timeout=400)
+    assert resume.returncode == 0, err[-3000:]
+    assert [t["status"] for t in experiment_trials(exp_dir)] == ["TERMINATED"] * 2
+    rows = trial_rows(exp_dir)[trial]
+    assert rows[-1]["training_iteration"] == epochs
+    restored = [r for r in rows if r["iterations_since_restore"] < r["training_iteration"]]
+    assert restored and restored[0]["training_iteration"] - restored[0]["iterations_since_restore"] >= min(2, kept)
