@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,10 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     _start(space, store, address, num_cpus)  # fails before anything is written
     manifest = new_manifest(space, space_text, store, run.name)
     run.write_manifest(manifest)
-    if run.local is not None:
-        write_experiment_summary(run.local, _experiment_hparams(space), hparam_metric_tags(space.metrics))
+    with tempfile.TemporaryDirectory(prefix="hparams-") as tmp:  # a local file, then into the run (any storage)
+        write_experiment_summary(tmp, space, hparam_metric_tags(space.metrics))
+        for f in Path(tmp).iterdir():
+            run.write_bytes(f.read_bytes(), f.name)
     return _run_conditions(space, store, run, resume=False)
 
 
@@ -193,13 +196,6 @@ def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None)
     space = space_from_manifest(manifest)
     _start(space, manifest["store"], address, num_cpus)
     return _run_conditions(space, manifest["store"], run, resume=True)
-
-
-def _experiment_hparams(space: SearchSpace) -> dict[str, Any]:
-    values: dict[str, Any] = {name: values[0] for name, values in space.conditions.items()}
-    for p in space.parameters:
-        values[p.name] = p.choices[0] if p.kind == "categorical" else p.value if p.kind == "fixed" else p.low
-    return values
 
 
 def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | None) -> None:

@@ -84,19 +84,23 @@ class RunDir:
 
     def write_text(self, text: str, *parts: str) -> None:
         """Atomic write: a temporary file next to the target, then a rename."""
+        self.write_bytes(text.encode(), *parts)
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Atomic write of bytes (see write_text)."""
         target = self.path(*parts)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         if self.fs is None:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(text)
+            with open(tmp, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
             return
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(tmp) as f:
-            f.write(text.encode())
+            f.write(data)
         self.fs.move(tmp, target)
 
     def listdir(self, *parts: str) -> list[str]:

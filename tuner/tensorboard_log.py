@@ -44,14 +44,62 @@ def hparam_metric_tags(metrics: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def write_experiment_summary(logdir: str | Path, hparams: dict[str, Any], metric_tags: list[str]) -> None:
-    """Write the HParams experiment summary (all hyperparameter names, metric tags) into `logdir`."""
-    from tensorboardX import SummaryWriter
-    from tensorboardX.summary import hparams as hparams_summary
+def experiment_summary_bytes(space, metric_tags: list[str]) -> bytes:
+    """The serialized HParams experiment Summary: every hyperparameter of the space with its domain."""
+    from google.protobuf import struct_pb2
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-    exp, _, _ = hparams_summary({k: hparam_value(v) for k, v in hparams.items()}, {t: 0.0 for t in metric_tags})
+    def info(name: str, values: list[Any] | None, low=None, high=None, differs=True) -> api_pb2.HParamInfo:
+        h = api_pb2.HParamInfo(name=name, differs=differs)
+        if values is not None:
+            converted = [hparam_value(v) for v in values]
+            h.type = (api_pb2.DATA_TYPE_STRING if any(isinstance(v, str) for v in converted)
+                      else api_pb2.DATA_TYPE_BOOL if all(isinstance(v, bool) for v in converted)
+                      else api_pb2.DATA_TYPE_FLOAT64)
+            if h.type == api_pb2.DATA_TYPE_STRING:
+                converted = [str(v) for v in converted]
+            h.domain_discrete.CopyFrom(struct_pb2.ListValue(values=[_struct_value(v) for v in converted]))
+        else:
+            h.type = api_pb2.DATA_TYPE_FLOAT64
+            h.domain_interval.min_value, h.domain_interval.max_value = float(low), float(high)
+        return h
+
+    infos = [info(name, values, differs=len(values) > 1) for name, values in space.conditions.items()]
+    for p in space.parameters:
+        if p.kind == "categorical":
+            infos.append(info(p.name, p.choices))
+        elif p.kind == "fixed":
+            infos.append(info(p.name, [p.value], differs=bool(p.when)))
+        else:
+            infos.append(info(p.name, None, p.low, p.high))
+    experiment = api_pb2.Experiment(hparam_infos=infos,
+                                    metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t))
+                                                  for t in metric_tags])
+    content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.EXPERIMENT_TAG, metadata=metadata.create_summary_metadata(content),
+        tensor=metadata.NULL_TENSOR)])
+    return summary.SerializeToString()
+
+
+def _struct_value(value: Any):
+    from google.protobuf import struct_pb2
+
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=float(value))
+    return struct_pb2.Value(string_value=str(value))
+
+
+def write_experiment_summary(logdir: str | Path, space, metric_tags: list[str]) -> None:
+    """Write the HParams experiment summary (the space's hyperparameters, the metric tags) into `logdir`."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto.summary_pb2 import Summary
+
     writer = SummaryWriter(str(logdir), filename_suffix=".hparams")
-    writer.file_writer.add_summary(exp)
+    writer.file_writer.add_summary(Summary.FromString(experiment_summary_bytes(space, metric_tags)))
     writer.close()
 
 
