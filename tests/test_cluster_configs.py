@@ -148,6 +148,7 @@ def test_installs_a_pinned_revision_with_gpu_extra_on_workers(path):
         assert [m.group(1) for m in PIN.finditer(joined)] == ["[gpu]"], name
         assert "python3 -m venv ~/tuner-venv" in joined, name  # setup_commands not dropped
         assert "export RAY_AUTH_MODE=token" in joined, name
+        assert "pip uninstall --quiet -y faiss-cpu" in joined and "faiss.get_num_gpus() > 0" in joined, name
 
 
 @pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
