@@ -4,13 +4,20 @@ condition, TensorBoard tags and HParams, status, export and training from the ex
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tune_helpers import SMOKE, experiment_trials, result_rows, searcher_study, short_tmp, tuner
+from tune_helpers import (SMOKE, experiment_trials, result_rows, searcher_study, short_tmp, tuner,
+                          tuner_env)
 
 NAME = "smoke"
 CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
@@ -18,15 +25,38 @@ CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
 
 @pytest.fixture(scope="module")
 def search(tiny_store, tmp_path_factory):
-    """Run `python -m tuner run` once; yields (workdir, storage, ray_tmp, completed process)."""
+    """Run `python -m tuner run` once, killing one trial's process in its last epoch (Ray must retry it
+    from its checkpoint); yields (workdir, storage, ray_tmp, stdout, killed trial id)."""
     work = tmp_path_factory.mktemp("tune_run")
     ray_tmp = short_tmp()
     storage = work / "results"
-    proc = tuner(["run", "--space", str(SMOKE), "--store", str(tiny_store), "--name", NAME,
-                  "--storage", str(storage), "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    yield work, storage, ray_tmp, proc
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(SMOKE), "--store",
+                             str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
+                            cwd=work, env=tuner_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.communicate()), daemon=True)
+    reader.start()
+    killed = kill_a_trial_in_its_last_epoch(storage / NAME / CONDITIONS[0], proc)
+    reader.join(timeout=400)
+    assert not reader.is_alive(), "the run did not finish"
+    stdout, stderr = out[0]
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    yield work, storage, ray_tmp, stdout, killed
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def kill_a_trial_in_its_last_epoch(exp_dir: Path, proc, timeout: float = 300) -> str:
+    """SIGKILL the process of a trial that reported 3 of 4 epochs (ASHA has no rung at 3: it is in epoch 4)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for trial_dir in exp_dir.glob("trial_*"):
+            rows = result_rows(trial_dir)
+            if len(rows) == 3:
+                os.kill(rows[-1]["pid"], signal.SIGKILL)
+                return trial_dir.name.removeprefix("trial_")
+        time.sleep(0.05)
+    raise AssertionError("no trial reached its last epoch while the run was watched")
 
 
 def all_trials(storage: Path) -> dict[str, list[dict]]:
@@ -34,7 +64,7 @@ def all_trials(storage: Path) -> dict[str, list[dict]]:
 
 
 def test_every_trial_finished_and_asha_stopped_some_early(search):
-    _, storage, _, proc = search
+    _, storage, _, stdout, _ = search
     space = yaml.safe_load(SMOKE.read_text())
     max_epochs = space["budget"]["max_epochs"]
     epochs = []
@@ -47,11 +77,23 @@ def test_every_trial_finished_and_asha_stopped_some_early(search):
             epochs.append(len(rows))
     assert max(epochs) == max_epochs           # some trials ran the whole budget
     assert min(epochs) < max_epochs            # ASHA stopped others early
-    assert "Trial status" in proc.stdout       # Ray's progress table was shown
+    assert "Trial status" in stdout            # Ray's progress table was shown
+
+
+def test_a_killed_trial_is_retried_from_its_checkpoint(search):
+    _, storage, _, _, killed = search
+    exp_dir = storage / NAME / CONDITIONS[0]
+    state = json.loads(sorted(exp_dir.glob("experiment_state-*.json"))[-1].read_text())
+    runtime = {json.loads(e[0])["trial_id"]: (json.loads(e[0]), json.loads(e[1])) for e in state["trial_data"]}
+    static, dynamic = runtime[killed]
+    assert static["status"] == "TERMINATED" and dynamic["num_failures"] >= 1
+    rows = result_rows(exp_dir / static["relative_logdir"])
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]       # continued at epoch 4, not from scratch
+    assert len({r["pid"] for r in rows}) == 2               # epoch 4 ran in a new process
 
 
 def test_conditional_parameter_present_exactly_when_condition_holds(search):
-    _, storage, _, _ = search
+    _, storage, _, _, _ = search
     temporals = set()
     for trials in all_trials(storage).values():
         for t in trials:
@@ -62,7 +104,7 @@ def test_conditional_parameter_present_exactly_when_condition_holds(search):
 
 
 def test_two_conditions_are_two_studies(search):
-    _, storage, _, _ = search
+    _, storage, _, _, _ = search
     for label, trials in all_trials(storage).items():
         ratio = float(label.split("=")[1])
         assert {t["config"]["labeled_ratio"] for t in trials} == {ratio}
@@ -79,7 +121,7 @@ def test_tensorboard_curves_and_hparams(search):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    _, storage, _, _ = search
+    _, storage, _, _, _ = search
     run_dir = storage / NAME
     root = EventAccumulator(str(run_dir))
     root.Reload()
@@ -108,7 +150,7 @@ def test_tensorboard_curves_and_hparams(search):
 
 
 def test_status_json_counts_trials_by_state(search):
-    work, storage, ray_tmp, _ = search
+    work, storage, ray_tmp, _, _ = search
     proc = tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=work, ray_tmp=ray_tmp, timeout=120)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
@@ -126,20 +168,20 @@ def test_status_json_counts_trials_by_state(search):
 
 
 def test_run_printed_best_config_and_exported_it(search):
-    _, storage, _, proc = search
-    assert f"tensorboard --logdir {storage / NAME}" in proc.stdout
+    _, storage, _, stdout, _ = search
+    assert f"tensorboard --logdir {storage / NAME}" in stdout
     assert (storage / NAME / "best.yaml").exists()
-    assert "best configs:" in proc.stdout
+    assert "best configs:" in stdout and "retrain:     python -m tuner train --config" in stdout
 
 
 def test_tensorboard_command_points_at_the_run(search):
-    work, storage, ray_tmp, _ = search
+    work, storage, ray_tmp, _, _ = search
     proc = tuner(["tensorboard", NAME, "--storage", str(storage)], cwd=work, ray_tmp=ray_tmp, timeout=60)
     assert proc.returncode == 0 and f"--logdir {storage / NAME}" in proc.stdout
 
 
 def test_export_then_train_from_the_exported_file(search, tiny_store):
-    work, storage, ray_tmp, _ = search
+    work, storage, ray_tmp, _, _ = search
     out = work / "export" / "best.yaml"
     proc = tuner(["export", NAME, "--storage", str(storage), "--top", "2", "--out", str(out)], cwd=work,
                  ray_tmp=ray_tmp, timeout=120)
