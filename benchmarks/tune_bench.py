@@ -163,7 +163,8 @@ def main() -> int:
         print(f"  trial start-up before the first epoch: mean {sum(first_iter_s) / len(first_iter_s):.2f} s, "
               f"max {max(first_iter_s):.2f} s")
     if suggest_times:
-        print(f"searcher suggestions: {len(suggest_times)} calls, mean {1e3 * sum(suggest_times) / len(suggest_times):.1f} ms, "
+        mean_ms = 1e3 * sum(suggest_times) / len(suggest_times)
+        print(f"searcher suggestions: {len(suggest_times)} calls, mean {mean_ms:.1f} ms, "
               f"max {1e3 * max(suggest_times):.1f} ms, total {sum(suggest_times):.2f} s")
     if rss:
         print(f"peak RSS per trial process: mean {sum(rss) / len(rss):.0f} MB, max {max(rss):.0f} MB")

@@ -122,6 +122,7 @@ def make_trainable(space: SearchSpace, store: str):
 
 
 def hparam_names(space: SearchSpace) -> list[str]:
+    """The hyperparameters shown in TensorBoard's HParams table: conditions and parameters."""
     return [*space.conditions, *(p.name for p in space.parameters)]
 
 
@@ -134,7 +135,8 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
 
     single = not space.multi_objective
     tune_config = tune.TuneConfig(
-        metric=space.metric if single else None, mode=space.mode if single else None, search_alg=make_searcher(space, condition, index), scheduler=make_scheduler(space),
+        metric=space.metric if single else None, mode=space.mode if single else None,
+        search_alg=make_searcher(space, condition, index), scheduler=make_scheduler(space),
         num_samples=space.budget.num_samples, time_budget_s=space.budget.time_limit_s,
         max_concurrent_trials=space.resources.max_concurrent_trials or None, reuse_actors=REUSE_ACTORS,
         trial_dirname_creator=trial_dirname)
@@ -150,6 +152,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
 
 
 def new_manifest(space: SearchSpace, space_text: str, store: str, name: str) -> dict[str, Any]:
+    """The manifest of a new run: the space (as text), the store and every condition, pending."""
     return {
         "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -208,6 +211,7 @@ def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | 
 
 
 def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -> dict[str, Any]:
+    """Run (or restore) each condition's study in turn, recording its state in the manifest."""
     from ray import tune
 
     manifest = run.read_manifest()

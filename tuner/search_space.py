@@ -6,7 +6,6 @@ a module-level class (not a closure) so that the searcher state pickles and surv
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,7 +31,6 @@ PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "value", "when")
 # Keys the search owns: the budget sets the epochs, the trial's resources set threads and device.
 RESERVED = {"epochs": "budget.max_epochs", "num_threads": "resources.cpu", "device": "resources.gpu"}
 # Metrics a trial reports (see docs/architecture.md, Trainer.run_epoch).
-METRIC_PREFIXES = ("val_ccc_", "loss_", "ssl_loss_")
 METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "loss_ce",
            "loss_ccc", "loss_triplet", "ssl_loss_ce", "nmi")
 
@@ -121,13 +119,6 @@ class SearchSpace:
             combos = [{**c, name: v} for c in combos for v in values]
         return combos
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON/YAML-safe) of the whole space, for the run manifest."""
-        return {"source": self.source, "metrics": self.metrics, "modes": self.modes,
-                "budget": dataclasses.asdict(self.budget), "scheduler": dataclasses.asdict(self.scheduler),
-                "searcher": dataclasses.asdict(self.searcher), "resources": dataclasses.asdict(self.resources),
-                "conditions": self.conditions, "parameters": [dataclasses.asdict(p) for p in self.parameters]}
-
 
 def condition_label(condition: dict[str, Any]) -> str:
     """Folder-safe label of one condition, e.g. `labeled_ratio=0.1` (`all` without conditions)."""
@@ -170,12 +161,6 @@ class SpaceSampler:
                                                      log=p.log)
         fixed["epochs"] = self.epochs
         return fixed
-
-
-def sample_config(space: SearchSpace, condition: dict[str, Any], trial) -> dict[str, Any]:
-    """The full TrainConfig overrides of one trial: sampled + fixed + condition + epochs."""
-    fixed = SpaceSampler(space, condition)(trial)
-    return {**trial.params, **fixed}
 
 
 # ---- loading and validation --------------------------------------------------------------------
@@ -365,12 +350,14 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail) -> list[Par
             if other == name:
                 fail(f"{key}.when", "a parameter cannot depend on itself")
             if other not in seen:
-                where = "is defined later; list it before" if other in raw else "is not a parameter or condition of this space"
+                where = ("is defined later; list it before" if other in raw
+                         else "is not a parameter or condition of this space")
                 fail(f"{key}.when.{other}", f"{other!r} {where} {name!r}")
             q = seen[other]
             possible = q.choices if q.kind == "categorical" else [q.value] if q.kind == "fixed" else None
             if possible is None:
-                fail(f"{key}.when.{other}", f"{other!r} is a numeric range; conditions need a categorical or fixed parameter")
+                fail(f"{key}.when.{other}",
+                     f"{other!r} is a numeric range; conditions need a categorical or fixed parameter")
             bad = [v for v in allowed if v not in possible]
             if bad:
                 fail(f"{key}.when.{other}", f"{bad} is never chosen; {other} takes {possible}")

@@ -114,7 +114,6 @@ class TensorBoardCallback(LoggerCallback):
         self.hparam_names = list(hparam_names)
         self._writers: dict[Any, Any] = {}
         self._best: dict[Any, dict[str, float]] = {}
-        self._last: dict[Any, dict[str, float]] = {}
 
     def _writer(self, trial):
         if trial not in self._writers:
@@ -123,7 +122,6 @@ class TensorBoardCallback(LoggerCallback):
             trial.init_local_path()
             self._writers[trial] = SummaryWriter(trial.local_path, flush_secs=30)
             self._best.setdefault(trial, {})
-            self._last.setdefault(trial, {})
         return self._writers[trial]
 
     def log_trial_start(self, trial) -> None:
@@ -138,7 +136,6 @@ class TensorBoardCallback(LoggerCallback):
             if not math.isfinite(value):
                 continue
             writer.add_scalar(tag_for(key), float(value), global_step=step)
-            self._last[trial][key] = float(value)
         for metric, mode in zip(self.metrics, self.modes):
             if metric in result and isinstance(result[metric], (int, float)) and math.isfinite(result[metric]):
                 best = self._best[trial].get(metric)
@@ -161,7 +158,7 @@ class TensorBoardCallback(LoggerCallback):
             _set_status(sei, Status.Value("STATUS_FAILURE"))
         writer.file_writer.add_summary(sei)
         writer.close()
-        for table in (self._writers, self._best, self._last):
+        for table in (self._writers, self._best):
             table.pop(trial, None)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 # Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
 # cluster/ or time/ (tuner.tensorboard_log writes them).
 TAG_PREFIXES = (("best_val_", "val/best_"), ("kmeans_objective", "cluster/objective"),
-                ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"), ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"),
-                ("cluster_", "cluster/"), ("nmi", "cluster/nmi"), ("is_best", "val/is_best"),
-                ("peak_rss_mb", "resources/peak_rss_mb"))
+                ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
+                ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
+                ("nmi", "cluster/nmi"), ("is_best", "val/is_best"), ("peak_rss_mb", "resources/peak_rss_mb"))
 TRAINER_PEAK_RSS = "peak_rss_mb"
 
 

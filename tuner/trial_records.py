@@ -13,8 +13,6 @@ from typing import Any
 
 from tuner.run_dir import RunDir
 
-STATES = ("RUNNING", "PENDING", "PAUSED", "TERMINATED", "ERROR")
-
 
 @dataclass
 class TrialRecord:

@@ -21,7 +21,8 @@ DEMO_STORE = Path("data") / "synthetic.store"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default=str(DEFAULT_SPACE),
-                        help="search-space YAML (default: search_spaces/default.yaml; schema in search_spaces/README.md)")
+                        help="search-space YAML (default: search_spaces/default.yaml; "
+                             "schema in search_spaces/README.md)")
     parser.add_argument("--store", default=None,
                         help="feature store (default: the synthetic demo corpus, built once into ./data/)")
     parser.add_argument("--name", default=None, help="run name (default: <space>-<UTC time>, a new run each time)")
