@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/epoch_bench.py                      # everything, 600 utterances
     .venv/bin/python benchmarks/epoch_bench.py --variants gru,triplet --utterances 300 --skip-ccc
     .venv/bin/python benchmarks/epoch_bench.py --throughput-only    # fp32 / channels-last / bf16 fwd+bwd
+    .venv/bin/python benchmarks/epoch_bench.py --table --table-epochs 10   # CCC per variant, FSL and SSL
 
 Prints the machine (CPU model, cores, load), then:
 1. throughput of one forward+backward pass of the network (m 62, C 11, batch 32 sentences = 352 chunks)
@@ -67,26 +68,34 @@ def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: in
     print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
           f"{threads} threads) ==")
     x0 = torch.randn(batch * C, 1, m, 128)
+    settings = {}
     for name, channels_last, dtype in (("fp32", False, None), ("fp32 channels-last", True, None),
                                        ("bf16", False, torch.bfloat16), ("bf16 channels-last", True, torch.bfloat16)):
         torch.manual_seed(0)
         net = DeepEmoCluster("none", 10, m, C, 3, width)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-        x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
         if channels_last:
             net.encoder.conv.to(memory_format=torch.channels_last)
-        times = []
-        for step in range(steps + 1):
-            t = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                out = net(x)
-            loss = out.logits.float().logsumexp(1).mean() + out.attributes.float().pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step:                       # the first step warms up oneDNN
-                times.append(time.perf_counter() - t)
-        print(f"{name:>20}: {batch * C / np.median(times):7.1f} chunks/s  (median of {steps} steps)", flush=True)
+        x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
+        settings[name] = (net, torch.optim.SGD(net.parameters(), lr=1e-3), x, dtype, [])
+
+    def step(net, opt, x, dtype) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            out = net(x)
+        loss = out.logits.float().logsumexp(1).mean() + out.attributes.float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t
+
+    for net, opt, x, dtype, _ in settings.values():   # warm-up (oneDNN primitive creation)
+        step(net, opt, x, dtype)
+    for _ in range(steps):                             # interleaved, so that load changes hit every setting
+        for net, opt, x, dtype, times in settings.values():
+            times.append(step(net, opt, x, dtype))
+    for name, (*_, times) in settings.items():
+        print(f"{name:>20}: {batch * C / np.median(times):7.1f} chunks/s median, {batch * C / min(times):7.1f} best "
+              f"({steps} interleaved steps)", flush=True)
 
 
 def epoch_speed(store: Path, variants: list[str], args) -> None:
@@ -145,6 +154,27 @@ def ccc_comparison(store: Path, args) -> None:
         print(f"{precision}: best val_ccc_mean {np.mean(values):.3f} +- {np.std(values):.3f} over {len(values)} seeds")
 
 
+def ccc_table(store: Path, variants: list[str], args) -> None:
+    from model.config import TrainConfig
+    from model.trainer import Trainer
+
+    print(f"\n== validation CCC per variant after {args.table_epochs} epochs, FSL and SSL (m {args.m}, C {args.C}, "
+          f"batch {args.batch}, width {args.width}, precision {args.precision}, seed 0; best epoch by mean CCC) ==")
+    print(f"{'variant':>11} {'mode':>4} {'act':>6} {'dom':>6} {'val':>6} {'mean':>6} {'best ep':>7} {'s/epoch':>8}")
+    for variant in variants:
+        for mode in args.table_modes.split(","):
+            cfg = TrainConfig(temporal=variant, chunk_frames=args.m, chunks_per_sentence=args.C,
+                              batch_size=args.batch, width=args.width, precision=args.precision,
+                              num_threads=args.threads, seed=0, unlabeled_pool=None if mode == "SSL" else 0,
+                              epochs=args.table_epochs)
+            trainer = Trainer(cfg, store)
+            history = [trainer.run_epoch() for _ in range(cfg.epochs)]
+            best = max(history, key=lambda m: m["val_ccc_mean"])
+            print(f"{variant:>11} {mode:>4} {best['val_ccc_act']:6.3f} {best['val_ccc_dom']:6.3f} "
+                  f"{best['val_ccc_val']:6.3f} {best['val_ccc_mean']:6.3f} {best['epoch']:7d} "
+                  f"{np.mean([m['time_epoch_s'] for m in history]):8.1f}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--utterances", type=int, default=600, help="labelled utterances of the synthetic corpus")
@@ -168,16 +198,23 @@ def main() -> int:
     p.add_argument("--ccc-variant", default="gru")
     p.add_argument("--ccc-seeds", default="0,1,2")
     p.add_argument("--ccc-epochs", type=int, default=3)
+    p.add_argument("--table", action="store_true",
+                   help="only the table of validation CCC per variant, FSL and SSL (docs/training.md)")
+    p.add_argument("--table-epochs", type=int, default=10)
+    p.add_argument("--table-modes", default="FSL,SSL", help="FSL, SSL or both (comma-separated)")
     args = p.parse_args()
 
     threads = args.threads or len(os.sched_getaffinity(0))
     args.threads = threads
     print("machine:", machine(), flush=True)
-    if not args.skip_throughput:
+    if not args.skip_throughput and not args.table:
         throughput(args.width, args.m, args.C, args.batch, threads, args.steps)
     if args.throughput_only:
         return 0
     store = Path(args.store) if args.store else ensure_store(Path(args.cache), args.utterances, args.unlabeled, 0)
+    if args.table:
+        ccc_table(store, [v for v in args.variants.split(",") if v], args)
+        return 0
     if not args.skip_speed:
         epoch_speed(store, [v for v in args.variants.split(",") if v], args)
     if not args.skip_ccc:

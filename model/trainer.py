@@ -410,9 +410,9 @@ class Trainer:
 
     def fit(self, on_epoch: Callable[[dict], bool | None] | None = None,
             checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
-        """Train to config.epochs (resuming from `checkpoint_dir` if it holds a checkpoint, saving there
-        every epoch); `on_epoch(metrics)` returning True stops early. Returns a summary."""
-        if checkpoint_dir is not None and ckpt.find_checkpoint(checkpoint_dir) is not None:
+        """Train to config.epochs (a fresh trainer resumes from `checkpoint_dir` if it holds a checkpoint;
+        one is saved there every epoch); `on_epoch(metrics)` returning True stops early. Returns a summary."""
+        if checkpoint_dir is not None and self.epoch == 0 and ckpt.find_checkpoint(checkpoint_dir) is not None:
             self.load_checkpoint(checkpoint_dir)
         while self.epoch < self.config.epochs:
             metrics = self.run_epoch()
