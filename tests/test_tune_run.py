@@ -37,9 +37,14 @@ def search(tiny_store, tmp_path_factory):
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.append(proc.communicate()), daemon=True)
     reader.start()
-    killed = kill_a_trial_in_its_last_epoch(storage / NAME / CONDITIONS[0], proc)
-    reader.join(timeout=400)
-    assert not reader.is_alive(), "the run did not finish"
+    try:
+        killed = kill_a_trial_in_its_last_epoch(storage / NAME / CONDITIONS[0], proc)
+        reader.join(timeout=400)
+        assert not reader.is_alive(), "the run did not finish"
+    finally:
+        if proc.poll() is None:  # never leave a driver (and its Ray) behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            reader.join(timeout=30)
     stdout, stderr = out[0]
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     yield work, storage, ray_tmp, stdout, killed
