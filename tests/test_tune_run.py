@@ -207,6 +207,7 @@ def test_export_then_train_from_the_exported_file(search, tiny_store):
         doc = yaml.safe_load(path.read_text())
         assert doc["metadata"]["condition"]["labeled_ratio"] == doc["labeled_ratio"]
         assert doc["metadata"]["retrain"].startswith(f"python -m tuner train --config {path} ")
+        assert doc["metadata"]["retrain"].endswith(" --set num_threads=1")  # smoke trials had 1 CPU
 
     # an existing file is kept without --force
     again = tuner(["export", NAME, "--storage", str(storage), "--out", str(out)], cwd=work, ray_tmp=ray_tmp)

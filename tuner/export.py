@@ -57,6 +57,12 @@ def config_values(rec: TrialRecord) -> dict[str, Any]:
     return values
 
 
+def trial_threads(manifest: dict[str, Any]) -> int:
+    """The torch/faiss threads each trial of the run used (its CPUs, at least 1)."""
+    resources = (yaml.safe_load(manifest.get("space_yaml", "")) or {}).get("resources") or {}
+    return max(1, int(resources.get("cpu", 1)))
+
+
 def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) -> dict[str, Any]:
     """The YAML mapping written for one pick: config keys + `metadata`."""
     rec = pick.record
@@ -66,8 +72,10 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
     ckpt = checkpoint_for(rec)
     ckpt_uri = run.child_uri(pick.condition, rec.folder, ckpt) if ckpt else None
     retrain_out = f"runs/{run.name}-{pick.condition.translate(SAFE_LABEL)}-rank{pick.rank}"
-    retrain = "python -m tuner train --config {} --store {} --out {}".format(
-        shlex.quote(str(target)), shlex.quote(manifest["store"]), shlex.quote(retrain_out))
+    # the trial's thread count too: k-means and the conv kernels reduce in a thread-dependent order
+    threads = trial_threads(manifest)
+    retrain = "python -m tuner train --config {} --store {} --out {} --set num_threads={}".format(
+        shlex.quote(str(target)), shlex.quote(manifest["store"]), shlex.quote(retrain_out), threads)
     metadata = {
         "run": run.name, "run_path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
         "condition": pick.condition_values, "rank": pick.rank, "trial_id": rec.trial_id,
