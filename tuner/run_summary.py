@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import yaml
+
 from tuner.run_dir import RunDir
+from tuner.search_space import parse_space
 from tuner.trial_records import ranked, read_trials
 
 
@@ -13,9 +16,6 @@ def summarize(run: RunDir) -> dict[str, Any]:
     manifest = run.read_manifest()
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     trials = read_trials(run, manifest)
-    from tuner.search_space import parse_space
-    import yaml
-
     space = parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])
     conditions = []
     for cond in manifest["conditions"]:
