@@ -19,6 +19,7 @@ def tuner_env(ray_tmp: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["RAY_TMPDIR"] = ray_tmp
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.pop("RAY_ADDRESS", None)  # the CLI starts its own local Ray
     return env
 
 

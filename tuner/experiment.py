@@ -48,7 +48,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> str:
         except ConnectionError as exc:
             raise UserError(f"--address {address}: cannot join a Ray cluster there: {exc}") from None
         return address
-    ray.init(num_cpus=num_cpus or usable_cpus(), num_gpus=None, _node_ip_address=LOOPBACK_IP,
+    # address="local": a new Ray of our own, even when RAY_ADDRESS points elsewhere
+    ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address=LOOPBACK_IP,
              include_dashboard=False, log_to_driver=True)
     return "local"
 
