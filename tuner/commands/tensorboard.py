@@ -15,10 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(logdir: str, port: int) -> list[str]:
     """The tensorboard command line for a run folder (served on loopback only)."""
+    import shutil
     import sys
+    from pathlib import Path
 
-    return [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-            "--port", str(port)]
+    beside = Path(sys.executable).parent / "tensorboard"  # the venv's own tensorboard script
+    program = [str(beside)] if beside.exists() else ([shutil.which("tensorboard")] if shutil.which("tensorboard")
+                                                     else [sys.executable, "-m", "tensorboard.main"])
+    return [*program, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def main(args: argparse.Namespace) -> int:
