@@ -52,14 +52,18 @@ def search(tiny_store, tmp_path_factory):
 
 
 def kill_a_trial_in_its_last_epoch(exp_dir: Path, proc, timeout: float = 300) -> str:
-    """SIGKILL the process of a trial that reported 3 of 4 epochs (ASHA has no rung at 3: it is in epoch 4)."""
+    """SIGKILL the process of a trial that has just checkpointed its 3rd of 4 epochs (ASHA has no rung at
+    3, so it is in epoch 4). The trial process writes checkpoints straight into the run folder (result.json
+    may lag: the driver syncs it), so the checkpoint folder is the timely signal; the pid comes from an
+    earlier result row."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         for trial_dir in exp_dir.glob("trial_*"):
-            rows = result_rows(trial_dir)
-            if len(rows) == 3:
-                os.kill(rows[-1]["pid"], signal.SIGKILL)
-                return trial_dir.name.removeprefix("trial_")
+            if (trial_dir / "checkpoint_000002").exists() and not (trial_dir / "checkpoint_000003").exists():
+                rows = result_rows(trial_dir)
+                if rows:
+                    os.kill(rows[0]["pid"], signal.SIGKILL)
+                    return trial_dir.name.removeprefix("trial_")
         time.sleep(0.05)
     raise AssertionError("no trial reached its last epoch while the run was watched")
 
