@@ -56,6 +56,7 @@ class LoopbackCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
                    PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0",
+                   DEEPEMOCLUSTER_STORE_CACHE=str(self.root / "store-cache"),  # per-node store copies
                    # detect a dead node within seconds, not the default tens of seconds
                    RAY_health_check_period_ms="500", RAY_health_check_timeout_ms="1000",
                    RAY_health_check_failure_threshold="3", **extra)
@@ -359,8 +360,9 @@ def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
 
 
 def test_search_trials_spread_over_nodes(loopback_cluster, tiny_store, tmp_path):
+    """The store given as a bucket URI (file://): trials copy it to the node's disk once, then train."""
     with PidTracker(loopback_cluster) as tracker:
-        proc = search(loopback_cluster, ["run", "--space", str(SMOKE), "--store", str(tiny_store), "--name", "spread",
+        proc = search(loopback_cluster, ["run", "--space", str(SMOKE), "--store", tiny_store.as_uri(), "--name", "spread",
                                          "--storage", str(tmp_path / "results")], tmp_path)
         out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
@@ -371,6 +373,8 @@ def test_search_trials_spread_over_nodes(loopback_cluster, tiny_store, tmp_path)
         assert [t["status"] for t in trials] == ["TERMINATED"] * 4
         nodes |= {tracker.node_of.get(row["pid"]) for rows in trial_rows(exp_dir).values() for row in rows}
     assert len(nodes) >= 2 and nodes <= set(loopback_cluster.nodes) - {"head"}  # never the 0-CPU head
+    copies = [p for p in (loopback_cluster.root / "store-cache").iterdir() if not p.name.startswith(".")]
+    assert len(copies) == 1 and (copies[0] / "frames.npy").is_file()  # one machine: one locked copy
 
 
 def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, tiny_store, tmp_path):

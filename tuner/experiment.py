@@ -21,6 +21,7 @@ import yaml
 from model.errors import UserError
 from tuner.run_dir import RunDir
 from tuner.search_space import SearchSpace, SpaceSampler, condition_label, parse_space
+from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
 
 LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
@@ -205,8 +206,7 @@ def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None)
 def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | None) -> None:
     """Check the store, start or join Ray and check that the trials' resources can be met."""
     _prepare_env()
-    if not (Path(store) / "meta.json").is_file():
-        raise UserError(f"{store}: no feature store there; make one with `python -m tuner prepare`")
+    check_store(store)  # a local store or a bucket URI; trials copy a bucket store once per node
     where = start_ray(address, num_cpus)
     check_resources(space, where)
 

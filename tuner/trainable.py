@@ -60,12 +60,14 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
 
     from model.config import TrainConfig
     from model.trainer import Trainer
+    from tuner.store_sync import ensure_local_store
 
     threads = max(1, int(cpus))
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
     train_config = TrainConfig.from_dict(values, source="trial config")
-    trainer = Trainer(train_config, store_path)
+    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
+    trainer = Trainer(train_config, str(ensure_local_store(store_path)))
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -71,13 +71,13 @@ def main(args: argparse.Namespace) -> int:
     if args.store is None:
         store = demo_store()
     else:
-        store = Path(args.store)
-        if not (store / "meta.json").is_file():
-            raise UserError(f"--store {store}: not a feature store (no meta.json); make one with "
-                            "`python -m tuner prepare CORPUS --out STORE`")
+        from tuner.store_sync import check_store, is_remote
+
+        store = args.store if is_remote(args.store) else str(Path(args.store).resolve())
+        check_store(store)  # a local folder or a bucket URI that holds a store; nothing is copied here
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
-    outcome = run_search(space, space_text, str(store.resolve()), run, args.address, args.num_cpus)
+    outcome = run_search(space, space_text, str(store), run, args.address, args.num_cpus)
     return finish(run, outcome, args.top)
 
 
