@@ -137,9 +137,10 @@ def ccc_comparison(store: Path, args) -> None:
     seeds = [int(s) for s in args.ccc_seeds.split(",")]
     print(f"\n== validation CCC after {args.ccc_epochs} epochs, fp32 vs bf16 ({args.ccc_variant}, seeds {seeds}) ==")
     print(f"{'seed':>5} {'precision':>9} {'best mean':>9} {'best act':>8} {'last act':>8} {'s/epoch':>8}")
-    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    precisions = args.ccc_precisions.split(",")
+    results: dict[str, list[float]] = {p: [] for p in precisions}
     for seed in seeds:
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             cfg = TrainConfig(temporal=args.ccc_variant, chunk_frames=args.m, chunks_per_sentence=args.C,
                               batch_size=args.batch, width=args.width, precision=precision,
                               num_threads=args.threads, seed=seed, unlabeled_pool=0, epochs=args.ccc_epochs)
@@ -198,6 +199,7 @@ def main() -> int:
     p.add_argument("--ccc-variant", default="gru")
     p.add_argument("--ccc-seeds", default="0,1,2")
     p.add_argument("--ccc-epochs", type=int, default=3)
+    p.add_argument("--ccc-precisions", default="fp32,bf16")
     p.add_argument("--table", action="store_true",
                    help="only the table of validation CCC per variant, FSL and SSL (docs/training.md)")
     p.add_argument("--table-epochs", type=int, default=10)
