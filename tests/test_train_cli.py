@@ -109,3 +109,17 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tiny_store, tmp_path):
     assert result.returncode == 0, result.stderr
     assert [m["epoch"] for m in lines(out / "metrics.jsonl")] == list(range(1, done + 2))
     assert json.loads((out / "status.json").read_text())["state"] == "completed"
+
+
+def test_a_diverged_run_is_marked_failed(tiny_store, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import model.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "ccc_loss", lambda p, t: torch.full((p.shape[1],), float("nan")))
+    out = tmp_path / "run"
+    assert main(["train", "--store", str(tiny_store), *sets("epochs=2"), "--out", str(out)]) == 2
+    assert "training diverged" in capsys.readouterr().err
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and status["epoch"] == 0 and "diverged" in status["message"]
+    assert not (out / "best_model.pt").exists() and lines(out / "metrics.jsonl") == []
