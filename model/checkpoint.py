@@ -75,7 +75,7 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
     return state
 
 
-def capture_rng(numpy_rng: np.random.Generator, python_rng: random.Random,
+def capture_rng(numpy_rng: np.random.Generator, python_rng: random.Random | Any,
                 torch_generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every random state a run draws from, as plain data."""
     state: dict[str, Any] = {
@@ -90,7 +90,7 @@ def capture_rng(numpy_rng: np.random.Generator, python_rng: random.Random,
     return state
 
 
-def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator, python_rng: random.Random,
+def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator, python_rng: random.Random | Any,
                 torch_generator: torch.Generator | None = None) -> None:
     """Put back the random states `capture_rng` recorded."""
     torch.set_rng_state(state["torch"])

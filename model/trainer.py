@@ -105,7 +105,8 @@ class Trainer:
         self.amp_dtype = resolve_precision(config.precision, self.device)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.py_rng = random.Random(config.seed)
+        random.seed(config.seed)
+        self.py_rng = random              # python's global generator (libraries may draw from it)
         self.triplet_generator = torch.Generator().manual_seed(config.seed)
         self._select_data()
 
