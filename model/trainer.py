@@ -436,7 +436,8 @@ class Trainer:
         """Write the best model so far as a model file; False when no epoch has finished."""
         if self.best_state is None:
             return False
-        network = build_network(self.config, self.n_mels)
+        with torch.random.fork_rng(devices=[]):   # building a network draws init weights: keep the run's RNG
+            network = build_network(self.config, self.n_mels)
         network.load_state_dict(self.best_state)
         meta = {"epoch": self.best_epoch, "metrics": _plain(self.best_metrics or {}),
                 "store": str(self.store.path), "validation_split": self.val_name}

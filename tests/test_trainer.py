@@ -155,6 +155,17 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_store, tmp_pa
     assert _comparable(resumed.history[0]) == _comparable(straight.history[0])
 
 
+def test_saving_checkpoints_and_best_models_does_not_change_the_run(tiny_store, tmp_path):
+    plain = Trainer(config(), tiny_store)
+    expected = [plain.run_epoch() for _ in range(2)]
+    saving = Trainer(config(), tiny_store)
+    got = [saving.run_epoch()]
+    saving.save_best_model(tmp_path / "best.pt")
+    saving.save_checkpoint(tmp_path / "ck")
+    got.append(saving.run_epoch())
+    assert [_comparable(m) for m in got] == [_comparable(m) for m in expected]
+
+
 def test_checkpoint_rejects_another_config_and_unpicklable_content(tiny_store, tmp_path):
     trainer = Trainer(config(epochs=1), tiny_store)
     trainer.run_epoch()
