@@ -220,15 +220,18 @@ def test_export_then_train_from_the_exported_file(search, tiny_store):
 
     # the exported file trains unchanged
     train_out = work / "retrain"
-    proc = tuner(["train", "--config", str(out), "--store", str(tiny_store), "--out", str(train_out)],
-                 cwd=work, ray_tmp=ray_tmp, timeout=300)
+    proc = tuner(["train", "--config", str(out), "--store", str(tiny_store), "--out", str(train_out),
+                  "--set", "num_threads=1"], cwd=work, ray_tmp=ray_tmp, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     trained = yaml.safe_load((train_out / "config.yaml").read_text())
     for key, value in head.items():
         if key != "metadata":
             assert trained[key] == value, key
-    lines = (train_out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == head["epochs"]
+    rows = [json.loads(line) for line in (train_out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == head["epochs"]
+    # same config, same seed, same thread count: the retrain reproduces the trial's best epoch
+    best_epoch = int(meta["metrics"]["epoch"])
+    assert rows[best_epoch - 1]["val_ccc_mean"] == pytest.approx(meta["metrics"]["val_ccc_mean"], abs=1e-6)
 
 
 def test_resources_no_node_can_hold_fail_fast(tiny_store, tmp_path):
