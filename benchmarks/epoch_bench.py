@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_machine import describe_machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,18 +34,9 @@ REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}   # reference, 300 Train + 10
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from model.trainer import cpu_supports_bf16
 
-    return (f"{model}; {len(os.sched_getaffinity(0))} usable cores; bf16 native: {cpu_supports_bf16()}; "
-            f"torch {torch.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return f"{describe_machine()}; bf16 native: {cpu_supports_bf16()}; torch {torch.__version__}"
 
 
 def ensure_store(cache: Path, utterances: int, unlabeled: int, seed: int) -> Path:

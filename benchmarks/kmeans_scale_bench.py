@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,21 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_machine import describe_machine  # noqa: E402
+
 LABELED_SENTENCES = 144_000     # ~240 h / 6 s
 UNLABELED_SENTENCES = 100_000
 CHUNKS_PER_SENTENCE = 11
 DIM = 256
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else platform)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def embeddings(n: int, seed: int) -> np.ndarray:
@@ -84,8 +74,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     stages = {"labeled": LABELED_SENTENCES, "unlabeled": UNLABELED_SENTENCES}
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, threads {args.threads}, "
-          f"load average {os.getloadavg()[0]:.1f}, faiss {faiss.__version__}")
+    print(f"machine: {describe_machine()}, threads {args.threads}, faiss {faiss.__version__}")
     rows = []
     for stage, sentences in stages.items():
         n_full = sentences * CHUNKS_PER_SENTENCE

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_machine import describe_machine  # noqa: E402
 
 OPEN_PROBE = """
 import json, sys, time
@@ -40,21 +40,6 @@ ids = store.ids('Train', labeled=True)
 elapsed = time.perf_counter() - t; after = rss()
 print(json.dumps({"open_s": elapsed, "rss_delta_mb": (after - before) / 2**20, "frames": store.frames.shape[0]}))
 """
-
-
-def machine() -> str:
-    """CPU model, cores usable by this process, load average."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-    return f"{model}, {cores} usable cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
 def open_cost(store: Path) -> dict:
@@ -107,7 +92,7 @@ def main() -> None:
 
     from model.store import FeatureStore, prepare_store
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="prepare_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -16,18 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_machine import describe_machine  # noqa: E402
+
 from model.synth import synthesize_corpus  # noqa: E402
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else platform)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_seconds() -> float:
@@ -53,8 +43,7 @@ def main() -> None:
         info = json.loads((out / "synth.json").read_text())
     total = args.utterances + args.unlabeled
     audio_s = info["labelled_seconds"] + info["unlabeled_seconds"]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {load:.2f} at start")
+    print(f"machine: {describe_machine()}")
     print(f"utterances: {total} with {args.workers} worker(s) in {seconds:.1f} s "
           f"= {total / seconds:.1f} utterances/s")
     print(f"audio: {audio_s / 3600:.2f} h = {audio_s / seconds:.0f}x real time")

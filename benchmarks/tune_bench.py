@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -28,16 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_machine import describe_machine  # noqa: E402
 os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)"
 
 
 def load() -> str:
@@ -101,7 +93,7 @@ def main() -> int:
     from tuner.search_space import load_space
     from tuner.trial_records import read_trials
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"load average before: {load()}")
     space = load_space(args.space)
     if args.num_samples:
