@@ -30,8 +30,10 @@ def search(tiny_store, tmp_path_factory):
     work = tmp_path_factory.mktemp("tune_run")
     ray_tmp = short_tmp()
     storage = work / "results"
+    # the store as a path relative to the driver's folder: trials run elsewhere and must still find it
+    store = os.path.relpath(tiny_store, work)
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(SMOKE), "--store",
-                             str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
+                             store, "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
                             cwd=work, env=tuner_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     out: list[str] = []

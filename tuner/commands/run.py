@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import sys
 from pathlib import Path
+
+from model.errors import UserError
 
 HELP = "run a hyperparameter search (Ray Tune + Optuna); with no arguments the synthetic demo"
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +51,6 @@ def demo_store() -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from model.errors import UserError
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
     from tuner.search_space import load_space
@@ -69,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UserError(f"--top {args.top}: expected an integer >= 1")
     if args.store is None:
-        store = demo_store()
+        store = str(demo_store().resolve())
     else:
         from tuner.store_sync import check_store, is_remote
 
@@ -100,8 +102,10 @@ def finish(run, outcome: dict, top: int) -> int:
     if run.local is not None:
         try:
             paths = export_best(run, run.local / "best.yaml", top=top, force=True)
-        except Exception as exc:  # a run without any result has nothing to export
-            print(f"export: {exc}")
+        except UserError as exc:  # no trial reported a result: every one of them failed
+            print(f"error: {exc}; the trials' errors are in their error.txt files under {run.uri}",
+                  file=sys.stderr)
+            return 1
         else:
             print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
             import yaml
