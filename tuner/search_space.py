@@ -273,11 +273,7 @@ def _parse_scheduler(raw: Any, searcher: Searcher, fail) -> Scheduler:
 
 
 def _parse_budget(raw: Any, fail) -> Budget:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        fail("budget", f"expected a mapping with {', '.join(BUDGET_KEYS)}, got {raw!r}")
-    _only(raw, BUDGET_KEYS, "budget", fail)
+    raw = _section(raw, BUDGET_KEYS, "budget", fail)
     b = Budget()
     b.num_samples = _int(raw.get("num_samples", b.num_samples), "budget.num_samples", fail, minimum=1)
     b.max_epochs = _int(raw.get("max_epochs", b.max_epochs), "budget.max_epochs", fail, minimum=1)
@@ -289,11 +285,7 @@ def _parse_budget(raw: Any, fail) -> Budget:
 
 
 def _parse_resources(raw: Any, fail) -> Resources:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        fail("resources", f"expected a mapping with {', '.join(RESOURCE_KEYS)}, got {raw!r}")
-    _only(raw, RESOURCE_KEYS, "resources", fail)
+    raw = _section(raw, RESOURCE_KEYS, "resources", fail)
     r = Resources()
     for key in ("cpu", "gpu"):
         v = raw.get(key, getattr(r, key))
@@ -453,6 +445,16 @@ def _check_value(name: str, value: Any, key: str, fail) -> None:
     except ConfigError as exc:
         msg = str(exc).removeprefix("value: ")
         fail(key, msg)
+
+
+def _section(raw: Any, allowed, where: str, fail) -> dict:
+    """`raw` as a mapping holding only `allowed` keys (absent = empty)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        fail(where, f"expected a mapping with {', '.join(allowed)}, got {raw!r}")
+    _only(raw, allowed, where, fail)
+    return raw
 
 
 def _only(raw: dict, allowed, where: str, fail) -> None:
