@@ -222,29 +222,17 @@ def _init_worker(kind: str) -> None:
 
 def _extract_one(path: Path) -> tuple[np.ndarray | None, str, str, int]:
     """(features or None, problem reason, detail, samples) for one audio file."""
-    from model.audio import AudioError, load_audio
+    from model.audio import EMPTY, AudioError, load_audio
     from model.features import extract
 
     try:
         wave = load_audio(path)
     except AudioError as exc:
-        return None, _audio_reason(path), str(exc), 0
-    if wave.size == 0:
-        return None, EMPTY_AUDIO, f"{path}: empty audio (0 samples)", 0
+        return None, EMPTY_AUDIO if exc.reason == EMPTY else UNREADABLE_AUDIO, str(exc), 0
     try:
         return extract(wave, _KIND), "", "", int(wave.size)
     except Exception as exc:  # noqa: BLE001 - any failure of one file is recorded, not fatal
         return None, UNREADABLE_AUDIO, f"{path}: feature extraction failed ({exc.__class__.__name__}: {exc})", 0
-
-
-def _audio_reason(path: Path) -> str:
-    """empty_audio for a readable file with no samples, else unreadable_audio."""
-    import soundfile as sf
-
-    try:
-        return EMPTY_AUDIO if sf.info(str(path)).frames == 0 else UNREADABLE_AUDIO
-    except Exception:  # noqa: BLE001 - soundfile raises several types for bad files
-        return UNREADABLE_AUDIO
 
 
 def _extracted(paths: list[Path], kind: str, workers: int) -> Iterator[tuple]:
