@@ -56,6 +56,9 @@ LABEL_CORR = np.array([[1.0, 0.80, 0.15],
 RATERS = 5  # consensus = mean of this many integer ratings
 RATER_SD = 0.8  # one rater's disagreement with the latent emotion
 SPEAKER_SHARE = 0.25  # share of the latent emotion's variance that is the speaker's usual tone
+LABEL_CHOL = np.linalg.cholesky(LABEL_CORR)  # correlates three independent normal draws like the labels
+# Latent spread so that the consensus of RATERS noisy integer ratings has the target spread.
+LATENT_SD = np.sqrt(np.maximum(LABEL_SD ** 2 - (RATER_SD ** 2 + 1 / 12) / RATERS, 0.05))
 
 # Vowel formant targets F1..F3 in Hz for an adult male voice (Peterson & Barney averages).
 VOWELS = np.array([[270, 2290, 3010], [390, 1990, 2550], [530, 1840, 2480], [660, 1720, 2410],
@@ -124,12 +127,11 @@ def _make_speakers(rng: np.random.Generator, count: int, first: int, splits: lis
     """`count` speakers numbered from `first`, genders balanced at random."""
     genders = np.array(["Male", "Female"] * (count // 2 + 1))[:count]
     rng.shuffle(genders)
-    chol = np.linalg.cholesky(LABEL_CORR)
     out = []
     for k in range(count):
         male = genders[k] == "Male"
         f0 = rng.normal(115, 15) if male else rng.normal(205, 22)
-        tone = chol @ rng.standard_normal(3)
+        tone = LABEL_CHOL @ rng.standard_normal(3)
         out.append(Speaker(
             number=first + k, gender=str(genders[k]), split=splits[k],
             f0=float(np.clip(f0, 80, 165) if male else np.clip(f0, 155, 275)),
@@ -169,13 +171,11 @@ def _emotion_class(rng: np.random.Generator, act: float, val: float) -> str:
 def _plan_utterance(seed: int, pool: int, index: int, name: str, speaker: Speaker) -> UtterancePlan:
     """Latent emotion, consensus labels, class and duration of one utterance."""
     rng = _rng(seed, pool, index, 0)
-    own = np.linalg.cholesky(LABEL_CORR) @ rng.standard_normal(3)
+    own = LABEL_CHOL @ rng.standard_normal(3)
     z = math.sqrt(SPEAKER_SHARE) * np.array(speaker.tone) + math.sqrt(1 - SPEAKER_SHARE) * own
-    # Latent spread so that the consensus of RATERS noisy integer ratings has the target spread.
-    latent_sd = np.sqrt(np.maximum(LABEL_SD ** 2 - (RATER_SD ** 2 + 1 / 12) / RATERS, 0.05))
-    latent = LABEL_MEAN + latent_sd * z
+    latent = LABEL_MEAN + LATENT_SD * z
     # A rater who hears more arousal tends to hear more dominance too: errors share LABEL_CORR.
-    errors = RATER_SD * np.linalg.cholesky(LABEL_CORR) @ rng.standard_normal((3, RATERS))
+    errors = RATER_SD * LABEL_CHOL @ rng.standard_normal((3, RATERS))
     ratings = np.clip(np.rint(latent[:, None] + errors), 1, 7)
     labels = tuple(float(x) for x in np.round(ratings.mean(axis=1), 1))
     return UtterancePlan(seed=seed, pool=pool, index=index, name=name, speaker=speaker,
