@@ -24,9 +24,9 @@ import numpy as np
 from scipy.io import loadmat
 from scipy.sparse import csr_matrix
 
+from model.audio import SAMPLE_RATE
 from model.errors import UserError
 
-SAMPLE_RATE = 16000
 N_FFT = 512
 HOP = 256
 N_MELS = 128
