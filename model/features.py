@@ -33,6 +33,9 @@ N_MELS = 128
 KINDS = ("logmel", "reference")
 LOG_FLOOR = 1e-10   # power floor before the log: silence maps to -100 dB, never -inf
 ATTRIBUTES = ("act", "dom", "val")
+# Slaney mel scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4 (log-spaced).
+_F_SP, _MIN_LOG_HZ = 200.0 / 3, 1000.0
+_MIN_LOG_MEL, _LOGSTEP = _MIN_LOG_HZ / _F_SP, np.log(6.4) / 27.0
 
 
 @dataclass(frozen=True)
@@ -69,19 +72,14 @@ class FeatureSpec:
 def hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    mel = hz / f_sp
-    high = hz >= min_log_hz
-    return np.where(high, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep, mel)
+    log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(hz >= _MIN_LOG_HZ, log_part, hz / _F_SP)
 
 
 def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     """Inverse of hz_to_mel."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    return np.where(mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel)
 
 
 @lru_cache(maxsize=None)
