@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.errors import CorpusError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 ATTRIBUTES = ("act", "dom", "val")
 LABEL_TABLES = ("labels_consensus.csv", "labels_concensus.csv")
@@ -87,8 +89,6 @@ class Corpus:
 
 def read_corpus(path: str | Path, unlabeled: tuple | list = ()) -> Corpus:
     """Read any supported corpus (see the module doc); raises CorpusError if `path` is none of them."""
-    from model.errors import CorpusError
-
     root = Path(path)
     if not root.exists():
         raise CorpusError(f"{root}: corpus not found (expected an MSP-Podcast folder with "
@@ -150,8 +150,6 @@ def _problem_summary(problems: list[Problem]) -> str:
 
 
 def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
-    from model.errors import CorpusError
-
     try:
         with open(table, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -164,8 +162,6 @@ def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def _columns(table: Path, header: list[str], accepted: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """Map each field to the header name that provides it; the audio path column is required."""
-    from model.errors import CorpusError
-
     by_lower = {h.strip().lower(): h for h in header}
     found = {}
     for key, names in accepted.items():
@@ -196,7 +192,7 @@ def _add_rows(corpus: Corpus, table: Path, rows: list[dict[str, str]], cols: dic
               resolve, default_split: str | None) -> None:
     """Turn label-table rows into utterances, recording every row that cannot be used as is."""
     corpus.attributes = tuple(a for a in ATTRIBUTES if a in cols)
-    seen: dict[str, int] = {n.name: i for i, n in enumerate(corpus.utterances)}
+    seen = {u.name for u in corpus.utterances}
     seen_paths = {u.path for u in corpus.utterances}
     for line, row in enumerate(rows, start=2):
         raw = (row.get(cols["path"]) or "").strip()
@@ -228,7 +224,7 @@ def _add_rows(corpus: Corpus, table: Path, rows: list[dict[str, str]], cols: dic
                                            f"{where}: no split; kept in the unlabeled pool"))
             labeled = False
         speaker = _speaker(row.get(cols["speaker"])) if "speaker" in cols else None
-        seen[name] = len(corpus.utterances)
+        seen.add(name)
         seen_paths.add(audio)
         corpus.utterances.append(Utterance(name, audio, labels.get("act", math.nan), labels.get("dom", math.nan),
                                            labels.get("val", math.nan), split, speaker, labeled))
