@@ -5,7 +5,7 @@ the model's label terms. Chunks of many sentences go through the network togethe
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -76,12 +76,8 @@ def full_fp32_cudnn() -> Iterator[None]:
 def predict_chunks(network: DeepEmoCluster, chunks: torch.Tensor, C: int) -> np.ndarray:
     """Sentence predictions [n, A] (normalised scale) from their chunks [n*C, 1, m, n_mels]."""
     device = next(network.parameters()).device
-    with torch.inference_mode():
-        if device.type == "cuda":
-            with full_fp32_cudnn():
-                out = network(chunks.to(device)).attributes     # [n*C, A]
-        else:
-            out = network(chunks.to(device)).attributes
+    with torch.inference_mode(), full_fp32_cudnn() if device.type == "cuda" else nullcontext():
+        out = network(chunks.to(device)).attributes     # [n*C, A]
     return out.view(-1, C, out.shape[-1]).mean(dim=1).double().cpu().numpy()
 
 
@@ -130,14 +126,13 @@ def predict_files(model: ModelLike, paths: Iterable[str | Path], device: str | t
 def check_store_matches(info: ModelInfo, store, atol: float = 1e-5) -> None:
     """Raise UserError unless the store's frames were computed and normalised the way the model expects."""
     model_kind = FeatureSpec.from_dict(info.feature_spec).kind
-    store_spec = store.feature_spec
-    store_kind = store_spec.kind if isinstance(store_spec, FeatureSpec) else FeatureSpec.from_dict(store_spec).kind
+    store_kind = FeatureSpec.from_dict(store.feature_spec).kind
     if model_kind != store_kind:
         raise UserError(f"{store.path}: the store holds {store_kind!r} features but the model expects "
                         f"{model_kind!r} features; prepare a store with the model's feature kind")
-    st = store.norm_terms
-    s_mean = np.asarray(st.mean if hasattr(st, "mean") else st["mean"], dtype=np.float64).reshape(-1)
-    s_std = np.asarray(st.std if hasattr(st, "std") else st["std"], dtype=np.float64).reshape(-1)
+    terms = store.norm_terms
+    s_mean = np.asarray(terms.mean, dtype=np.float64).reshape(-1)
+    s_std = np.asarray(terms.std, dtype=np.float64).reshape(-1)
     m_mean = np.asarray(info.norm_mean, dtype=np.float64).reshape(-1)
     m_std = np.asarray(info.norm_std, dtype=np.float64).reshape(-1)
     if s_mean.shape != m_mean.shape or s_std.shape != m_std.shape:

@@ -85,13 +85,6 @@ def stage_seed(seed: int, epoch: int, stage: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stage]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _terms(obj: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of the store's feature norm terms, an object with .mean/.std or a mapping."""
-    if isinstance(obj, dict):
-        return np.asarray(obj["mean"], np.float32), np.asarray(obj["std"], np.float32)
-    return np.asarray(obj.mean, np.float32), np.asarray(obj.std, np.float32)
-
-
 class Trainer:
     """Trains one DeepEmoCluster model on a feature store; see the module docstring."""
 
@@ -282,7 +275,7 @@ class Trainer:
         self._reset_top_layer()
         net.train()
         if chunk_sampling:  # vanilla: cluster-uniform chunks, batches of batch_size*C chunks
-            order = sample_chunks(assignments.reshape(-1), cfg.num_clusters, self.rng, assignments.size)
+            order = sample_chunks(assignments.reshape(-1), cfg.num_clusters, self.rng)
             step = cfg.batch_size * C
         else:               # temporal: cluster-balanced sentences, kept whole and in order
             order = sample_sentences(assignments, cfg.num_clusters, self.rng)
@@ -427,10 +420,9 @@ class Trainer:
     # ---- models and checkpoints ----------------------------------------------------------
     def model_info(self, metadata: dict[str, Any] | None = None) -> ModelInfo:
         """What a model file of this run holds besides the weights."""
-        spec = self.store.feature_spec
-        spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
-        mean, std = _terms(self.store.norm_terms)
-        return ModelInfo(self.config, spec, mean, std, dict(self.label_terms), metadata or {})
+        terms = self.store.norm_terms
+        return ModelInfo(self.config, dict(self.store.feature_spec), terms.mean.astype(np.float32),
+                         terms.std.astype(np.float32), dict(self.label_terms), metadata or {})
 
     def save_best_model(self, path: str | Path) -> bool:
         """Write the best model so far as a model file; False when no epoch has finished."""
