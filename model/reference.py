@@ -77,6 +77,13 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def reference_config(num_clusters: int, attribute: str = "act") -> TrainConfig:
+    """The TrainConfig of a published model: vanilla, m = 62, C = 11, one attribute, no dropout."""
+    return TrainConfig(temporal="none", num_clusters=num_clusters, chunk_frames=REFERENCE_CHUNK_FRAMES,
+                       chunks_per_sentence=REFERENCE_CHUNKS, attributes=[attribute], width=1.0, dropout=0.0,
+                       epochs=REFERENCE_EPOCHS, batch_size=REFERENCE_BATCH)
+
+
 def reference_network(state: dict[str, torch.Tensor], source: str = "checkpoint") -> DeepEmoCluster:
     """DeepEmoCluster(temporal='none') carrying the reference weights; every tensor checked by name and shape."""
     if "top_layer_class.weight" not in state or state["top_layer_class.weight"].dim() != 2:
@@ -85,8 +92,7 @@ def reference_network(state: dict[str, torch.Tensor], source: str = "checkpoint"
     num_clusters = int(state["top_layer_class.weight"].shape[0])
     if num_clusters < 2:
         raise UserError(f"{source}: top_layer_class.weight has {num_clusters} row(s); expected K >= 2 clusters")
-    network = DeepEmoCluster("none", num_clusters, REFERENCE_CHUNK_FRAMES, REFERENCE_CHUNKS,
-                             num_attributes=1, width=1.0, dropout=0.0)
+    network = build_network(reference_config(num_clusters))
     target = network.state_dict()
     mapped: dict[str, torch.Tensor] = {}
     unexpected, wrong_shape, misshaped = [], [], set()
@@ -129,12 +135,8 @@ def import_reference(checkpoint: str | Path, norm_terms_dir: str | Path,
     feature_terms, label_terms = load_reference_norm_terms(norm_terms_dir)
     state = read_reference_checkpoint(checkpoint)
     network = reference_network(state, str(checkpoint))
-    config = TrainConfig(temporal="none", num_clusters=network.top_layer.out_features,
-                         chunk_frames=REFERENCE_CHUNK_FRAMES, chunks_per_sentence=REFERENCE_CHUNKS,
-                         attributes=[attribute], width=1.0, dropout=0.0, epochs=REFERENCE_EPOCHS,
-                         batch_size=REFERENCE_BATCH)
     info = ModelInfo(
-        config=config,
+        config=reference_config(network.top_layer.out_features, attribute),
         feature_spec=FeatureSpec(kind="reference").to_dict(),
         norm_mean=feature_terms.mean,
         norm_std=feature_terms.std,
@@ -142,6 +144,4 @@ def import_reference(checkpoint: str | Path, norm_terms_dir: str | Path,
         metadata={"source": "reference", "checkpoint": str(Path(checkpoint).name),
                   "norm_terms": str(norm_terms_dir), "attribute": attribute},
     )
-    # sanity: the rebuilt network from the config must accept these weights (what load_model does)
-    build_network(config, int(feature_terms.mean.shape[0])).load_state_dict(network.state_dict())
     return network, info
