@@ -352,7 +352,7 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                 report = store.report
                 report["status"] = "unchanged"
                 return report
-        except StoreError:
+        except (StoreError, OSError, ValueError):   # incomplete, or report.json missing or corrupt: rebuild
             pass
     if out.exists() and (not out.is_dir() or any(p.name not in STORE_FILES for p in out.iterdir())):
         raise UserError(f"{out}: exists and is not a feature store (it holds other files); "

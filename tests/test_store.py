@@ -316,3 +316,14 @@ def test_relative_and_absolute_corpus_paths_are_the_same_corpus(messy_corpus, tm
     monkeypatch.chdir(messy_corpus.parent)
     again = prepare_store(Path(messy_corpus.name), Path("s"), workers=1, progress=False)
     assert again["status"] == "unchanged"
+
+
+def test_prepare_rebuilds_a_store_whose_report_is_missing_or_corrupt(messy_corpus, tmp_path):
+    out = tmp_path / "s"
+    prepare_store(messy_corpus, out, workers=1, progress=False)
+    os.unlink(out / "report.json")
+    assert prepare_store(messy_corpus, out, workers=1, progress=False)["status"] == "built"
+    assert json.loads((out / "report.json").read_text())["status"] == "built"
+    (out / "report.json").write_text("{not json")
+    assert prepare_store(messy_corpus, out, workers=1, progress=False)["status"] == "built"
+    assert prepare_store(messy_corpus, out, workers=1, progress=False)["status"] == "unchanged"
