@@ -79,7 +79,7 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
             rec.results = _results(run, label, folder)
             rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
         for row in rec.results:
-            if better(row.get(metric), rec.best_value(metric) if rec.best else None, mode):
+            if better(row.get(metric), rec.best_value(metric), mode):
                 rec.best = row
         records.append(rec)
     return records
@@ -99,12 +99,13 @@ def ranked(records: list[TrialRecord], metric: str, mode: str) -> list[TrialReco
 
 def pareto_front(records: list[TrialRecord], metrics: list[str], modes: list[str]) -> list[TrialRecord]:
     """Trials that no other trial beats on every metric (multi-objective searches)."""
-    def values(r):
+    def values(r: TrialRecord) -> list[float] | None:
+        """The last row's metrics, each negated when minimised (None when one is missing)."""
         last = r.results[-1] if r.results else {}
-        return [last.get(m) if mode == "max" else -last.get(m) if last.get(m) is not None else None
-                for m, mode in zip(metrics, modes)]
+        raw = [last.get(m) for m in metrics]
+        return None if None in raw else [v if mode == "max" else -v for v, mode in zip(raw, modes)]
 
-    scored = [(r, values(r)) for r in records if r.results and None not in values(r)]
+    scored = [(r, v) for r in records if (v := values(r)) is not None]
     front = []
     for r, v in scored:
         dominated = any(all(o >= s for o, s in zip(w, v)) and any(o > s for o, s in zip(w, v))
