@@ -123,3 +123,19 @@ def test_a_diverged_run_is_marked_failed(tiny_store, tmp_path, capsys, monkeypat
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and status["epoch"] == 0 and "diverged" in status["message"]
     assert not (out / "best_model.pt").exists() and lines(out / "metrics.jsonl") == []
+
+
+def test_ctrl_c_before_the_first_checkpoint_reports_epoch_0(tiny_store, tmp_path, capsys, monkeypatch):
+    import model.trainer as trainer_module
+
+    def interrupted_while_saving(self, directory):
+        raise KeyboardInterrupt
+
+    # epoch 1 has finished (trainer.epoch == 1) but its checkpoint was never written
+    monkeypatch.setattr(trainer_module.Trainer, "save_checkpoint", interrupted_while_saving)
+    out = tmp_path / "run"
+    assert main(["train", "--store", str(tiny_store), *sets("epochs=2"), "--out", str(out)]) == 130
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["epoch"] == 0
+    err = capsys.readouterr().err
+    assert "--resume" in err and "no complete epoch" in err

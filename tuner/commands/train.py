@@ -150,10 +150,11 @@ def main(args: argparse.Namespace) -> int:
         _write_status(out, "running", trainer.epoch)
         summary = trainer.fit(on_epoch, checkpoint_dir)
     except KeyboardInterrupt:
-        done = trainer.epoch if find_checkpoint(checkpoint_dir) is None else _checkpoint_epoch(trainer, checkpoint_dir)
+        done = _checkpoint_epoch(checkpoint_dir)
         _write_status(out, "interrupted", done, f"continue with: {resume_hint}")
-        print(f"interrupted: the checkpoint of the last complete epoch ({done}) is in {checkpoint_dir}; "
-              f"continue with:\n  {resume_hint}", file=sys.stderr, flush=True)
+        kept = (f"the checkpoint of the last complete epoch ({done}) is in {checkpoint_dir}" if done
+                else "no complete epoch was checkpointed yet")
+        print(f"interrupted: {kept}; continue with:\n  {resume_hint}", file=sys.stderr, flush=True)
         return 130
     except TrainingDiverged as exc:
         _write_status(out, "failed", trainer.epoch, str(exc))
@@ -168,11 +169,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_epoch(trainer, checkpoint_dir: Path) -> int:
-    """Epoch of the checkpoint on disk (the trainer may be mid-epoch when interrupted)."""
+def _checkpoint_epoch(checkpoint_dir: Path) -> int:
+    """Epoch of the checkpoint on disk, 0 when there is none (the trainer may be mid-epoch or mid-save)."""
     from model.checkpoint import read_checkpoint
+    from model.errors import UserError
 
     try:
         return int(read_checkpoint(checkpoint_dir)["epoch"])
-    except Exception:
-        return trainer.epoch
+    except UserError:
+        return 0
