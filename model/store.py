@@ -277,9 +277,9 @@ def default_workers() -> int:
 
 
 def _split_names(utterances: list[Utterance]) -> list[str]:
-    names = sorted({u.split for u in utterances if u.split != POOL_SPLIT},
-                   key=lambda s: (SPLIT_ORDER.index(s.lower()) if s.lower() in SPLIT_ORDER else len(SPLIT_ORDER), s))
-    return names
+    """The utterances' split names, train and validation first, then the others by name."""
+    return sorted({u.split for u in utterances if u.split != POOL_SPLIT},
+                  key=lambda s: (SPLIT_ORDER.index(s.lower()) if s.lower() in SPLIT_ORDER else len(SPLIT_ORDER), s))
 
 
 def _roles(splits: list[str]) -> dict[str, Any]:
@@ -437,8 +437,8 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
 
     # pass 2: normalise the cached frames block by block into frames.npy
     start = time.perf_counter()
-    total = int(lengths.sum())
-    rawmap = np.memmap(tmp / "raw.f32", dtype=np.float32, mode="r", shape=(total, n_mels)) if total else None
+    total = int(lengths.sum())   # > 0: every kept utterance has at least one frame
+    rawmap = np.memmap(tmp / "raw.f32", dtype=np.float32, mode="r", shape=(total, n_mels))
     frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=dtype, shape=(total, n_mels))
     for a in range(0, total, BLOCK_ROWS):
         b = min(total, a + BLOCK_ROWS)
