@@ -19,7 +19,9 @@ import yaml
 
 from model.config import TrainConfig
 from model.errors import UserError
+from tuner.experiment import space_from_manifest
 from tuner.run_dir import RunDir
+from tuner.trainable import trial_threads
 from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
@@ -57,12 +59,6 @@ def config_values(rec: TrialRecord) -> dict[str, Any]:
     return values
 
 
-def trial_threads(manifest: dict[str, Any]) -> int:
-    """The torch/faiss threads each trial of the run used (its CPUs, at least 1)."""
-    resources = (yaml.safe_load(manifest.get("space_yaml", "")) or {}).get("resources") or {}
-    return max(1, int(resources.get("cpu", 1)))
-
-
 def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) -> dict[str, Any]:
     """The YAML mapping written for one pick: config keys + `metadata`."""
     rec = pick.record
@@ -73,7 +69,7 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
     ckpt_uri = run.child_uri(pick.condition, rec.folder, ckpt) if ckpt else None
     retrain_out = f"runs/{run.name}-{pick.condition.translate(SAFE_LABEL)}-rank{pick.rank}"
     # the trial's thread count too: k-means and the conv kernels reduce in a thread-dependent order
-    threads = trial_threads(manifest)
+    threads = trial_threads(space_from_manifest(manifest).resources.cpu)
     retrain = "python -m tuner train --config {} --store {} --out {} --set num_threads={}".format(
         shlex.quote(str(target)), shlex.quote(manifest["store"]), shlex.quote(retrain_out), threads)
     metadata = {

@@ -4,10 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import yaml
-
+from tuner.experiment import space_from_manifest
 from tuner.run_dir import RunDir
-from tuner.search_space import parse_space
 from tuner.trial_records import ranked, read_trials
 
 
@@ -16,13 +14,13 @@ def summarize(run: RunDir) -> dict[str, Any]:
     manifest = run.read_manifest()
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     trials = read_trials(run, manifest)
-    space = parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])
+    space = space_from_manifest(manifest)
+    max_epochs = space.budget.max_epochs
     conditions = []
     for cond in manifest["conditions"]:
         records = trials.get(cond["label"], [])
         order = ranked(records, metric, mode)
         best = order[0] if order else None
-        max_epochs = space.budget.max_epochs
         conditions.append({
             "condition": cond["label"], "values": cond["values"], "study": cond["state"],
             "trials": len(records), "planned": space.budget.num_samples,

@@ -45,6 +45,11 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def trial_threads(cpus: float) -> int:
+    """The torch/faiss threads of a trial given its CPUs (at least 1)."""
+    return max(1, int(cpus))
+
+
 def _peak_rss_mb() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -62,7 +67,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     from model.trainer import Trainer
     from tuner.store_sync import ensure_local_store
 
-    threads = max(1, int(cpus))
+    threads = trial_threads(cpus)
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
     train_config = TrainConfig.from_dict(values, source="trial config")
