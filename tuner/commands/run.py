@@ -57,14 +57,13 @@ def main(args: argparse.Namespace) -> int:
 
     space_path = Path(args.space)
     space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
-    if args.num_samples is not None:
-        if args.num_samples < 1:
-            raise UserError(f"--num-samples {args.num_samples}: expected an integer >= 1")
-        space.budget.num_samples = args.num_samples
     space_text = space_path.read_text()
     if args.num_samples is not None:
         import yaml
 
+        if args.num_samples < 1:
+            raise UserError(f"--num-samples {args.num_samples}: expected an integer >= 1")
+        space.budget.num_samples = args.num_samples
         raw = yaml.safe_load(space_text)
         raw.setdefault("budget", {})["num_samples"] = args.num_samples
         space_text = f"# {space_path} with --num-samples {args.num_samples}\n" + yaml.safe_dump(raw, sort_keys=False)
@@ -73,13 +72,13 @@ def main(args: argparse.Namespace) -> int:
     if args.store is None:
         store = str(demo_store().resolve())
     else:
-        from tuner.store_sync import check_store, is_remote
+        from tuner.store_sync import is_remote
 
+        # a bucket URI is kept as is; run_search checks the store (check_store) before writing anything
         store = args.store if is_remote(args.store) else str(Path(args.store).resolve())
-        check_store(store)  # a local folder or a bucket URI that holds a store; nothing is copied here
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
-    outcome = run_search(space, space_text, str(store), run, args.address, args.num_cpus)
+    outcome = run_search(space, space_text, store, run, args.address, args.num_cpus)
     return finish(run, outcome, args.top)
 
 
