@@ -225,10 +225,10 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
             continue
         exp_uri = run.child_uri(label)
         start = time.perf_counter()
-        trainable = make_trainable(space, store)
         if resume and tune.Tuner.can_restore(exp_uri):
             print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
-            tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store), resume_unfinished=True,
+                                       resume_errored=True)
         else:
             print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
             tuner = make_tuner(space, condition, index, run, store)
