@@ -15,6 +15,7 @@ from typing import Any
 from ray.tune.logger import LoggerCallback
 
 from tuner.trainable import tag_for
+from tuner.trial_records import better
 
 # Reported keys that are bookkeeping, not curves.
 SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
@@ -138,9 +139,8 @@ class TensorBoardCallback(LoggerCallback):
             writer.add_scalar(tag_for(key), float(value), global_step=step)
         for metric, mode in zip(self.metrics, self.modes):
             if metric in result and isinstance(result[metric], (int, float)) and math.isfinite(result[metric]):
-                best = self._best[trial].get(metric)
                 value = float(result[metric])
-                if best is None or (value > best if mode == "max" else value < best):
+                if better(value, self._best[trial].get(metric), mode):
                     self._best[trial][metric] = value
                 writer.add_scalar(f"best/{metric}", self._best[trial][metric], global_step=step)
         writer.flush()
