@@ -222,10 +222,11 @@ class Trainer:
         self.network.eval()
         with torch.inference_mode(), self._oom_guard("embedding chunks"), self._autocast():
             for s in range(0, len(ids), per):
-                out = self.network(self._sentence_chunks(ids[s:s + per]))
-                e = s + len(ids[s:s + per])
-                feats[s * C:e * C] = out.features.float().cpu().numpy()
-                preds[s * C:e * C] = out.attributes.float().cpu().numpy()
+                batch = ids[s:s + per]
+                out = self.network(self._sentence_chunks(batch))
+                rows = slice(s * C, (s + len(batch)) * C)
+                feats[rows] = out.features.float().cpu().numpy()
+                preds[rows] = out.attributes.float().cpu().numpy()
         return feats, preds
 
     def _cluster(self, ids: np.ndarray, stage: int, epoch: int, times: dict) -> Any:
