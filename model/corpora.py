@@ -154,7 +154,7 @@ def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
         with open(table, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-            header = [h.strip() for h in (reader.fieldnames or [])]
+            header = list(reader.fieldnames or [])   # as the rows' keys are: _columns matches them stripped
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CorpusError(f"{table}: cannot read the CSV ({exc})") from None
     return header, rows
@@ -171,7 +171,7 @@ def _columns(table: Path, header: list[str], accepted: dict[str, tuple[str, ...]
                 break
     if "path" not in found:
         raise CorpusError(f"{table}: no audio file column: expected one of {', '.join(accepted['path'])} "
-                          f"(case-insensitive); found columns {', '.join(header) or 'none'}")
+                          f"(case-insensitive); found columns {', '.join(h.strip() for h in header) or 'none'}")
     return found
 
 

@@ -111,6 +111,13 @@ def test_manifest_folder_and_defaults(tmp_path):
     assert u.split == "Train" and u.labeled and u.act == 4.0   # no split column: Train
 
 
+def test_header_names_with_spaces_around_them(tmp_path):
+    tone(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("path, Act , dom, val, split, speaker\na.wav, 4.0, 3.0, 2.0, Train, s1\n")
+    (u,) = read_corpus(tmp_path / "m.csv").utterances
+    assert (u.act, u.dom, u.val, u.split, u.speaker, u.labeled) == (4.0, 3.0, 2.0, "Train", "s1", True)
+
+
 def test_manifest_without_path_column(tmp_path):
     (tmp_path / "m.csv").write_text("name,act\na.wav,4\n")
     with pytest.raises(CorpusError, match=r"m\.csv: no audio file column.*path"):
