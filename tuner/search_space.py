@@ -460,8 +460,7 @@ def _section(raw: Any, allowed, where: str, fail) -> dict:
 def _only(raw: dict, allowed, where: str, fail) -> None:
     for k in raw:
         if k not in allowed:
-            fail(f"{where}.{k}" if " " not in where else f"{where.split()[0]}.{k}",
-                 f"unknown key; expected one of {', '.join(allowed)}")
+            fail(f"{where.split()[0]}.{k}", f"unknown key; expected one of {', '.join(allowed)}")
 
 
 def _int(value: Any, key: str, fail, minimum: int) -> int:

@@ -20,8 +20,13 @@ def command(logdir: str, port: int) -> list[str]:
     from pathlib import Path
 
     beside = Path(sys.executable).parent / "tensorboard"  # the venv's own tensorboard script
-    program = [str(beside)] if beside.exists() else ([shutil.which("tensorboard")] if shutil.which("tensorboard")
-                                                     else [sys.executable, "-m", "tensorboard.main"])
+    on_path = shutil.which("tensorboard")
+    if beside.exists():
+        program = [str(beside)]
+    elif on_path:
+        program = [on_path]
+    else:
+        program = [sys.executable, "-m", "tensorboard.main"]
     return [*program, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]
 
 
