@@ -143,6 +143,11 @@ class RunDir:
         return manifest
 
 
+def add_storage_argument(parser) -> None:
+    """The `--storage` option every run command shares (default ./results)."""
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="results folder or URI (default ./results)")
+
+
 def open_run(name: str, storage: str | None) -> RunDir:
     """The existing run NAME under STORAGE (default ./results), or a UserError saying where it looked."""
     run = RunDir(storage or DEFAULT_STORAGE, name)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 
+from tuner.run_dir import add_storage_argument
+
 HELP = "export the best configs of a run (per condition) as YAML for `python -m tuner train --config`"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the run name")
-    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    add_storage_argument(parser)
     parser.add_argument("--top", type=int, default=1, help="best configs per condition (default 1)")
     parser.add_argument("--out", default=None, help="output YAML file (default STORAGE/NAME/best.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 
+from tuner.run_dir import add_storage_argument
+
 HELP = "continue a search run whose driver stopped (even killed): finished trials are kept"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the run name")
-    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    add_storage_argument(parser)
     parser.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the running one)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
     parser.add_argument("--top", type=int, default=1, help="best configs per condition exported at the end")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from model.errors import UserError
+from tuner.run_dir import add_storage_argument
 
 HELP = "run a hyperparameter search (Ray Tune + Optuna); with no arguments the synthetic demo"
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None,
                         help="feature store (default: the synthetic demo corpus, built once into ./data/)")
     parser.add_argument("--name", default=None, help="run name (default: <space>-<UTC time>, a new run each time)")
-    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    add_storage_argument(parser)
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (`auto`: the running one); default: a local Ray on loopback")
     parser.add_argument("--num-samples", type=int, default=None, help="trials per condition (overrides the space)")

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from tuner.run_dir import add_storage_argument
+
 HELP = "show a search run: trials by state, best so far, per condition (no Ray needed)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the run name")
-    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    add_storage_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from tuner.run_dir import add_storage_argument
+
 HELP = "print (or --launch) the tensorboard command for a run's curves and HParams dashboard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the run name")
-    parser.add_argument("--storage", default="results", help="results folder or URI (default ./results)")
+    add_storage_argument(parser)
     parser.add_argument("--launch", action="store_true", help="run tensorboard instead of printing the command")
     parser.add_argument("--port", type=int, default=6006, help="port for --launch (default 6006)")
 
