@@ -100,3 +100,10 @@ def test_target_paths_one_file_per_config(tmp_path):
     assert target_paths(out, [P("all", 1)]) == [out]
     assert [p.name for p in target_paths(out, [P("labeled_ratio=0.1", 1), P("labeled_ratio=0.1", 2)])] == [
         "best.yaml", "best.labeled_ratio=0.1.rank1.yaml", "best.labeled_ratio=0.1.rank2.yaml"]
+
+
+def test_resume_refuses_top_below_one_before_touching_the_run(tmp_path, capsys):
+    from tuner.cli import main
+
+    assert main(["resume", "any", "--storage", str(tmp_path), "--top", "0"]) == 2
+    assert "error: --top 0: expected an integer >= 1" in capsys.readouterr().err

@@ -26,11 +26,11 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from model.errors import UserError
+    from tuner.commands.run import check_top
     from tuner.export import export_best
     from tuner.run_dir import open_run
 
-    if args.top < 1:
-        raise UserError(f"--top {args.top}: expected an integer >= 1")
+    check_top(args.top)
     run = open_run(args.name, args.storage)
     if args.out is None and run.local is None:
         raise UserError(f"{run.uri} is remote: give --out FILE")

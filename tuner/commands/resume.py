@@ -23,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tuner.commands.run import finish
+    from tuner.commands.run import check_top, finish
     from tuner.experiment import resume_search
     from tuner.run_dir import open_run
 
+    check_top(args.top)  # before the resume: finish would find nothing to export
     run = open_run(args.name, args.storage)
     outcome = resume_search(run, args.address, args.num_cpus)
     return finish(run, outcome, args.top)

@@ -68,8 +68,7 @@ def main(args: argparse.Namespace) -> int:
         raw = yaml.safe_load(space_text)
         raw.setdefault("budget", {})["num_samples"] = args.num_samples
         space_text = f"# {space_path} with --num-samples {args.num_samples}\n" + yaml.safe_dump(raw, sort_keys=False)
-    if args.top < 1:
-        raise UserError(f"--top {args.top}: expected an integer >= 1")
+    check_top(args.top)
     if args.store is None:
         store = str(demo_store().resolve())
     else:
@@ -81,6 +80,12 @@ def main(args: argparse.Namespace) -> int:
     run = RunDir(args.storage, name)
     outcome = run_search(space, space_text, store, run, args.address, args.num_cpus)
     return finish(run, outcome, args.top)
+
+
+def check_top(top: int) -> None:
+    """--top (best configs per condition) must be at least 1."""
+    if top < 1:
+        raise UserError(f"--top {top}: expected an integer >= 1")
 
 
 def finish(run, outcome: dict, top: int) -> int:
