@@ -54,7 +54,7 @@ def _results(run: RunDir, label: str, folder: str) -> list[dict[str, Any]]:
     return rows
 
 
-def better(a: float, b: float | None, mode: str) -> bool:
+def better(a: float | None, b: float | None, mode: str) -> bool:
     """True when `a` beats `b` (None or NaN always loses)."""
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return False
