@@ -30,26 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tensorboard_tag(key: str) -> str | None:
-    """TensorBoard tag of a metrics key (None: not logged)."""
-    if key in ("epoch", "is_best", "train_sentences", "ssl_sentences"):
-        return None
-    if key.startswith("val_ccc_"):
-        return "val/ccc_" + key[len("val_ccc_"):]
-    if key == "best_val_ccc_mean":
-        return "val/best_ccc_mean"
-    if key.startswith("ssl_"):
-        return "ssl/" + key[len("ssl_"):]
-    if key.startswith("loss_"):
-        return "train/" + key
-    if key == "nmi" or key.startswith("cluster_"):
-        return "cluster/" + key.replace("cluster_", "")
-    if key == "kmeans_objective":
-        return "cluster/objective"
-    if key.startswith("time_"):
-        return "time/" + key[len("time_"):]
-    if key == "chunks_per_s":
-        return "time/chunks_per_s"
-    return "misc/" + key
+    """TensorBoard tag of a metrics key, the same as a search trial's (None: not logged)."""
+    from tuner.trainable import tag_for
+
+    return None if key in ("epoch", "is_best", "train_sentences", "ssl_sentences") else tag_for(key)
 
 
 def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
