@@ -45,6 +45,11 @@ class TrainConfig:
     dropout: float = 0.5                  # after the chunk embedding, temporal variants only
     width: float = 1.0                    # encoder channel multiplier (1.0 = the paper's network)
     kmeans_iterations: int = 20
+    specaug_prob: float = 0.0             # SpecAugment: probability that a training chunk is masked (0 = off)
+    specaug_freq_masks: int = 2           # SpecAugment: frequency masks per chunk
+    specaug_freq_width: int = 16          # SpecAugment: a frequency mask covers up to this many mel bands
+    specaug_time_masks: int = 2           # SpecAugment: time masks per chunk
+    specaug_time_width: int = 8           # SpecAugment: a time mask covers up to this many frames (<= chunk_frames)
     pca_whitening: bool = False           # PCA-whitening + L2 normalisation before k-means
     precision: str = "auto"               # auto | fp32 | bf16 | fp16 (autocast)
     channels_last: bool = True            # channels-last memory format for the conv encoder
@@ -155,6 +160,15 @@ class TrainConfig:
             bad("width", "a number in (0, 4]")
         if self.kmeans_iterations < 1:
             bad("kmeans_iterations", "an integer >= 1")
+        if not 0 <= self.specaug_prob <= 1:
+            bad("specaug_prob", "a number in [0, 1] (0 = no augmentation)")
+        for key in ("specaug_freq_masks", "specaug_time_masks"):
+            if getattr(self, key) < 0:
+                bad(key, "an integer >= 0")
+        if not 1 <= self.specaug_freq_width <= 128:
+            bad("specaug_freq_width", "an integer in [1, 128] (mel bands)")
+        if not 1 <= self.specaug_time_width <= self.chunk_frames:
+            bad("specaug_time_width", f"an integer in [1, chunk_frames={self.chunk_frames}] (frames)")
         if self.precision not in PRECISIONS:
             bad("precision", "one of " + ", ".join(PRECISIONS))
         if self.embed_batch_chunks < 1:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from model import checkpoint as ckpt
+from model.augment import SpecAugment
 from model.chunking import chunk_frames, chunk_starts, make_chunks
 from model.clustering import kmeans
 from model.config import TrainConfig
@@ -107,6 +108,7 @@ class Trainer:
         self.network = build_network(config, self.n_mels).to(self.device)
         if config.channels_last:
             self.network.encoder.conv.to(memory_format=torch.channels_last)
+        self.augment = SpecAugment.from_config(config)   # training chunks only (None = off)
         self.optimizers = self._make_optimizers()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.epoch = 0
@@ -297,6 +299,8 @@ class Trainer:
                 x = self._sentence_chunks(ids[pick])
                 pseudo = assignments[pick].reshape(-1)
                 y = np.repeat(labels[pick], C, axis=0) if labels is not None else None
+            if self.augment is not None:
+                x = self.augment(x)
             pseudo_t = torch.from_numpy(pseudo).to(self.device)
             y_t = torch.from_numpy(y).to(self.device) if y is not None else None
             times["batch"] += time.perf_counter() - t
