@@ -6,6 +6,7 @@ and from `key=value` overrides. Errors name the key, the value and what is allow
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,6 +35,7 @@ class TrainConfig:
     labeled_ratio: float = 1.0            # fraction of Train whose labels are kept (speaker-stratified)
     unlabeled_pool: int | None = None     # unlabeled sentences used per run: None = all, 0 = no SSL
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTES))  # trained jointly
+    attribute_weights: dict[str, float] | None = None  # loss weight per trained attribute (missing: 1); "act=2,val=1"
     epochs: int = 30
     batch_size: int = 64                  # sentences per batch (batch_size * C chunks)
     optimizer: str = "reference"          # reference: SGD + Adam + SGD(top layer); adam: Adam only
@@ -107,6 +109,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def loss_weights(self) -> list[float]:
+        """The loss weight of each trained attribute, in the order of `attributes`."""
+        weights = self.attribute_weights or {}
+        return [float(weights.get(a, 1.0)) for a in self.attributes]
+
     def replace(self, **changes) -> "TrainConfig":
         return self.from_dict({**self.to_dict(), **changes})
 
@@ -141,6 +148,12 @@ class TrainConfig:
         if not self.attributes or any(a not in ATTRIBUTES for a in self.attributes) \
                 or len(set(self.attributes)) != len(self.attributes):
             bad("attributes", "a non-empty list of distinct names from act, dom, val")
+        if self.attribute_weights is not None:
+            weights = self.attribute_weights
+            if any(a not in self.attributes for a in weights) or any(w < 0 for w in weights.values()) \
+                    or not any(weights.get(a, 1.0) > 0 for a in self.attributes):
+                bad("attribute_weights", f"weights >= 0 for trained attributes ({', '.join(self.attributes)}), "
+                    "not all 0, e.g. act=2,val=1 (a missing attribute weighs 1)")
         if self.epochs < 1:
             bad("epochs", "an integer >= 1")
         if self.batch_size < 1:
@@ -190,6 +203,22 @@ def _coerce(key: str, value: Any, annotation: str, source: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail("a list of strings")
         return value
+    if annotation == "dict[str, float] | None":
+        if value is None:
+            return None
+        if isinstance(value, str):   # "act=2,val=1": a plain value a search space can list as a choice
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if not pairs or any(not sep for _, sep, _ in pairs):
+                fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
+            try:
+                value = {k.strip(): float(v) for k, _, v in pairs}
+            except ValueError:
+                fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) for k, v in value.items()):
+            fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
+        return {k: float(v) for k, v in value.items()}
     if annotation == "int | None":
         if value is None:
             return None

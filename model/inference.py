@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -48,6 +48,37 @@ def resolve_model(model: ModelLike, device: str | torch.device = "cpu") -> tuple
         network, info = model
         network = network.to(device)
     return network.eval(), info
+
+
+MODEL_SUFFIX = ".pt"
+
+
+def resolve_models(model, device: str | torch.device = "cpu") -> list[tuple[DeepEmoCluster, ModelInfo]]:
+    """A model file, a folder of model files (an ensemble, e.g. a CV run's fold models), a (network, info)
+    pair or a list of them, as eval-mode networks on `device`; an ensemble's members must share their
+    features and attributes (their predictions are averaged)."""
+    if isinstance(model, list):
+        members = [resolve_model(m, device) for m in model]
+        source = "ensemble"
+    elif isinstance(model, (str, Path)) and Path(model).is_dir():
+        files = sorted(Path(model).glob(f"*{MODEL_SUFFIX}"))
+        if not files:
+            raise UserError(f"{model}: the folder holds no model files (*{MODEL_SUFFIX}); expected a model file "
+                            "or a folder of fold models written by a cv_folds run")
+        members = [resolve_model(f, device) for f in files]
+        source = str(model)
+    else:
+        return [resolve_model(model, device)]
+    first = members[0][1]
+    for i, (_, info) in enumerate(members[1:], start=1):
+        same_terms = np.allclose(info.norm_mean, first.norm_mean) and np.allclose(info.norm_std, first.norm_std)
+        if info.feature_spec != first.feature_spec or not same_terms \
+                or list(info.config.attributes) != list(first.config.attributes):
+            raise UserError(f"{source}: member {i + 1} was trained on other features or attributes than member 1 "
+                            f"({info.feature_spec.get('kind')}, {info.config.attributes} vs "
+                            f"{first.feature_spec.get('kind')}, {first.config.attributes}); an ensemble's models "
+                            "must come from one store")
+    return members
 
 
 def label_scale(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
@@ -93,14 +124,15 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def predict_files(model: ModelLike, paths: Iterable[str | Path], device: str | torch.device = "cpu",
+def predict_files(model, paths: Iterable[str | Path], device: str | torch.device = "cpu",
                   batch_sentences: int = BATCH_SENTENCES) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Predict each audio file: rows {'file', attr: value on 1..7} and failures (path, reason)."""
-    network, info = resolve_model(model, device)
+    """Predict each audio file: rows {'file', attr: value on 1..7} and failures (path, reason).
+
+    `model` is anything `resolve_models` takes; an ensemble's predictions are averaged on the 1..7 scale."""
+    members = resolve_models(model, device)
+    info = members[0][1]
     spec = FeatureSpec.from_dict(info.feature_spec)
     terms = NormTerms(info.norm_mean, info.norm_std)
-    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
-    mean, std = label_scale(info)
     rows: list[dict] = []
     failures: list[tuple[str, str]] = []
 
@@ -117,10 +149,45 @@ def predict_files(model: ModelLike, paths: Iterable[str | Path], device: str | t
         lengths = np.array([len(f) for _, f in batch], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         frames = np.concatenate([f for _, f in batch])
-        preds = predict_chunks(network, chunk_frames(frames, offsets, lengths, m, C), C) * std + mean
+        preds = np.mean([_predict_member(net, inf, lambda m, C: chunk_frames(frames, offsets, lengths, m, C))
+                         for net, inf in members], axis=0)
         for (name, _), values in zip(batch, preds):
             rows.append({"file": name, **{a: float(v) for a, v in zip(info.config.attributes, values)}})
     return rows, failures
+
+
+def _predict_member(network: DeepEmoCluster, info: ModelInfo, chunks) -> np.ndarray:
+    """One model's sentence predictions on the 1..7 scale; `chunks(m, C)` cuts the batch for its m and C."""
+    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
+    mean, std = label_scale(info)
+    return predict_chunks(network, chunks(m, C), C) * std + mean
+
+
+def predict_by_attribute(choice: dict[str, Any], paths: Iterable[str | Path], device: str | torch.device = "cpu",
+                         batch_sentences: int = BATCH_SENTENCES) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Like predict_files, each attribute of `choice` (attribute -> model) from its own model."""
+    paths = [str(p) for p in paths]
+    by_model: dict[str, list[str]] = {}
+    for attr, model in choice.items():
+        by_model.setdefault(str(model), []).append(attr)
+    merged: dict[str, dict] = {p: {"file": p} for p in paths}
+    failures: dict[str, str] = {}
+    for model, attrs in by_model.items():
+        members = resolve_models(model, device)
+        has = list(members[0][1].config.attributes)
+        missing = [a for a in attrs if a not in has]
+        if missing:
+            raise UserError(f"{model}: the model does not predict {', '.join(missing)} (it predicts "
+                            f"{', '.join(has)})")
+        rows, failed = predict_files(members, paths, device, batch_sentences)
+        for row in rows:
+            merged[row["file"]].update({a: row[a] for a in attrs})
+        for path, reason in failed:
+            failures.setdefault(path, reason)
+    order = [a for a in ("act", "dom", "val") if a in choice]
+    rows = [{"file": p, **{a: merged[p][a] for a in order}} for p in paths
+            if p not in failures and all(a in merged[p] for a in order)]
+    return rows, [(p, failures[p]) for p in paths if p in failures]
 
 
 def check_store_matches(info: ModelInfo, store, atol: float = 1e-5) -> None:
@@ -146,27 +213,30 @@ def check_store_matches(info: ModelInfo, store, atol: float = 1e-5) -> None:
                 "only applies to stores normalised with the terms it was trained with")
 
 
-def evaluate_store(model: ModelLike, store, split: str = "Test1", device: str | torch.device = "cpu",
+def evaluate_store(model, store, split: str = "Test1", device: str | torch.device = "cpu",
                    batch_sentences: int = BATCH_SENTENCES) -> dict:
-    """CCC per model attribute (`ccc_<attr>`), their mean `ccc_mean`, and `utterances` over a split's labeled set."""
+    """CCC per model attribute (`ccc_<attr>`), their mean `ccc_mean`, and `utterances` over a split's labeled set
+    (`model`: anything `resolve_models` takes; an ensemble's predictions are averaged, `models` counts them)."""
     from model.store import FeatureStore
 
-    network, info = resolve_model(model, device)
+    members = resolve_models(model, device)
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
-    check_store_matches(info, store)
+    for _, info in members:
+        check_store_matches(info, store)
     if split not in store.splits:
         raise UserError(f"{store.path}: no split {split!r}; the store has {', '.join(map(str, store.splits))}")
     idx = store.ids(split=split, labeled=True)
     if len(idx) == 0:
         raise UserError(f"{store.path}: split {split!r} has no labeled utterances")
-    attributes = list(info.config.attributes)
-    m, C = info.config.chunk_frames, info.config.chunks_per_sentence
-    mean, std = label_scale(info)
-    preds = np.concatenate([predict_chunks(network, make_chunks(store, b, m, C), C)
-                            for b in np.array_split(idx, -(-len(idx) // batch_sentences))]) * std + mean
+    attributes = list(members[0][1].config.attributes)
+    batches = np.array_split(idx, -(-len(idx) // batch_sentences))
+    preds = np.mean([np.concatenate([_predict_member(net, info, lambda m, C: make_chunks(store, b, m, C))
+                                     for b in batches]) for net, info in members], axis=0)
     labels = np.asarray(store.labels(idx, attributes), dtype=np.float64)
     result = {f"ccc_{a}": ccc(labels[:, i], preds[:, i]) for i, a in enumerate(attributes)}
     result["ccc_mean"] = float(np.mean([result[f"ccc_{a}"] for a in attributes]))
     result["utterances"] = int(len(idx))
+    if len(members) > 1:
+        result["models"] = len(members)
     return result

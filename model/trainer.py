@@ -109,6 +109,7 @@ class Trainer:
         if config.channels_last:
             self.network.encoder.conv.to(memory_format=torch.channels_last)
         self.augment = SpecAugment.from_config(config)   # training chunks only (None = off)
+        self.attribute_weights = torch.tensor(config.loss_weights(), device=self.device)
         self.optimizers = self._make_optimizers()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.epoch = 0
@@ -312,7 +313,7 @@ class Trainer:
                 loss = loss_ce
                 parts = {"loss_ce": loss_ce}
                 if y_t is not None:
-                    loss_ccc = ccc_loss(out.attributes.float(), y_t).sum()
+                    loss_ccc = (ccc_loss(out.attributes.float(), y_t) * self.attribute_weights).sum()
                     loss = loss + loss_ccc
                     parts["loss_ccc"] = loss_ccc
                 if use_triplet:

@@ -1,4 +1,9 @@
-"""`python -m tuner predict MODEL AUDIO... --out preds.csv`: attribute predictions (1..7) per audio file."""
+"""`python -m tuner predict MODEL AUDIO... --out preds.csv`: attribute predictions (1..7) per audio file.
+
+MODEL is a model file or a folder of model files (a CV run's fold models: their predictions are
+averaged). `--attribute-from act=MODEL_A val=MODEL_B` (or a YAML file mapping attributes to models,
+paths relative to the YAML's folder) takes each attribute from its own model; MODEL is left out then.
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +19,13 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a model file (train's best_model.pt or import-reference's output)")
-    parser.add_argument("audio", nargs="+", help="audio files, or folders (their audio files, sorted)")
+    parser.add_argument("inputs", nargs="*", metavar="MODEL_THEN_AUDIO",
+                        help="a model file (train's best_model.pt, import-reference's output) or a folder of "
+                             "model files (an ensemble), then audio files or folders (their audio files, sorted); "
+                             "without MODEL when --attribute-from is given")
+    parser.add_argument("--attribute-from", nargs="+", metavar="ATTR=MODEL",
+                        help="take each attribute from its own model: act=MODEL_A val=MODEL_B, or a YAML file "
+                             "{act: MODEL_A, val: MODEL_B}")
     parser.add_argument("--out", required=True, help="the CSV to write: columns file, then one per attribute")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     parser.add_argument("--batch-sentences", type=int, default=64, help="utterances per network batch")
@@ -52,24 +62,80 @@ def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
             os.unlink(tmp)
 
 
+def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
+    """--attribute-from's items as {attribute: model}, plus the items that are audio (argparse's nargs
+    also takes the audio files that follow the option)."""
+    import yaml
+
+    from model.config import ATTRIBUTES
+    from model.errors import UserError
+
+    choice: dict[str, str] = {}
+    audio: list[str] = []
+
+    def add(attr: str, model: str, where: str) -> None:
+        if attr not in ATTRIBUTES:
+            raise UserError(f"--attribute-from {where}: unknown attribute {attr!r}; expected one of "
+                            f"{', '.join(ATTRIBUTES)}")
+        if attr in choice:
+            raise UserError(f"--attribute-from: {attr} is given twice ({choice[attr]} and {model})")
+        choice[attr] = model
+
+    for item in specs:
+        attr, sep, model = item.partition("=")
+        if sep and (attr in ATTRIBUTES or not Path(item).exists()):
+            if not model:
+                raise UserError(f"--attribute-from {item}: expected ATTR=MODEL, e.g. act=runs/a/best_model.pt")
+            add(attr.strip(), model, item)
+        elif Path(item).suffix.lower() in (".yaml", ".yml"):
+            try:
+                table = yaml.safe_load(Path(item).read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise UserError(f"--attribute-from {item}: not a readable YAML file ({exc})") from None
+            if not isinstance(table, dict) or not table or not all(isinstance(v, str) for v in table.values()):
+                raise UserError(f"--attribute-from {item}: expected a mapping of attribute to model file, "
+                                "e.g. {act: runs/a/best_model.pt, val: runs/b/best_model.pt}")
+            for attr, model in table.items():
+                add(str(attr), str(Path(item).parent / model), item)
+        else:
+            audio.append(item)
+    if not choice:
+        raise UserError("--attribute-from: no ATTR=MODEL given (e.g. --attribute-from act=MODEL_A val=MODEL_B)")
+    return choice, audio
+
+
 def main(args: argparse.Namespace) -> int:
     from model.errors import UserError
-    from model.inference import predict_files, resolve_device, resolve_model
+    from model.inference import predict_by_attribute, predict_files, resolve_device, resolve_models
 
     if args.batch_sentences < 1:
         raise UserError(f"--batch-sentences={args.batch_sentences} is invalid: expected an integer >= 1")
-    paths = expand_inputs(args.audio)
+    if args.attribute_from:
+        choice, more_audio = attribute_choice(args.attribute_from)
+        audio = list(args.inputs) + more_audio
+    else:
+        if not args.inputs:
+            raise UserError("give MODEL (a model file or a folder of model files), then audio files or folders")
+        choice, audio = None, list(args.inputs[1:])
+    paths = expand_inputs(audio)
     if not paths:
-        raise UserError("no audio files given (the folders named hold no " + "/".join(AUDIO_SUFFIXES) + " files)")
-    network, info = resolve_model(args.model, resolve_device(args.device))
-    rows, failures = predict_files((network, info), paths, args.device, args.batch_sentences)
+        raise UserError("no audio files given (give MODEL, then audio files or folders; the folders named hold no "
+                        + "/".join(AUDIO_SUFFIXES) + " files)")
+    device = resolve_device(args.device)
+    if choice is None:
+        members = resolve_models(args.inputs[0], device)
+        attributes = list(members[0][1].config.attributes)
+        rows, failures = predict_files(members, paths, device, args.batch_sentences)
+    else:
+        rows, failures = predict_by_attribute(choice, paths, device, args.batch_sentences)
+        attributes = [a for a in ("act", "dom", "val") if a in choice]
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not rows:
         print(f"error: none of the {len(paths)} audio file(s) could be read; nothing written to {args.out}",
               file=sys.stderr)
         return 1
-    write_csv(args.out, rows, ["file", *info.config.attributes])
+    write_csv(args.out, rows, ["file", *attributes])
     summary = f"wrote {len(rows)} prediction(s) to {args.out}"
     if failures:
         summary += f"; {len(failures)} file(s) skipped (see above)"
