@@ -19,7 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from model.atomic_files import replace_dir
 from model.errors import UserError
+from model.safe_load import load_torch
 
 FORMAT = "deepemocluster-checkpoint/1"
 STATE_FILE = "state.pt"
@@ -37,13 +39,7 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any],
         torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
         for name, write in (extra_files or {}).items():
             write(tmp / name)
-        if old.exists():
-            shutil.rmtree(old)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_dir(tmp, directory, old=old)   # find_checkpoint looks in `old` after a crash mid-swap
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -64,11 +60,7 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
     found = find_checkpoint(directory)
     if found is None:
         raise UserError(f"{directory}: no checkpoint found (expected {Path(directory) / STATE_FILE})")
-    try:
-        state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{found / STATE_FILE}: not a readable checkpoint "
-                        f"({exc.__class__.__name__}: {exc})") from None
+    state = load_torch(found / STATE_FILE, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{found / STATE_FILE}: not a {FORMAT} checkpoint")
     state["_path"] = str(found)

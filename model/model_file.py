@@ -5,8 +5,6 @@ torch.load(weights_only=True), so a model file can never run code.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.atomic_files import atomic_write
 from model.config import TrainConfig
 from model.errors import UserError
 from model.network import DeepEmoCluster
+from model.safe_load import load_torch
 
 FORMAT = "deepemocluster-model/1"
 
@@ -40,8 +40,6 @@ def build_network(config: TrainConfig, n_mels: int = 128) -> DeepEmoCluster:
 
 def save_model(path: str | Path, network: DeepEmoCluster, info: ModelInfo) -> None:
     """Write atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "config": info.config.to_dict(),
@@ -52,34 +50,33 @@ def save_model(path: str | Path, network: DeepEmoCluster, info: ModelInfo) -> No
         "metadata": info.metadata,
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeepEmoCluster, ModelInfo]:
     """Load a model file (weights_only: no code is unpickled); the network is in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # corrupt file, or a pickle that needs code
-        raise UserError(f"{path}: not a readable model file ({exc.__class__.__name__}: {exc})") from None
+    hint = "; expected a model file written by `python -m tuner train` or `import-reference`"
+    payload = load_torch(path, "model file", hint, map_location=device)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a {FORMAT} file (convert published checkpoints with "
                         "`python -m tuner import-reference`)")
-    config = TrainConfig.from_dict(payload["config"], source=f"{path}:config")
-    info = ModelInfo(config, payload["feature_spec"], payload["norm_mean"].cpu().numpy(),
-                     payload["norm_std"].cpu().numpy(),
-                     {k: (float(v[0]), float(v[1])) for k, v in payload["label_terms"].items()},
-                     payload.get("metadata", {}))
+    config = TrainConfig.from_dict(payload.get("config"), source=f"{path}:config")
+    try:
+        info = ModelInfo(config, dict(payload["feature_spec"]), payload["norm_mean"].cpu().numpy(),
+                         payload["norm_std"].cpu().numpy(),
+                         {k: (float(v[0]), float(v[1])) for k, v in payload["label_terms"].items()},
+                         payload.get("metadata", {}))
+        state = dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise UserError(f"{path}: damaged model file (its {exc} entry is missing or of the wrong type)") from None
     network = build_network(config, int(info.norm_mean.shape[0]))
-    network.load_state_dict(payload["state_dict"])
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise UserError(f"{path}: its weights do not match its own config (temporal={config.temporal}, "
+                        f"num_clusters={config.num_clusters}, width={config.width}, "
+                        f"attributes={config.attributes}): {detail}") from None
     network.to(device).eval()
     return network, info

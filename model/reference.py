@@ -17,6 +17,7 @@ from model.errors import UserError
 from model.features import FeatureSpec, load_reference_norm_terms
 from model.model_file import ModelInfo, build_network
 from model.network import DeepEmoCluster
+from model.safe_load import load_torch
 
 REFERENCE_CHUNK_FRAMES = 62      # m of the published models
 REFERENCE_CHUNKS = 11            # C of the published models
@@ -57,13 +58,7 @@ def reference_name(name: str) -> str:
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state_dict of a reference checkpoint file, on the CPU (weights_only: no code is unpickled)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: reference checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or a pickle that needs code
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    payload = load_torch(path, "PyTorch checkpoint")
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         found = sorted(map(str, payload))[:10] if isinstance(payload, dict) else type(payload).__name__
         raise UserError(f"{path}: not a reference DeepEmoCluster checkpoint: expected a dict with "

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from model.atomic_files import replace_dir
 from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, KEPT_REASONS, POOL_SPLIT, SHORT_UTTERANCE, TRAIN,
                            UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
 from model.errors import CorpusError, StoreError, UserError
@@ -57,6 +58,19 @@ def open_hint(path: Path) -> str:
     return f"run `python -m tuner prepare CORPUS --out {path}` to build it"
 
 
+def _load_array(file: Path) -> np.ndarray:
+    """Memory-map one .npy file of a store (never unpickling); StoreError naming the file."""
+    from model.safe_load import reason
+
+    if not file.is_file():
+        raise StoreError(f"{file.parent}: incomplete feature store (no {file.name}); {open_hint(file.parent)}")
+    try:
+        return np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise StoreError(f"{file}: not a feature store array ({reason(exc)}); corrupt store, "
+                         f"{open_hint(file.parent)}") from None
+
+
 # ---- reading ------------------------------------------------------------------------------------
 @dataclass
 class FeatureStore:
@@ -80,11 +94,7 @@ class FeatureStore:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
             raise StoreError(f"{path}: store format {found!r}, this version reads {FORMAT!r}; {open_hint(path)}")
-        try:
-            frames = np.load(path / "frames.npy", mmap_mode="r")
-            index = np.load(path / "index.npy", mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{path}: incomplete feature store ({exc}); {open_hint(path)}") from None
+        frames, index = (_load_array(path / name) for name in ("frames.npy", "index.npy"))
         try:
             n_mels, n_frames, n_utts = meta["feature_spec"]["n_mels"], meta["frames"], meta["utterances"]
             for key in ("dtype", "splits", "speakers", "norm_terms", "label_terms"):
@@ -367,22 +377,11 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                         dtype, fp, progress, on_progress)
         report["store"] = str(out)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return report
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished store into place, replacing an old one (kept until the new one is in)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, workers: int, dtype: str,

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 
+from model.atomic_files import replace_dir
 from model.errors import UserError
 
 SAMPLE_RATE = 16000
@@ -479,7 +480,7 @@ def synthesize_corpus(out: str | Path, utterances: int = 600, unlabeled: int = 2
         }
         (tmp / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
         try:
-            os.rename(tmp, out)  # atomic; replaces an empty folder
+            replace_dir(tmp, out, overwrite=False)  # atomic; replaces an empty folder only
         except OSError:
             if _existing_matches(out, params):  # someone else just wrote the same corpus
                 return out

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 
 from model.errors import UserError
 
+LOG_DIR_ENV = "DEEPEMOCLUSTER_LOG_DIR"
 # command name -> module in tuner.commands (each defines HELP, add_arguments, main)
 COMMANDS = {
     "synth": "synth",
@@ -22,6 +27,13 @@ COMMANDS = {
     "tensorboard": "tensorboard",
     "sync-store": "sync_store",
 }
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """`--set key=value [key=value ...]`, repeatable: config overrides (model.config.TrainConfig.load)."""
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys: --set temporal=cnn epochs=5 (several pairs, and "
+                             "repeatable)")
 
 
 def _available() -> dict:
@@ -62,3 +74,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
+        log = write_crash_log(args.command, argv)
+        where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
+        print(f"internal error (a bug, not your input): {exc.__class__.__name__}: {exc}; {where}; "
+              "please report it with that file", file=sys.stderr)
+        return 1
+
+
+def log_dir() -> Path:
+    """Where internal-error logs go: $DEEPEMOCLUSTER_LOG_DIR, else ~/.cache/deepemocluster/logs."""
+    env = os.environ.get(LOG_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepemocluster" / "logs"
+
+
+def write_crash_log(command: str, argv: list[str]) -> Path | None:
+    """Write the current exception's traceback to a new log file; its path (None if nothing is writable)."""
+    import tempfile
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    text = (f"python -m tuner {' '.join(argv)}\ncommand: {command}\ncwd: {os.getcwd()}\n"
+            f"python: {sys.version.split()[0]}\n\n{traceback.format_exc()}")
+    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"tuner-{command}-{stamp}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None

@@ -8,15 +8,14 @@ next to it, `<stem>.<condition>.rank<k>.yaml`, listed in FILE's metadata.
 """
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from model.atomic_files import atomic_write
 from model.config import TrainConfig
 from model.errors import UserError
 from tuner.experiment import space_from_manifest
@@ -94,20 +93,6 @@ def target_paths(out: Path, picks: list[Pick]) -> list[Path]:
                     for p in picks]
 
 
-def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(data, f, sort_keys=False, default_flow_style=None)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
     """Write the best configs; refuses to overwrite existing files unless `force`. Returns the paths."""
     manifest = run.read_manifest()
@@ -135,5 +120,5 @@ def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> li
                                       metric: p.record.best_value(metric)} for path, p in siblings]
         docs.insert(0, (paths[0], head))
     for path, data in docs:
-        write_yaml_atomic(path, data)
+        atomic_write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return [p for p, _ in docs]

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from model.atomic_files import atomic_write
 from model.errors import UserError
 
 MANIFEST = "run.json"
@@ -89,15 +90,10 @@ class RunDir:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Atomic write of bytes (see write_text)."""
         target = self.path(*parts)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         if self.fs is None:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            atomic_write(target, data)
             return
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from model.atomic_files import replace_dir
 from model.errors import StoreError
 
 STORE_FILES = ("frames.npy", "index.npy", "report.json", "meta.json")  # meta.json last on upload
@@ -171,7 +172,7 @@ def _download(fs, root: str, uri: str, meta: bytes, cache: Path, dest: Path) -> 
         marker = {"uri": uri, "fingerprint": fingerprint(meta), "files": {
             name: {"size": sizes[name], "sha256": hashes[name]} for name in STORE_FILES}}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1))
-        os.rename(tmp, dest)
+        replace_dir(tmp, dest, overwrite=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 HELP = "predict emotional attributes (1..7) for audio files with a model file"
@@ -45,21 +43,14 @@ def expand_inputs(items: list[str]) -> list[str]:
 
 def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     """Write rows atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from model.atomic_files import atomic_write
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([row[c] if c == "file" else f"{row[c]:.6f}" for c in columns])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, buf.getvalue())
 
 
 def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -105,11 +96,13 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from model.atomic_files import check_output_file
     from model.errors import UserError
     from model.inference import predict_by_attribute, predict_files, resolve_device, resolve_models
 
     if args.batch_sentences < 1:
         raise UserError(f"--batch-sentences={args.batch_sentences} is invalid: expected an integer >= 1")
+    check_output_file(args.out)   # before any prediction is computed
     if args.attribute_from:
         choice, more_audio = attribute_choice(args.attribute_from)
         audio = list(args.inputs) + more_audio
@@ -132,9 +125,8 @@ def main(args: argparse.Namespace) -> int:
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not rows:
-        print(f"error: none of the {len(paths)} audio file(s) could be read; nothing written to {args.out}",
-              file=sys.stderr)
-        return 1
+        raise UserError(f"none of the {len(paths)} audio file(s) could be read (reasons above); "
+                        f"nothing written to {args.out}")
     write_csv(args.out, rows, ["file", *attributes])
     summary = f"wrote {len(rows)} prediction(s) to {args.out}"
     if failures:

@@ -10,9 +10,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tuner.cli import add_set_argument
 
 HELP = "train one DeepEmoCluster model on a feature store (resumable)"
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt")
@@ -21,8 +22,7 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="a feature store made by `python -m tuner prepare`")
     parser.add_argument("--config", help="a YAML file of TrainConfig keys (defaults for the rest)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key (repeatable), e.g. --set temporal=cnn --set epochs=5")
+    add_set_argument(parser)
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last complete epoch (with --set only "
@@ -56,32 +56,34 @@ def format_line(metrics: dict[str, Any], epochs: int, attributes: list[str]) -> 
     return "  ".join(parts)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_status(out: Path, state: str, epoch: int, message: str = "") -> None:
-    _write_atomic(out / "status.json", json.dumps({"state": state, "epoch": epoch, "message": message}) + "\n")
+    from model.atomic_files import atomic_write
+
+    atomic_write(out / "status.json", json.dumps({"state": state, "epoch": epoch, "message": message}) + "\n")
 
 
 def main(args: argparse.Namespace) -> int:
+    from model.atomic_files import check_output_dir
+    from model.locks import describe_holder, writer_lock
+
+    out = check_output_dir(args.out)
+    with writer_lock(out, "run folder (--out)") as previous:
+        if previous:
+            print(f"note: took over the lock of a process that is gone ({describe_holder(previous)})",
+                  file=sys.stderr)
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
+    """The training run, with the lock on `out` held."""
     import yaml
 
+    from model.atomic_files import atomic_write
     from model.checkpoint import find_checkpoint
     from model.config import TrainConfig
     from model.errors import UserError
     from model.trainer import Trainer, TrainingDiverged
 
-    out = Path(args.out)
     held = [name for name in RUN_MARKERS if (out / name).exists()]
     if args.resume:
         if not (out / "config.yaml").is_file():
@@ -95,17 +97,17 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it "
                             "or choose another --out")
         config = TrainConfig.load(args.config, args.set)
-    out.mkdir(parents=True, exist_ok=True)
 
-    trainer = Trainer(config, args.store)
+    trainer = Trainer(config, args.store)   # checks the store before anything is written to --out
+    out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoint"
     if args.resume and find_checkpoint(checkpoint_dir) is not None:
         trainer.load_checkpoint(checkpoint_dir)
         trainer.save_best_model(out / "best_model.pt")
         print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
-    _write_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
-    _write_atomic(out / "metrics.jsonl", "".join(json.dumps(json_safe(m)) + "\n" for m in trainer.history))
+    atomic_write(out / "metrics.jsonl", "".join(json.dumps(json_safe(m)) + "\n" for m in trainer.history))
 
     from torch.utils.tensorboard import SummaryWriter
 
