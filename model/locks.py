@@ -53,17 +53,18 @@ def _read_holder(handle) -> Any:
 
 
 @contextlib.contextmanager
-def writer_lock(target: str | os.PathLike, what: str) -> Iterator[dict[str, Any]]:
+def writer_lock(target: str | os.PathLike, what: str, wait: bool = False) -> Iterator[dict[str, Any]]:
     """Hold the lock of `target` (`what` names the output in the message); LockHeld if taken.
 
-    Yields the previous holder's info when a lock left by a dead process was taken over, else {}.
+    With wait=True a held lock is waited for instead. Yields the previous holder's info when a lock
+    left by a dead process was taken over, else {}.
     """
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a+")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = _read_holder(handle)
             handle.close()

@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from model.atomic_files import replace_dir
+from model.atomic_files import check_output_dir, replace_dir
 from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, KEPT_REASONS, POOL_SPLIT, SHORT_UTTERANCE, TRAIN,
                            UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
 from model.errors import CorpusError, StoreError, UserError
+from model.locks import describe_holder, writer_lock
 
 FORMAT = "deepemocluster-store/1"
 DTYPES = ("float16", "float32")
@@ -322,23 +323,16 @@ def _summarise(problems: list[Problem]) -> dict[str, Any]:
     return out
 
 
-def _clean_stale(out: Path) -> None:
-    """Remove temporary folders of earlier builds of `out` whose process is gone."""
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 2)[-2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
-
-
 def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "logmel",
                   norm_terms: str | Path | None = None, workers: int | None = None,
                   dtype: str = DEFAULT_DTYPE, unlabeled: Iterable[str | Path] = (), progress: bool = True,
-                  force: bool = False, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Build (or confirm up to date) the store of a corpus; returns the report (status built|unchanged)."""
+                  force: bool = False, on_progress: Callable[[int], None] | None = None,
+                  wait: bool = False) -> dict[str, Any]:
+    """Build (or confirm up to date) the store of a corpus; returns the report (status built|unchanged).
+
+    One build per `out` at a time: another process preparing the same store is an error (LockHeld),
+    or is waited for with wait=True.
+    """
     from model.features import FeatureSpec, load_reference_norm_terms
 
     out = Path(out)
@@ -351,7 +345,27 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
             raise UserError(f"--norm-terms {norm_terms}: the reference's terms are for its mel power features; "
                             f"use them with --features reference (got --features {spec.kind})")
         ref_terms, ref_labels = load_reference_norm_terms(norm_terms)
+    check_output_dir(out)
     corpus = read_corpus(corpus_path, list(unlabeled))
+    with writer_lock(out, "feature store (--out)", wait=wait) as previous:
+        if previous and progress:
+            print(f"note: took over the lock of a process that is gone ({describe_holder(previous)})",
+                  file=sys.stderr)
+        _remove_leftovers(out)
+        return _prepare_locked(corpus, out, spec, ref_terms, ref_labels, norm_terms, workers, dtype,
+                               progress, force, on_progress)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary and old folders of earlier builds of `out` (we hold its lock: nobody else is building)."""
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stale in out.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, ref_labels, norm_terms, workers, dtype: str,
+                    progress: bool, force: bool, on_progress) -> dict[str, Any]:
+    """prepare_store's work once the lock on `out` is held."""
     settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
                 "short_frames": SHORT_FRAMES}
     fp = fingerprint(corpus, settings)
@@ -369,7 +383,6 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                         "choose another --out or remove it")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

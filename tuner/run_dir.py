@@ -12,15 +12,19 @@ atomic (a temporary name, then a rename).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
+import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from model.atomic_files import atomic_write
 from model.errors import UserError
+from model.locks import LockHeld, describe_holder, holder_info, writer_lock
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
@@ -109,6 +113,52 @@ class RunDir:
         selector = pyarrow.fs.FileSelector(self.path(*parts), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(selector))
 
+    # ---- one driver at a time ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Held by `run` and `resume` for as long as they drive the run: a second one fails naming the holder.
+
+        Local storage (and file://): model.locks.writer_lock on STORAGE/.NAME.lock. A bucket has no
+        file locks: the lock object STORAGE/.NAME.lock names its holder and is refused while it
+        exists, unless its holder is a process of this host that is gone (best effort: two drivers
+        starting in the same instant on two hosts are not told apart).
+        """
+        what = f"search run {self.name!r}"
+        if self.local is not None:
+            with writer_lock(self.local, what) as previous:
+                if previous:
+                    print(f"note: took over the lock of a driver that is gone ({describe_holder(previous)})",
+                          file=sys.stderr)
+                yield
+            return
+        parent, _, name = self._root.rpartition("/")
+        lock = f"{parent}/.{name}.lock"
+        holder = self._remote_holder(lock)
+        if holder is not None and not _gone(holder):
+            raise LockHeld(f"{self.uri}: {what} is in use by another process ({describe_holder(holder)}); "
+                           f"wait for it to finish; if that process is gone, delete {self.storage}/.{name}.lock")
+        me = holder_info()
+        self.fs.create_dir(parent, recursive=True)
+        with self.fs.open_output_stream(lock) as f:
+            f.write(json.dumps(me).encode())
+        try:
+            yield
+        finally:
+            if self._remote_holder(lock) == me:
+                self.fs.delete_file(lock)
+
+    def _remote_holder(self, lock: str) -> dict[str, Any] | None:
+        import pyarrow.fs
+
+        if self.fs.get_file_info(lock).type == pyarrow.fs.FileType.NotFound:
+            return None
+        try:
+            with self.fs.open_input_stream(lock) as f:
+                holder = json.loads(f.read().decode())
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
     # ---- manifest -----------------------------------------------------------------------------
     def has_manifest(self) -> bool:
         return self.exists(MANIFEST)
@@ -137,6 +187,19 @@ class RunDir:
                 c["state"] = state
         self.write_manifest(manifest)
         return manifest
+
+
+def _gone(holder: dict[str, Any]) -> bool:
+    """True when a lock's holder is a process of this host that no longer runs."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def add_storage_argument(parser) -> None:

@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from model.atomic_files import check_output_file
     from model.errors import UserError
     from tuner.commands.run import check_top
     from tuner.export import export_best
@@ -34,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     run = open_run(args.name, args.storage)
     if args.out is None and run.local is None:
         raise UserError(f"{run.uri} is remote: give --out FILE")
-    out = Path(args.out) if args.out else run.local / "best.yaml"
+    out = check_output_file(args.out) if args.out else run.local / "best.yaml"
     for path in export_best(run, out, top=args.top, force=args.force):
         print(path)
     return 0

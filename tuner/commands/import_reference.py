@@ -18,10 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from model.atomic_files import check_output_file
     from model.errors import UserError
     from model.model_file import save_model
     from model.reference import attribute_from_filename, import_reference
 
+    check_output_file(args.out)
     named = attribute_from_filename(args.checkpoint)
     attribute = args.attribute or named
     if attribute is None:

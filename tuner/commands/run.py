@@ -45,7 +45,7 @@ def demo_store() -> Path:
     from model.synth import synthesize_corpus
 
     corpus = synthesize_corpus(DEMO_CORPUS)
-    report = prepare_store(corpus, DEMO_STORE, progress=False)
+    report = prepare_store(corpus, DEMO_STORE, progress=False, wait=True)
     print(f"[tuner] store {DEMO_STORE}: {report['status']} ({report['labeled']} labelled, "
           f"{report['unlabeled']} unlabeled utterances)")
     return DEMO_STORE
@@ -78,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
         store = args.store if is_remote(args.store) else str(Path(args.store).resolve())
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
-    outcome = run_search(space, space_text, store, run, args.address, args.num_cpus)
+    with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
+        outcome = run_search(space, space_text, store, run, args.address, args.num_cpus)
     return finish(run, outcome, args.top)
 
 

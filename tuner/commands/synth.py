@@ -43,8 +43,10 @@ def main(args: argparse.Namespace) -> int:
     """Write the corpus and print a one-line summary."""
     import json
 
+    from model.atomic_files import check_output_dir
     from model.synth import synthesize_corpus
 
+    check_output_dir(args.out, "OUT")
     existed = (args.out / "synth.json").is_file()
     started = time.perf_counter()
     out = synthesize_corpus(args.out, utterances=args.utterances, unlabeled=args.unlabeled,
