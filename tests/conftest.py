@@ -50,3 +50,40 @@ def reference_models(tmp_path_factory) -> dict[str, Path]:
         paths[attr] = out / f"reference_{attr}.pt"
         save_model(paths[attr], network, info)
     return paths
+
+
+@pytest.fixture(scope="session")
+def bucket_env():
+    """Dummy cloud credentials and no metadata-server look-ups, in this process and its children."""
+    import os
+
+    from bucket_servers import BUCKET_ENV
+
+    saved = {k: os.environ.get(k) for k in BUCKET_ENV}
+    os.environ.update(BUCKET_ENV)
+    yield dict(BUCKET_ENV)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_server(bucket_env, tmp_path_factory):
+    """An S3 server (moto) on 127.0.0.1 with the bucket `tuner-test`; ended by pid at the end."""
+    from bucket_servers import ObjectServer
+
+    server = ObjectServer("s3", tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(bucket_env, tmp_path_factory):
+    """A GCS emulator on 127.0.0.1 with the bucket `tuner-test`; ended by pid at the end."""
+    from bucket_servers import ObjectServer
+
+    server = ObjectServer("gcs", tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()

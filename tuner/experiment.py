@@ -183,8 +183,9 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     from tuner.tensorboard_log import hparam_metric_tags, write_experiment_summary
 
     if run.has_manifest():
-        raise UserError(f"{run.uri}: a run named {run.name!r} exists already; continue it with "
+        raise UserError(f"{run}: a run named {run.name!r} exists already; continue it with "
                         f"`python -m tuner resume {run.name}` or choose another --name")
+    run.check_writable()  # a bucket's endpoint, credentials and permissions, before Ray starts
     _start(space, store, address, num_cpus)  # fails before anything is written
     manifest = new_manifest(space, space_text, store, run.name)
     run.write_manifest(manifest)
@@ -199,6 +200,7 @@ def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None)
     """Continue a run whose driver stopped: finished studies are kept, the rest continue."""
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)
+    run.check_writable()
     _start(space, manifest["store"], address, num_cpus)
     return _run_conditions(space, manifest["store"], run, resume=True)
 

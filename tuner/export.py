@@ -21,6 +21,7 @@ from model.errors import UserError
 from tuner.experiment import space_from_manifest
 from tuner.run_dir import RunDir
 from tuner.trainable import trial_threads
+from tuner.uris import join_uri
 from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
@@ -78,7 +79,7 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
         "objective": {m: mode for m, mode in zip(manifest["metrics"], manifest["modes"])},
         "best_epoch": int(best.get("training_iteration", 0)) or None, "metrics": reported,
         "checkpoint": ckpt_uri,
-        "best_model": f"{ckpt_uri}/best_model.pt" if ckpt_uri else None,
+        "best_model": join_uri(ckpt_uri, "best_model.pt") if ckpt_uri else None,
         "retrain": retrain,
     }
     return {**config_values(rec), "metadata": metadata}
@@ -98,7 +99,7 @@ def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> li
     manifest = run.read_manifest()
     picks = best_trials(run, manifest, top)
     if not picks:
-        raise UserError(f"{run.uri}: no trial has reported a result yet; nothing to export")
+        raise UserError(f"{run}: no trial has reported a result yet; nothing to export")
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     overall = sorted(picks, key=lambda p: p.record.best_value(metric), reverse=(mode == "max"))[0]
     paths = target_paths(out, picks)

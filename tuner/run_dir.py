@@ -7,8 +7,10 @@ Layout:
                                         e.g. `labeled_ratio=0.1/`, or `all/` without conditions
     STORAGE/NAME/best.yaml (+ siblings) the exported best configs
 
-STORAGE is a local folder or a URI pyarrow understands (s3://, gs://, file://); all writes are
-atomic (a temporary name, then a rename).
+STORAGE is a local folder or a URI pyarrow understands (s3://, gs://, file://; options such as
+`?endpoint_override=HOST:PORT&scheme=http&region=R` in its query, paths joined before it); all
+writes are atomic (a temporary name, then a rename). A bucket that cannot be reached or written is
+a UserError naming the URI (`check_writable` probes before a run starts).
 """
 from __future__ import annotations
 
@@ -25,15 +27,12 @@ from typing import Any, Iterator
 from model.atomic_files import atomic_write
 from model.errors import UserError
 from model.locks import LockHeld, describe_holder, holder_info, writer_lock
+from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
 DEFAULT_STORAGE = "results"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def is_uri(location: str) -> bool:
-    return "://" in location
 
 
 def check_name(name: str) -> str:
@@ -50,11 +49,10 @@ class RunDir:
         self.name = check_name(name)
         storage = str(storage)
         if is_uri(storage):
-            import pyarrow.fs
-
-            self.storage = storage.rstrip("/")
-            self.fs, self._root = pyarrow.fs.FileSystem.from_uri(f"{self.storage}/{name}")
-            self.uri = f"{self.storage}/{name}"
+            self.storage = storage
+            self.uri = join_uri(storage, name)
+            self.fs, self._root = open_filesystem(self.uri)
+            self._root = self._root.rstrip("/")
             self.local: Path | None = Path(self._root) if self.storage.startswith("file://") else None
         else:
             self.storage = str(Path(storage).expanduser().resolve())
@@ -64,7 +62,19 @@ class RunDir:
             self.local = Path(self._root)
 
     def __str__(self) -> str:
-        return self.uri
+        return display_uri(self.uri)
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Bucket errors (endpoint, credentials, no such bucket) as one UserError naming the run's URI."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if self.fs is None:
+                raise
+            raise access_error(self.uri, exc) from None
 
     # ---- files --------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -72,19 +82,21 @@ class RunDir:
         return "/".join([self._root, *parts])
 
     def child_uri(self, *parts: str) -> str:
-        return "/".join([self.uri, *parts])
+        """The URI (or local path) of a file or folder in the run; a query stays at the end."""
+        return join_uri(self.uri, *parts)
 
     def exists(self, *parts: str) -> bool:
         if self.fs is None:
             return Path(self.path(*parts)).exists()
         import pyarrow.fs
 
-        return self.fs.get_file_info(self.path(*parts)).type != pyarrow.fs.FileType.NotFound
+        with self._reaching():
+            return self.fs.get_file_info(self.path(*parts)).type != pyarrow.fs.FileType.NotFound
 
     def read_text(self, *parts: str) -> str:
         if self.fs is None:
             return Path(self.path(*parts)).read_text()
-        with self.fs.open_input_stream(self.path(*parts)) as f:
+        with self._reaching(), self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read().decode()
 
     def write_text(self, text: str, *parts: str) -> None:
@@ -98,10 +110,23 @@ class RunDir:
             atomic_write(target, data)
             return
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, target)
+        with self._reaching():
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, target)
+
+    def check_writable(self) -> None:
+        """Write and delete a small object in the run's folder: a bucket's endpoint, credentials and
+        permissions fail here, as a UserError naming the URI, before Ray starts."""
+        if self.fs is None:
+            return
+        probe = self.path(f".write-probe-{uuid.uuid4().hex[:8]}")
+        with self._reaching():
+            self.fs.create_dir(self._root, recursive=True)
+            with self.fs.open_output_stream(probe) as f:
+                f.write(b"probe")
+            self.fs.delete_file(probe)
 
     def listdir(self, *parts: str) -> list[str]:
         """Names directly inside a folder of the run ([] when it does not exist)."""
@@ -111,7 +136,8 @@ class RunDir:
         import pyarrow.fs
 
         selector = pyarrow.fs.FileSelector(self.path(*parts), allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+        with self._reaching():
+            return sorted(info.base_name for info in self.fs.get_file_info(selector))
 
     # ---- one driver at a time ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -135,23 +161,27 @@ class RunDir:
         lock = f"{parent}/.{name}.lock"
         holder = self._remote_holder(lock)
         if holder is not None and not _gone(holder):
-            raise LockHeld(f"{self.uri}: {what} is in use by another process ({describe_holder(holder)}); "
-                           f"wait for it to finish; if that process is gone, delete {self.storage}/.{name}.lock")
+            raise LockHeld(f"{self}: {what} is in use by another process ({describe_holder(holder)}); "
+                           f"wait for it to finish; if that process is gone, delete "
+                           f"{display_uri(join_uri(self.storage, f'.{name}.lock'))}")
         me = holder_info()
-        self.fs.create_dir(parent, recursive=True)
-        with self.fs.open_output_stream(lock) as f:
-            f.write(json.dumps(me).encode())
+        with self._reaching():
+            self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(lock) as f:
+                f.write(json.dumps(me).encode())
         try:
             yield
         finally:
             if self._remote_holder(lock) == me:
-                self.fs.delete_file(lock)
+                with self._reaching():
+                    self.fs.delete_file(lock)
 
     def _remote_holder(self, lock: str) -> dict[str, Any] | None:
         import pyarrow.fs
 
-        if self.fs.get_file_info(lock).type == pyarrow.fs.FileType.NotFound:
-            return None
+        with self._reaching():
+            if self.fs.get_file_info(lock).type == pyarrow.fs.FileType.NotFound:
+                return None
         try:
             with self.fs.open_input_stream(lock) as f:
                 holder = json.loads(f.read().decode())
@@ -165,7 +195,7 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any]:
         if not self.has_manifest():
-            raise UserError(f"{self.uri}: no search run here ({MANIFEST} missing); "
+            raise UserError(f"{self}: no search run here ({MANIFEST} missing); "
                             f"start one with `python -m tuner run --name {self.name}`")
         try:
             manifest = json.loads(self.read_text(MANIFEST))

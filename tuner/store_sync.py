@@ -1,7 +1,8 @@
 """The feature store on every node: copy it once per node from a bucket to local disk, or upload it.
 
 A store URI is either a plain path (a shared filesystem that every node mounts: used as is) or a
-bucket URI (`s3://`, `gs://`, `file://`) read with pyarrow.fs (shipped with ray). A bucket store
+bucket URI (`s3://`, `gs://`, `file://`, pyarrow's options in its query) read with pyarrow.fs
+(shipped with ray); a bucket that cannot be reached is a StoreError naming the URI. A bucket store
 is copied to `<cache>/<name>-<fingerprint>/` once per node: a `fcntl` lock makes concurrent trials
 on one node wait for a single copy, which goes to a temporary folder, is verified (sizes, the
 sha256 manifest when the upload wrote one, meta.json unchanged) and is then renamed into place.
@@ -23,18 +24,13 @@ from typing import Iterator
 
 from model.atomic_files import replace_dir
 from model.errors import StoreError
+from tuner.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
 
 STORE_FILES = ("frames.npy", "index.npy", "report.json", "meta.json")  # meta.json last on upload
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
 MARKER = "sync.json"               # written into a verified local copy before it is renamed into place
 CACHE_ENV = "DEEPEMOCLUSTER_STORE_CACHE"
 BLOCK = 8 << 20
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def is_remote(uri: str) -> bool:
-    """True for a bucket URI (scheme://...), False for a plain (shared filesystem) path."""
-    return bool(_SCHEME.match(str(uri)))
 
 
 def default_cache_dir() -> Path:
@@ -49,13 +45,19 @@ def fingerprint(meta_bytes: bytes) -> str:
 
 
 def _filesystem(uri: str):
-    import pyarrow.fs as pafs
+    fs, root = open_filesystem(uri, StoreError)
+    return fs, root.rstrip("/")
 
+
+@contextlib.contextmanager
+def _reaching(uri: str) -> Iterator[None]:
+    """Errors of the bucket (endpoint, credentials, no such bucket) as one StoreError naming the URI."""
     try:
-        return pafs.FileSystem.from_uri(uri)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError with its own text
-        raise StoreError(f"store URI {uri!r}: cannot open its filesystem ({exc}); "
-                         "expected s3://bucket/path, gs://bucket/path, file:///abs/path or a local path") from None
+        yield
+    except (FileNotFoundError, StoreError):
+        raise
+    except OSError as exc:
+        raise access_error(f"store URI {display_uri(uri)}", exc, StoreError) from None
 
 
 def _read_remote(fs, path: str, uri: str) -> bytes:
@@ -63,19 +65,20 @@ def _read_remote(fs, path: str, uri: str) -> bytes:
         with fs.open_input_stream(path) as f:
             return f.read()
     except FileNotFoundError:
-        raise StoreError(f"store URI {uri!r}: {path.rsplit('/', 1)[-1]} not found; "
+        raise StoreError(f"store URI {display_uri(uri)!r}: {path.rsplit('/', 1)[-1]} not found; "
                          "expected a feature store folder (frames.npy, index.npy, meta.json, report.json)") from None
     except OSError as exc:
-        raise StoreError(f"store URI {uri!r}: cannot read {path}: {exc}") from None
+        raise access_error(f"store URI {display_uri(uri)}", exc, StoreError) from None
 
 
 def _remote_sizes(fs, root: str, uri: str) -> dict[str, int]:
     import pyarrow.fs as pafs
 
-    infos = fs.get_file_info([f"{root}/{name}" for name in STORE_FILES])
+    with _reaching(uri):
+        infos = fs.get_file_info([f"{root}/{name}" for name in STORE_FILES])
     missing = [name for name, info in zip(STORE_FILES, infos) if info.type != pafs.FileType.File]
     if missing:
-        raise StoreError(f"store URI {uri!r}: missing {', '.join(missing)}; "
+        raise StoreError(f"store URI {display_uri(uri)!r}: missing {', '.join(missing)}; "
                          "expected a feature store folder (frames.npy, index.npy, meta.json, report.json)")
     return {name: int(info.size) for name, info in zip(STORE_FILES, infos)}
 
@@ -105,23 +108,22 @@ def _locked(lock_path: Path) -> Iterator[None]:
 def _check_local_store(path: Path, uri: str) -> Path:
     missing = [name for name in STORE_FILES if not (path / name).is_file()]
     if missing:
-        raise StoreError(f"store {uri!r}: missing {', '.join(missing)} in {path}; expected a feature store "
+        raise StoreError(f"store {display_uri(uri)!r}: missing {', '.join(missing)} in {path}; expected a feature store "
                          "folder made by `python -m tuner prepare` (on a shared filesystem every node mounts)")
     return path
 
 
 def _local_name(uri: str, key: str) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]) or "store"
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", uri_basename(uri)) or "store"
     return f"{base}-{key}"
 
 
 def check_store(uri: str | os.PathLike) -> str:
     """Check that `uri` holds a feature store without copying it (for the driver); returns its fingerprint."""
     uri = str(uri)
-    if not is_remote(uri):
+    if not is_uri(uri):
         return fingerprint((_check_local_store(Path(uri).expanduser(), uri) / "meta.json").read_bytes())
     fs, root = _filesystem(uri)
-    root = root.rstrip("/")
     _remote_sizes(fs, root, uri)
     return fingerprint(_read_remote(fs, f"{root}/meta.json", uri))
 
@@ -129,10 +131,9 @@ def check_store(uri: str | os.PathLike) -> str:
 def ensure_local_store(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local folder holding the store at `uri`: the path itself, or a verified per-node copy."""
     uri = str(uri)
-    if not is_remote(uri):
+    if not is_uri(uri):
         return _check_local_store(Path(uri).expanduser(), uri)
     fs, root = _filesystem(uri)
-    root = root.rstrip("/")
     meta = _read_remote(fs, f"{root}/meta.json", uri)
     key = fingerprint(meta)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -156,19 +157,21 @@ def _download(fs, root: str, uri: str, meta: bytes, cache: Path, dest: Path) -> 
     need = sum(sizes.values())
     free = shutil.disk_usage(cache).free
     if free < need * 1.05:
-        raise StoreError(f"store URI {uri!r} needs {need / 1e9:.2f} GB but {cache} has {free / 1e9:.2f} GB free; "
+        raise StoreError(f"store URI {display_uri(uri)!r} needs {need / 1e9:.2f} GB but {cache} has {free / 1e9:.2f} GB free; "
                          f"set --cache or ${CACHE_ENV} to a larger local disk")
     manifest = None
     import pyarrow.fs as pafs
 
-    if fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File:
-        manifest = json.loads(_read_remote(fs, f"{root}/{MANIFEST}", uri))
+    with _reaching(uri):
+        if fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File:
+            manifest = json.loads(_read_remote(fs, f"{root}/{MANIFEST}", uri))
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{dest.name}.tmp-"))
     try:
-        hashes = {name: _copy_down(fs, f"{root}/{name}", tmp / name) for name in STORE_FILES}
+        with _reaching(uri):
+            hashes = {name: _copy_down(fs, f"{root}/{name}", tmp / name) for name in STORE_FILES}
         _verify(uri, tmp, sizes, hashes, manifest, meta)
         if _read_remote(fs, f"{root}/meta.json", uri) != meta:
-            raise StoreError(f"store URI {uri!r} changed while it was being copied; run again")
+            raise StoreError(f"store URI {display_uri(uri)!r} changed while it was being copied; run again")
         marker = {"uri": uri, "fingerprint": fingerprint(meta), "files": {
             name: {"size": sizes[name], "sha256": hashes[name]} for name in STORE_FILES}}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1))
@@ -182,31 +185,31 @@ def _verify(uri: str, tmp: Path, sizes: dict, hashes: dict, manifest: dict | Non
     for name in STORE_FILES:
         got = (tmp / name).stat().st_size
         if got != sizes[name]:
-            raise StoreError(f"store URI {uri!r}: copied {name} has {got} bytes, the bucket says {sizes[name]}")
+            raise StoreError(f"store URI {display_uri(uri)!r}: copied {name} has {got} bytes, the bucket says {sizes[name]}")
         if manifest is not None:
             want = manifest.get(name, {})
             if want.get("sha256") != hashes[name] or want.get("size") != sizes[name]:
-                raise StoreError(f"store URI {uri!r}: {name} does not match {MANIFEST} (sha256 or size); "
+                raise StoreError(f"store URI {display_uri(uri)!r}: {name} does not match {MANIFEST} (sha256 or size); "
                                  "the upload is incomplete or was overwritten, upload the store again")
     if (tmp / "meta.json").read_bytes() != meta:
-        raise StoreError(f"store URI {uri!r}: copied meta.json differs from the one read first (fingerprint)")
+        raise StoreError(f"store URI {display_uri(uri)!r}: copied meta.json differs from the one read first (fingerprint)")
 
 
 def upload_store(local: str | os.PathLike, uri: str) -> dict:
     """Copy a local store folder to a bucket URI with a sha256 manifest; returns the manifest."""
     src = _check_local_store(Path(local).expanduser(), str(local))
-    if not is_remote(uri):
-        raise StoreError(f"upload target {uri!r}: expected a bucket URI (s3://, gs:// or file://)")
+    if not is_uri(uri):
+        raise StoreError(f"upload target {display_uri(uri)!r}: expected a bucket URI (s3://, gs:// or file://)")
     fs, root = _filesystem(uri)
-    root = root.rstrip("/")
-    fs.create_dir(root, recursive=True)
-    manifest = {}
-    for name in STORE_FILES[:-1]:
-        manifest[name] = _upload_file(fs, src / name, f"{root}/{name}")
-    meta_bytes = (src / "meta.json").read_bytes()
-    manifest["meta.json"] = {"size": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()}
-    _write_remote(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
-    _upload_file(fs, src / "meta.json", f"{root}/meta.json")  # last: readers key on meta.json
+    with _reaching(uri):
+        fs.create_dir(root, recursive=True)
+        manifest = {}
+        for name in STORE_FILES[:-1]:
+            manifest[name] = _upload_file(fs, src / name, f"{root}/{name}")
+        meta_bytes = (src / "meta.json").read_bytes()
+        manifest["meta.json"] = {"size": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()}
+        _write_remote(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
+        _upload_file(fs, src / "meta.json", f"{root}/meta.json")  # last: readers key on meta.json
     return manifest
 
 

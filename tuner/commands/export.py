@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     check_top(args.top)
     run = open_run(args.name, args.storage)
     if args.out is None and run.local is None:
-        raise UserError(f"{run.uri} is remote: give --out FILE")
+        raise UserError(f"{run} is remote: give --out FILE")
     out = check_output_file(args.out) if args.out else run.local / "best.yaml"
     for path in export_best(run, out, top=args.top, force=args.force):
         print(path)

@@ -72,10 +72,10 @@ def main(args: argparse.Namespace) -> int:
     if args.store is None:
         store = str(demo_store().resolve())
     else:
-        from tuner.store_sync import is_remote
+        from tuner.uris import is_uri
 
         # a bucket URI is kept as is; run_search checks the store (check_store) before writing anything
-        store = args.store if is_remote(args.store) else str(Path(args.store).resolve())
+        store = args.store if is_uri(args.store) else str(Path(args.store).resolve())
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
