@@ -37,6 +37,8 @@ class TrainConfig:
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTES))  # trained jointly
     attribute_weights: dict[str, float] | None = None  # loss weight per trained attribute (missing: 1); "act=2,val=1"
     epochs: int = 30
+    init_model: str | None = None          # start from this model file (encoder, and heads that fit); None = fresh
+    freeze_encoder_epochs: int = 0         # keep the encoder frozen (eval mode, no updates) for the first n epochs
     batch_size: int = 64                  # sentences per batch (batch_size * C chunks)
     optimizer: str = "reference"          # reference: SGD + Adam + SGD(top layer); adam: Adam only
     lr_sgd: float = 1e-3                  # reference optimiser 1: SGD over all parameters
@@ -154,6 +156,10 @@ class TrainConfig:
                     or not any(weights.get(a, 1.0) > 0 for a in self.attributes):
                 bad("attribute_weights", f"weights >= 0 for trained attributes ({', '.join(self.attributes)}), "
                     "not all 0, e.g. act=2,val=1 (a missing attribute weighs 1)")
+        if self.init_model is not None and not self.init_model.strip():
+            bad("init_model", "a model file path or null")
+        if self.freeze_encoder_epochs < 0:
+            bad("freeze_encoder_epochs", "an integer >= 0")
         if self.epochs < 1:
             bad("epochs", "an integer >= 1")
         if self.batch_size < 1:
@@ -219,6 +225,10 @@ def _coerce(key: str, value: Any, annotation: str, source: str) -> Any:
                 and math.isfinite(v) for k, v in value.items()):
             fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
         return {k: float(v) for k, v in value.items()}
+    if annotation == "str | None":
+        if value is None:
+            return None
+        annotation = "str"
     if annotation == "int | None":
         if value is None:
             return None

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,7 @@ from model.losses import ccc_loss, triplet_loss
 from model.metrics import ccc, nmi
 from model.model_file import ModelInfo, build_network, save_model
 from model.sampling import sample_chunks, sample_sentences, split_labeled
+from model.transfer import init_network
 
 VALIDATION_SPLITS = ("Validation", "Development")
 STAGE_SSL, STAGE_LABELED = 1, 2
@@ -106,6 +108,10 @@ class Trainer:
 
         self.n_mels = int(self.store.frames.shape[1])
         self.network = build_network(config, self.n_mels).to(self.device)
+        self.init_report = None
+        if config.init_model:
+            self.init_report = init_network(self.network, list(config.attributes), config.init_model, self.store)
+            print(self.init_report.line(), file=sys.stderr, flush=True)
         if config.channels_last:
             self.network.encoder.conv.to(memory_format=torch.channels_last)
         self.augment = SpecAugment.from_config(config)   # training chunks only (None = off)
@@ -278,6 +284,11 @@ class Trainer:
         net = self.network
         self._reset_top_layer()
         net.train()
+        frozen = self.epoch < cfg.freeze_encoder_epochs      # self.epoch: epochs completed before this one
+        if frozen:
+            net.encoder.eval()                                 # BatchNorm statistics and dropout frozen too
+        for p in net.encoder.parameters():
+            p.requires_grad_(not frozen)                       # no gradient, so no optimiser step or decay
         if chunk_sampling:  # vanilla: cluster-uniform chunks, batches of batch_size*C chunks
             order = sample_chunks(assignments.reshape(-1), cfg.num_clusters, self.rng)
             step = cfg.batch_size * C
@@ -439,6 +450,8 @@ class Trainer:
         network.load_state_dict(self.best_state)
         meta = {"epoch": self.best_epoch, "metrics": _plain(self.best_metrics or {}),
                 "store": str(self.store.path), "validation_split": self.val_name}
+        if self.init_report is not None:
+            meta["init_model"] = self.init_report.to_dict()
         save_model(path, network, self.model_info(meta))
         return True
 

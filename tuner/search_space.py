@@ -165,6 +165,48 @@ class SpaceSampler:
 
 # ---- loading and validation --------------------------------------------------------------------
 
+PATH_KEYS = ("init_model",)   # TrainConfig keys that name files: made absolute before trials change directory
+
+
+def absolute_model_paths(raw: Any, source: str) -> bool:
+    """Make the file paths of PATH_KEYS in a raw space absolute (relative to the working directory), checking
+    that each exists; True when something changed. Trials run in their own directories."""
+    changed = False
+
+    def fix(value: Any, key: str) -> Any:
+        nonlocal changed
+        if not isinstance(value, str):
+            return value
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise SpaceError(f"{source}: {key}: {value!r}: model file not found")
+        if str(path.resolve()) != value:
+            changed = True
+        return str(path.resolve())
+
+    if not isinstance(raw, dict):
+        return False
+    for section in ("parameters", "conditions"):
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for name in PATH_KEYS:
+            if name not in table:
+                continue
+            spec, key = table[name], f"{section}.{name}"
+            if isinstance(spec, list):
+                table[name] = [fix(v, key) for v in spec]
+            elif isinstance(spec, dict):
+                for field_name in ("value", "choices"):
+                    if isinstance(spec.get(field_name), list):
+                        spec[field_name] = [fix(v, f"{key}.{field_name}") for v in spec[field_name]]
+                    elif field_name in spec:
+                        spec[field_name] = fix(spec[field_name], f"{key}.{field_name}")
+            else:
+                table[name] = fix(spec, key)
+    return changed
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file; any problem raises SpaceError (exit code 2)."""
     path = Path(path)

@@ -52,22 +52,27 @@ def demo_store() -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    import yaml
+
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
-    from tuner.search_space import load_space
+    from tuner.search_space import absolute_model_paths, load_space, parse_space
 
     space_path = Path(args.space)
     space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
     space_text = space_path.read_text()
+    raw = yaml.safe_load(space_text)
+    changes = []
+    if absolute_model_paths(raw, str(space_path)):   # trials run in their own folders
+        changes.append("init_model paths made absolute")
     if args.num_samples is not None:
-        import yaml
-
         if args.num_samples < 1:
             raise UserError(f"--num-samples {args.num_samples}: expected an integer >= 1")
-        space.budget.num_samples = args.num_samples
-        raw = yaml.safe_load(space_text)
         raw.setdefault("budget", {})["num_samples"] = args.num_samples
-        space_text = f"# {space_path} with --num-samples {args.num_samples}\n" + yaml.safe_dump(raw, sort_keys=False)
+        changes.append(f"--num-samples {args.num_samples}")
+    if changes:
+        space = parse_space(raw, str(space_path))
+        space_text = f"# {space_path} with {', '.join(changes)}\n" + yaml.safe_dump(raw, sort_keys=False)
     check_top(args.top)
     if args.store is None:
         store = str(demo_store().resolve())
