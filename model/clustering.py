@@ -6,7 +6,9 @@ embeddings it fits the centroids on a random subsample (drawn from `seed`) and t
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
+from importlib import metadata
 
 import numpy as np
 
@@ -14,6 +16,13 @@ from model.errors import UserError
 
 MAX_POINTS_PER_CENTROID = 256  # faiss's default: larger inputs are subsampled for training the centroids
 BLOCK_ROWS = 65536  # rows per block for the float64 statistics
+# PyPI distributions that provide the `faiss` module (the project's extras: cpu -> faiss-cpu, gpu -> faiss-gpu)
+FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu-cuvs",
+                       "faiss-gpu-cu12-cuvs", "faiss-gpu-cu13-cuvs", "faiss-cuda")
+INSTALL_HINT = ('install one faiss build with the project\'s extras: pip install "deepemocluster-tuner[cpu]" '
+                '(faiss-cpu) or, on a node with an NVIDIA GPU, "deepemocluster-tuner[gpu]" (faiss-gpu) into an '
+                'environment without faiss-cpu')
+_warned_cpu_on_gpu_node = False
 
 
 @dataclass
@@ -25,6 +34,38 @@ class KMeansResult:
     reseeded: int  # empty clusters that were re-seeded by splitting a large one
     objective: float  # sum of squared distances of the points to their cluster means (after whitening)
     seconds: float  # wall time of the whole call
+
+
+def faiss_builds() -> dict[str, str]:
+    """The installed faiss distributions and their versions, e.g. {"faiss-cpu": "1.15.1"}."""
+    found = {}
+    for name in FAISS_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def import_faiss():
+    """The faiss module, or a UserError saying which extra to install."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise UserError(f"faiss is not installed ({exc}); {INSTALL_HINT}") from None
+    return faiss
+
+
+def _warn_cpu_kmeans_on_gpu_node() -> None:
+    """Say once per process that a CUDA node clusters on the CPU because its faiss build has no GPU."""
+    global _warned_cpu_on_gpu_node
+    if _warned_cpu_on_gpu_node:
+        return
+    _warned_cpu_on_gpu_node = True
+    builds = ", ".join(f"{k} {v}" for k, v in faiss_builds().items()) or "unknown"
+    warnings.warn(f"k-means runs on the CPU although torch sees a CUDA GPU: the installed faiss ({builds}) has no "
+                  "GPU support. For GPU k-means, use a fresh environment with pip install "
+                  '"deepemocluster-tuner[gpu]" (faiss-gpu>=1.14.3, no faiss-cpu)', RuntimeWarning, stacklevel=3)
 
 
 def _faiss_gpus(faiss) -> int:
@@ -103,9 +144,12 @@ def _objective(x: np.ndarray, assignments: np.ndarray, k: int) -> float:
 
 def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: bool = False,
            use_gpu: bool | None = None) -> KMeansResult:
-    """Cluster the rows of x into k non-empty clusters (when N >= k) with faiss L2 k-means."""
-    import faiss
+    """Cluster the rows of x into k non-empty clusters (when N >= k) with faiss L2 k-means.
+
+    use_gpu None: the GPU when this faiss build has one (a warning when torch sees CUDA but faiss does not)."""
     import torch
+
+    faiss = import_faiss()
 
     start = time.perf_counter()
     x = np.asarray(x)
@@ -128,8 +172,11 @@ def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0, whiten: b
     gpus = _faiss_gpus(faiss)
     if use_gpu is None:
         use_gpu = gpus > 0
+        if not use_gpu and torch.cuda.is_available():
+            _warn_cpu_kmeans_on_gpu_node()
     if use_gpu and gpus == 0:
-        raise UserError("k-means was asked to use a GPU but this faiss build has none (install faiss-gpu)")
+        raise UserError("k-means was asked to use a GPU but this faiss build has none "
+                        f"({', '.join(faiss_builds()) or 'no faiss distribution found'}); {INSTALL_HINT}")
 
     seed = int(seed) % 2**31  # faiss takes a C int; trainers may pass seed + epoch or a hash
     threads_before = faiss.omp_get_max_threads()

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(REPO / "cluster").glob("*.yaml"), *(REPO / "cluster").glob("*.yml")])
 WORLD = ("0.0.0.0", "::/0")
 DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
-PIN = re.compile(r'"deepemocluster-tuner(\[gpu\])? @ git\+https://\S+@([0-9a-f]{40}|REPLACE_COMMIT_SHA)"')
+PIN = re.compile(r'"deepemocluster-tuner(\[\w+\])? @ git\+https://\S+@([0-9a-f]{40}|REPLACE_COMMIT_SHA)"')
 SECRET_PATTERNS = {
     "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
     "AWS secret key": re.compile(r"aws_secret_access_key\s*[:=]\s*\S+", re.I),
@@ -139,16 +139,29 @@ def test_secure(path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_installs_a_pinned_revision_with_gpu_extra_on_workers(path):
+def test_installs_a_pinned_revision_with_one_faiss_build_per_node_type(path):
     config = prepared(load(path))
     head = " ".join(config["head_setup_commands"])
-    assert [m.group(1) for m in PIN.finditer(head)] == [None]  # the head: no GPU extra
+    assert [m.group(1) for m in PIN.finditer(head)] == ["[cpu]"]  # the head: faiss-cpu
     for name, cmds in worker_setups(config).items():
         joined = " ".join(cmds)
-        assert [m.group(1) for m in PIN.finditer(joined)] == ["[gpu]"], name
+        assert [m.group(1) for m in PIN.finditer(joined)] == ["[gpu]"], name  # GPU workers: faiss-gpu
         assert "python3 -m venv ~/tuner-venv" in joined, name  # setup_commands not dropped
         assert "export RAY_AUTH_MODE=token" in joined, name
-        assert "pip uninstall --quiet -y faiss-cpu" in joined and "faiss.get_num_gpus() > 0" in joined, name
+        assert "faiss.get_num_gpus() > 0" in joined, name  # setup fails when faiss sees no GPU
+    every = " ".join(strings(config))
+    assert "uninstall" not in every and "faiss-cpu" not in every and "--force-reinstall" not in every
+
+
+def test_extras_give_one_faiss_build_each():
+    """pyproject: no faiss in the base dependencies; `cpu` brings faiss-cpu, `gpu` a GPU build, never both."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("faiss")]
+    extras = project["optional-dependencies"]
+    assert [d for d in extras["cpu"] if "faiss" in d] == ["faiss-cpu>=1.9"]
+    assert [d.split(">")[0] for d in extras["gpu"] if "faiss" in d] == ["faiss-gpu"]
 
 
 @pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])

@@ -1,6 +1,8 @@
 """Tests of model.clustering: faiss k-means, whitening, empty-cluster re-seeding and input errors."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,28 @@ def test_faiss_threads_follow_torch(monkeypatch):
         torch.set_num_threads(before)
     assert calls[0] == 1  # capped to torch's thread count while clustering, then restored
     assert len(calls) == 2
+
+
+def test_cuda_node_without_gpu_faiss_warns_naming_the_extra(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(clustering, "_faiss_gpus", lambda faiss: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(clustering, "_warned_cpu_on_gpu_node", False)
+    x, _ = _blobs(20, 2, d=3, seed=3)
+    with pytest.warns(RuntimeWarning, match=r"deepemocluster-tuner\[gpu\].*faiss-gpu") as caught:
+        r = kmeans(x, 2, use_gpu=None)   # the trainer's choice on a CUDA device: GPU if faiss has one
+    assert (r.sizes > 0).all()           # it still clusters (on the CPU), and said so
+    assert "faiss-cpu" in str(caught[0].message)  # names the build that is installed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kmeans(x, 2, use_gpu=None)       # once per process, not every epoch
+        kmeans(x, 2, use_gpu=False)      # an explicit CPU choice is not warned about
+
+
+def test_missing_faiss_is_a_user_error_naming_the_extras(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    with pytest.raises(UserError, match=r'deepemocluster-tuner\[cpu\]".*\[gpu\]'):
+        kmeans(np.zeros((10, 2), dtype=np.float32), 2)
