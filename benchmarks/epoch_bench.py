@@ -53,40 +53,59 @@ def ensure_store(cache: Path, utterances: int, unlabeled: int, seed: int) -> Pat
     return store
 
 
-def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: int) -> None:
+ENCODER_SETTINGS = (("fp32", False, None), ("fp32 channels-last", True, None),
+                    ("bf16", False, torch.bfloat16), ("bf16 channels-last", True, torch.bfloat16))
+
+
+def encoder_throughput(width: float, m: int, C: int, batch: int, steps: int,
+                       device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Chunks/s of one forward+backward+SGD step per setting (fp32, channels-last, bf16 autocast):
+    median and best over `steps` interleaved steps after one warm-up step each."""
     from model.network import DeepEmoCluster
 
-    torch.set_num_threads(threads)
-    print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
-          f"{threads} threads) ==")
-    x0 = torch.randn(batch * C, 1, m, 128)
+    dev = torch.device(device)
+    x0 = torch.randn(batch * C, 1, m, 128, device=dev)
     settings = {}
-    for name, channels_last, dtype in (("fp32", False, None), ("fp32 channels-last", True, None),
-                                       ("bf16", False, torch.bfloat16), ("bf16 channels-last", True, torch.bfloat16)):
+    for name, channels_last, dtype in ENCODER_SETTINGS:
         torch.manual_seed(0)
-        net = DeepEmoCluster("none", 10, m, C, 3, width)
+        net = DeepEmoCluster("none", 10, m, C, 3, width).to(dev)
         if channels_last:
             net.encoder.conv.to(memory_format=torch.channels_last)
         x = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
         settings[name] = (net, torch.optim.SGD(net.parameters(), lr=1e-3), x, dtype, [])
 
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     def step(net, opt, x, dtype) -> float:
+        sync()
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             out = net(x)
         loss = out.logits.float().logsumexp(1).mean() + out.attributes.float().pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         return time.perf_counter() - t
 
-    for net, opt, x, dtype, _ in settings.values():   # warm-up (oneDNN primitive creation)
+    for net, opt, x, dtype, _ in settings.values():   # warm-up (oneDNN / cuDNN primitive creation)
         step(net, opt, x, dtype)
     for _ in range(steps):                             # interleaved, so that load changes hit every setting
         for net, opt, x, dtype, times in settings.values():
             times.append(step(net, opt, x, dtype))
-    for name, (*_, times) in settings.items():
-        print(f"{name:>20}: {batch * C / np.median(times):7.1f} chunks/s median, {batch * C / min(times):7.1f} best "
+    return {name: {"chunks_per_s_median": batch * C / float(np.median(times)),
+                   "chunks_per_s_best": batch * C / min(times), "steps": steps}
+            for name, (*_, times) in settings.items()}
+
+
+def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: int) -> None:
+    torch.set_num_threads(threads)
+    print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
+          f"{threads} threads) ==")
+    for name, r in encoder_throughput(width, m, C, batch, steps).items():
+        print(f"{name:>20}: {r['chunks_per_s_median']:7.1f} chunks/s median, {r['chunks_per_s_best']:7.1f} best "
               f"({steps} interleaved steps)", flush=True)
 
 

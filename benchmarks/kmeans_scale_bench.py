@@ -40,19 +40,20 @@ def embeddings(n: int, seed: int) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
-def time_project_kmeans(x: np.ndarray, k: int, iterations: int) -> float:
+def time_project_kmeans(x: np.ndarray, k: int, iterations: int, use_gpu: bool = False) -> float:
     from model.clustering import kmeans
 
     start = time.perf_counter()
-    kmeans(x, k, iterations=iterations, seed=0, use_gpu=False)
+    kmeans(x, k, iterations=iterations, seed=0, use_gpu=use_gpu)
     return time.perf_counter() - start
 
 
-def time_full_kmeans(x: np.ndarray, k: int, iterations: int) -> float:
+def time_full_kmeans(x: np.ndarray, k: int, iterations: int, gpu: bool = False) -> float:
     import faiss
 
     start = time.perf_counter()
-    km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=0, verbose=False, max_points_per_centroid=len(x))
+    km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=0, verbose=False, max_points_per_centroid=len(x),
+                      gpu=1 if gpu else False)
     km.train(x)
     km.index.search(x, 1)
     return time.perf_counter() - start

@@ -17,7 +17,8 @@ from typing import Any
 TAG_PREFIXES = (("best_val_", "val/best_"), ("kmeans_objective", "cluster/objective"),
                 ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
                 ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
-                ("nmi", "cluster/nmi"), ("is_best", "val/is_best"), ("peak_rss_mb", "resources/peak_rss_mb"))
+                ("nmi", "cluster/nmi"), ("is_best", "val/is_best"), ("peak_rss_mb", "resources/peak_rss_mb"),
+                ("peak_gpu_mb", "resources/peak_gpu_mb"))
 TRAINER_PEAK_RSS = "peak_rss_mb"
 
 
@@ -89,6 +90,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
             metrics["time_run_epoch_s"] = epoch_s
             metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
+            if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
+                metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
             metrics["epoch"] = float(trainer.epoch)
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
