@@ -63,12 +63,9 @@ SETTINGS = {
 # ---- helpers ---------------------------------------------------------------------------------------
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic write: a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    from model.atomic_files import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
 def nvidia_smi(query: str, kind: str = "gpu") -> list[list[str]] | None:
