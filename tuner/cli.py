@@ -25,6 +25,7 @@ COMMANDS = {
     "resume": "resume",
     "export": "export",
     "tensorboard": "tensorboard",
+    "dashboard": "dashboard",
     "sync-store": "sync_store",
 }
 

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from model.errors import UserError
+from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
+                                   storage_setting, upload_journal)
 from tuner.run_dir import RunDir
 from tuner.search_space import SearchSpace, SpaceSampler, condition_label, parse_space
 from tuner.store_sync import check_store
@@ -73,10 +75,11 @@ def check_resources(space: SearchSpace, where: str) -> None:
                         f"({where}) has {max_cpu:g} CPU(s); lower resources.cpu")
 
 
-def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int):
-    """OptunaSearch over a define-by-run space: seeded TPE, random, or multi-objective TPE."""
+def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, storage_setting: str):
+    """A StudySearcher (OptunaSearch over the run's durable study): seeded TPE, random, or multi-objective TPE."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from tuner.study_searcher import StudySearcher
 
     seed = space.searcher.seed + index  # each condition's study gets its own, reproducible stream
     if space.searcher.type == "random":
@@ -85,8 +88,9 @@ def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int):
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.searcher.n_startup_trials)
     metric = space.metrics if space.multi_objective else space.metric
     mode = space.modes if space.multi_objective else space.mode
-    return OptunaSearch(space=SpaceSampler(space, condition), metric=metric, mode=mode, sampler=sampler,
-                        study_name=condition_label(condition))
+    return StudySearcher(space=SpaceSampler(space, condition), metric=metric, mode=mode, sampler=sampler,
+                         run=run, label=condition_label(condition), storage_setting=storage_setting,
+                         epochs=space.budget.max_epochs, condition=condition)
 
 
 def make_scheduler(space: SearchSpace):
@@ -128,7 +132,8 @@ def hparam_names(space: SearchSpace) -> list[str]:
     return [*space.conditions, *(p.name for p in space.parameters)]
 
 
-def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str):
+def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str,
+               storage_setting: str):
     """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -138,7 +143,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
     single = not space.multi_objective
     tune_config = tune.TuneConfig(
         metric=space.metric if single else None, mode=space.mode if single else None,
-        search_alg=make_searcher(space, condition, index), scheduler=make_scheduler(space),
+        search_alg=make_searcher(space, condition, index, run, storage_setting), scheduler=make_scheduler(space),
         num_samples=space.budget.num_samples, time_budget_s=space.budget.time_limit_s,
         max_concurrent_trials=space.resources.max_concurrent_trials or None, reuse_actors=REUSE_ACTORS,
         trial_dirname_creator=trial_dirname)
@@ -153,10 +158,12 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
     return tune.Tuner(make_trainable(space, store), tune_config=tune_config, run_config=run_config)
 
 
-def new_manifest(space: SearchSpace, space_text: str, store: str, name: str) -> dict[str, Any]:
-    """The manifest of a new run: the space (as text), the store and every condition, pending."""
+def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
+                 optuna_storage: str = JOURNAL_STORAGE) -> dict[str, Any]:
+    """The manifest of a new run: the space (as text), the store, the Optuna storage and every condition, pending."""
     return {
         "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
+        "optuna_storage": optuna_storage,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
         "metrics": space.metrics, "modes": space.modes,
@@ -178,16 +185,21 @@ def _prepare_env() -> None:
 
 
 def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, address: str | None,
-               num_cpus: int | None = None) -> dict[str, Any]:
-    """Start run `run`: write its manifest, then run every condition's study."""
+               num_cpus: int | None = None, optuna_storage: str | None = None) -> dict[str, Any]:
+    """Start run `run`: write its manifest, then run every condition's study.
+
+    `optuna_storage`: an RDB URL for the studies; default a journal file in the run (tuner.optuna_studies)."""
     from tuner.tensorboard_log import hparam_metric_tags, write_experiment_summary
 
     if run.has_manifest():
         raise UserError(f"{run}: a run named {run.name!r} exists already; continue it with "
                         f"`python -m tuner resume {run.name}` or choose another --name")
     run.check_writable()  # a bucket's endpoint, credentials and permissions, before Ray starts
+    setting = JOURNAL_STORAGE if optuna_storage is None else check_storage_url(optuna_storage)
+    if setting != JOURNAL_STORAGE:
+        open_storage(run, setting)  # an unreachable database fails here, before anything is written
     _start(space, store, address, num_cpus)  # fails before anything is written
-    manifest = new_manifest(space, space_text, store, run.name)
+    manifest = new_manifest(space, space_text, store, run.name, setting)
     run.write_manifest(manifest)
     with tempfile.TemporaryDirectory(prefix="hparams-") as tmp:  # a local file, then into the run (any storage)
         write_experiment_summary(tmp, space, hparam_metric_tags(space.metrics))
@@ -202,6 +214,7 @@ def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None)
     space = space_from_manifest(manifest)
     run.check_writable()
     _start(space, manifest["store"], address, num_cpus)
+    fetch_journal(run)  # a bucket run resumed on another machine: its studies come back first
     return _run_conditions(space, manifest["store"], run, resume=True)
 
 
@@ -219,6 +232,7 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
 
     manifest = run.read_manifest()
     states = {c["label"]: c["state"] for c in manifest["conditions"]}
+    setting = storage_setting(manifest) or JOURNAL_STORAGE  # None: a run made before studies were kept
     timings: dict[str, float] = {}
     for index, condition in enumerate(space.condition_values()):
         label = condition_label(condition)
@@ -233,9 +247,12 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
                                        resume_errored=True)
         else:
             print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
-            tuner = make_tuner(space, condition, index, run, store)
+            tuner = make_tuner(space, condition, index, run, store, setting)
         run.set_condition_state(label, "running")
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            upload_journal(run)  # bucket storage: the local journal into the run folder
         timings[label] = time.perf_counter() - start
         # a stopped driver (Ctrl+C) leaves RUNNING/PENDING trials; HyperBand may end with PAUSED ones
         unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)

@@ -1,4 +1,5 @@
-"""`python -m tuner run [--space FILE] [--store STORE] [--name NAME] [--storage DIR_OR_URI] [--address ADDRESS]`.
+"""`python -m tuner run [--space FILE] [--store STORE] [--name NAME] [--storage DIR_OR_URI] [--address ADDRESS]
+[--optuna-storage URL]`.
 
 Runs a hyperparameter search: one Ray Tune experiment (one Optuna study) per condition of the
 space, results at STORAGE/NAME. With no --store, the bundled synthetic corpus is synthesised into
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="CPUs of the local Ray (default: the CPUs this process may use)")
     parser.add_argument("--top", type=int, default=1, help="best configs per condition exported at the end")
+    parser.add_argument("--optuna-storage", default=None, metavar="URL",
+                        help="RDB URL for the run's Optuna studies (sqlite:///studies.db, postgresql://...); "
+                             "default: a journal file in the run folder")
 
 
 def demo_store() -> Path:
@@ -84,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
-        outcome = run_search(space, space_text, store, run, args.address, args.num_cpus)
+        outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage)
     return finish(run, outcome, args.top)
 
 

@@ -1,0 +1,43 @@
+"""`python -m tuner dashboard NAME [--port P] [--storage DIR_OR_URI]`: optuna-dashboard on the run's studies.
+
+Serves on 127.0.0.1 only (forward the port over SSH to look from elsewhere) until Ctrl+C. A journal
+study file is read live; for a bucket run it is the copy in the run folder, fetched when the command
+starts. With `run --optuna-storage URL` the dashboard shows every study in that database.
+"""
+from __future__ import annotations
+
+import argparse
+
+from tuner.run_dir import add_storage_argument
+
+HELP = "serve optuna-dashboard on 127.0.0.1 for a run's Optuna studies (one per condition)"
+HOST = "127.0.0.1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the run name")
+    add_storage_argument(parser)
+    parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from model.errors import UserError
+    from tuner.optuna_studies import load_studies, open_storage, storage_setting
+    from tuner.run_dir import open_run
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")
+    run = open_run(args.name, args.storage)
+    studies = load_studies(run)  # fetches a bucket run's journal; refuses a run without studies
+    storage = open_storage(run, storage_setting(run.read_manifest()))
+    print(f"optuna-dashboard for run {run.name} ({len(studies)} studies: {', '.join(studies) or 'none yet'})")
+    print(f"open http://{HOST}:{args.port}/dashboard   (Ctrl+C stops it)", flush=True)
+    try:
+        run_server(storage, host=HOST, port=args.port)
+    except OSError as exc:
+        raise UserError(f"--port {args.port}: cannot listen on {HOST}: {exc.strerror}; choose another port") from None
+    except KeyboardInterrupt:  # Ctrl+C: the normal way to stop it
+        print("dashboard stopped")
+    return 0

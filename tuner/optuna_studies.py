@@ -1,0 +1,132 @@
+"""A run's Optuna studies: one per condition, in durable Optuna storage (no Ray needed to read them).
+
+The run's manifest says where they are (`optuna_storage`):
+- `journal` (the default): an Optuna JournalStorage file, RUN/optuna.journal. For a run whose
+  storage is a bucket (s3://, gs://) the driver writes a local copy, `<cache>/<run hash>/optuna.journal`
+  ($DEEPEMOCLUSTER_OPTUNA_CACHE, else ~/.cache/deepemocluster/optuna), and copies it into the run
+  folder after each condition and at the end (`upload_journal`); readers and `resume` on another
+  machine fetch it back first (`fetch_journal`).
+- an RDB URL (`sqlite:///...`, `postgresql://...`): `run --optuna-storage URL`.
+
+Each condition's study is named `<run>/<condition label>`. Its trials carry the searched parameters,
+the value, per-epoch intermediate values, the state (COMPLETE, PRUNED when the scheduler stopped
+the trial early, FAIL) and user attributes: `ray_trial_id`, `trial_folder`, `best_model`,
+`best_value`, `best_epoch` (tuner.study_searcher writes them).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.errors import UserError
+from tuner.run_dir import RunDir
+
+if TYPE_CHECKING:
+    import optuna
+
+JOURNAL = "optuna.journal"
+JOURNAL_STORAGE = "journal"
+_OPEN: dict[str, Any] = {}   # one storage object per journal path or URL in this process (thread-safe)
+_OPEN_LOCK = threading.Lock()
+
+
+def study_name(run_name: str, label: str) -> str:
+    """The Optuna study of one condition: `<run>/<condition label>`."""
+    return f"{run_name}/{label}"
+
+
+def check_storage_url(url: str) -> str:
+    """An `--optuna-storage` value: an RDB URL SQLAlchemy understands (sqlite:///..., postgresql://...)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise UserError(f"--optuna-storage {url!r}: expected an RDB URL such as sqlite:///studies.db "
+                        "or postgresql://user@host/db") from None
+    return url
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("DEEPEMOCLUSTER_OPTUNA_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepemocluster" / "optuna"
+
+
+def journal_path(run: RunDir) -> Path:
+    """Where the driver reads and writes the run's journal: in the run folder, or a local copy for a bucket."""
+    if run.local is not None:
+        return run.local / JOURNAL
+    return _cache_dir() / hashlib.sha256(run.uri.encode()).hexdigest()[:16] / JOURNAL
+
+
+def is_copied(run: RunDir) -> bool:
+    """True when the journal is a local copy of RUN/optuna.journal (bucket storage)."""
+    return run.local is None
+
+
+def upload_journal(run: RunDir) -> None:
+    """Copy the local journal into the bucket run folder (atomic; a no-op for local runs)."""
+    local = journal_path(run)
+    if is_copied(run) and local.exists():
+        run.write_bytes(local.read_bytes(), JOURNAL)
+
+
+def fetch_journal(run: RunDir) -> None:
+    """Bring the bucket's journal to the local copy when the bucket holds a longer one (journals only grow)."""
+    if not is_copied(run) or not run.exists(JOURNAL):
+        return
+    local = journal_path(run)
+    data = run.read_text(JOURNAL).encode()  # the journal is JSON lines
+    if local.exists() and local.stat().st_size >= len(data):
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f"{local.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, local)
+
+
+def storage_setting(manifest: dict[str, Any]) -> str | None:
+    """The manifest's `optuna_storage`: `journal`, an RDB URL, or None for a run made before studies were kept."""
+    return manifest.get("optuna_storage")
+
+
+def open_storage(run: RunDir, setting: str) -> "optuna.storages.BaseStorage":
+    """The Optuna storage object of a run (one per journal file or URL in this process)."""
+    import optuna
+
+    key = str(journal_path(run)) if setting == JOURNAL_STORAGE else setting
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            if setting == JOURNAL_STORAGE:
+                path = journal_path(run)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _OPEN[key] = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+            else:
+                try:
+                    _OPEN[key] = optuna.storages.RDBStorage(setting)
+                except Exception as exc:  # sqlalchemy: bad driver, unreachable server, ...
+                    raise UserError(f"--optuna-storage {setting!r}: cannot open the database: {exc}") from None
+        return _OPEN[key]
+
+
+def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
+    """condition label -> its Optuna study, for every condition whose study has begun (in manifest order)."""
+    import optuna
+
+    manifest = run.read_manifest()
+    setting = storage_setting(manifest)
+    if setting is None:
+        raise UserError(f"{run.uri}: this run keeps no Optuna studies (it predates them); "
+                        "start a new run to get them")
+    if setting == JOURNAL_STORAGE:
+        fetch_journal(run)
+        if not journal_path(run).exists():
+            return {}
+    storage = open_storage(run, setting)
+    names = {s.study_name for s in storage.get_all_studies()}
+    return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
+            for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}

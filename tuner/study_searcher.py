@@ -1,0 +1,155 @@
+"""OptunaSearch over a run's durable study (tuner.optuna_studies), recording what Ray's searcher does not.
+
+Ray's OptunaSearch already asks the study for each trial's parameters, reports the metric at each
+training iteration (single objective) and tells the final value. This subclass adds:
+- the user attributes `ray_trial_id`, `trial_folder`, and, whenever the trial improves,
+  `best_value`, `best_epoch` and `best_model` (the best epoch's checkpoint `best_model.pt`);
+- PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
+- a study that survives the driver: Ray pickles the searcher into its experiment state, but the
+  storage is never pickled; it is re-opened from the run (journal file or RDB URL) on restore, and
+  the Ray trial -> Optuna trial map is rebuilt from trial ids. Trials the study started after Ray's
+  last experiment snapshot (the driver died in between) stay RUNNING in the study without a Ray
+  trial; the next trials Ray creates take them over (same parameters), so a resumed search never
+  duplicates a trial in the study.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner.optuna_studies import open_storage, study_name
+from tuner.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
+_UNPICKLED = ("_storage", "_ot_study", "_ot_trials")
+
+
+class StudySearcher(OptunaSearch):
+    """OptunaSearch whose study lives in the run's Optuna storage (see the module docstring)."""
+
+    def __init__(self, space, metric, mode, sampler, run: RunDir, label: str, storage_setting: str,
+                 epochs: int, condition: dict[str, Any]):
+        self._run_storage, self._run_name, self._label = run.storage, run.name, label
+        self._storage_setting = storage_setting
+        self._epochs = epochs
+        self._trial_base = run.child_uri(label)
+        self._orphans: list[int] = []   # Optuna trial ids started before a driver died, not yet taken over
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
+                         study_name=study_name(run.name, label), storage=self._open())
+        self._ot_study.set_user_attr("run", run.name)
+        self._ot_study.set_user_attr("condition", {k: v for k, v in condition.items()})
+        self._ot_study.set_user_attr("results", self._trial_base)
+        self._ot_study.set_user_attr("metrics", metric if isinstance(metric, list) else [metric])
+        self._find_orphans()
+
+    # ---- durable state -------------------------------------------------------------------------
+    def _open(self):
+        return open_storage(RunDir(self._run_storage, self._run_name), self._storage_setting)
+
+    def _state(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
+        state["_ot_trial_ids"] = {rid: t._trial_id for rid, t in self.__dict__.get("_ot_trials", {}).items()}
+        return state
+
+    def _reattach(self, state: dict[str, Any]) -> None:
+        """Re-open the study from the run's storage and map Ray trials to their Optuna trials again."""
+        ids = state.pop("_ot_trial_ids", {})
+        self.__dict__.update(state)
+        self._storage = self._open()
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage,
+                                           sampler=self._sampler, pruner=optuna.pruners.NopPruner())
+        by_id = {t._trial_id: t for t in self._ot_study.get_trials(deepcopy=False)}
+        self._ot_trials = {rid: optuna.trial.Trial(self._ot_study, tid) for rid, tid in ids.items()
+                           if tid in by_id and by_id[tid].state == TrialState.RUNNING}
+        self._completed_trials |= {rid for rid, tid in ids.items()
+                                   if tid in by_id and by_id[tid].state != TrialState.RUNNING}
+        self._find_orphans()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._reattach(dict(state))
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self._state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self._reattach(pickle.load(f))
+
+    def _find_orphans(self) -> None:
+        """RUNNING study trials that no Ray trial owns: started just before a driver died."""
+        owned = {t._trial_id for t in self._ot_trials.values()}
+        self._orphans = [t._trial_id for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                         if t._trial_id not in owned]
+        if self._orphans:
+            logger.info("study %s: %d trial(s) started before the driver stopped are taken over by new trials",
+                        self._study_name, len(self._orphans))
+
+    # ---- trials --------------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and self._orphans:
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, self._orphans.pop(0))
+        config = super().suggest(trial_id)
+        if config is not None:
+            trial = self._ot_trials[trial_id]
+            trial.set_user_attr("ray_trial_id", trial_id)
+            trial.set_user_attr("trial_folder", f"{self._trial_base}/trial_{trial_id}")
+        return config
+
+    def _primary(self) -> str:
+        return self.metric[0] if isinstance(self.metric, list) else self.metric
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
+            return
+        try:
+            super().on_trial_result(trial_id, result)
+            value = result.get(self._primary())
+            if value is not None:
+                best = self._storage.get_trial(trial._trial_id).user_attrs.get("best_value")
+                better = best is None or (value > best if self._primary_mode() == "max" else value < best)
+                if better:
+                    trial.set_user_attr("best_value", value)
+                    trial.set_user_attr("best_epoch", int(result.get("training_iteration", 0)))
+                    if result.get("checkpoint_dir_name"):
+                        trial.set_user_attr("best_model", f"{self._trial_base}/trial_{trial_id}/"
+                                                          f"{result['checkpoint_dir_name']}/best_model.pt")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # told before the driver died, after Ray's last snapshot: Ray re-runs it, the study keeps it
+            self._completed_trials.add(trial_id)
+
+    def _primary_mode(self) -> str:
+        return self.mode[0] if isinstance(self.mode, list) else self.mode
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
+            return
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # Ray hands a trial's last result only to on_trial_complete
+        if self._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            self._completed_trials.add(trial_id)
+            return
+        epochs = int((result or {}).get("training_iteration", 0))
+        if result and not error and epochs < self._epochs:
+            trial.set_user_attr("stopped_at_epoch", epochs)  # the scheduler (or the time budget) stopped it
+        if error or not result:
+            self._ot_study.tell(trial, state=TrialState.FAIL)
+        elif epochs < self._epochs and not isinstance(self.metric, list):
+            self._ot_study.tell(trial, state=TrialState.PRUNED)  # the value: the last intermediate one
+        else:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self._completed_trials.add(trial_id)
