@@ -24,8 +24,10 @@ def multi_run(tiny_store, tmp_path_factory):
     path = work / "multi.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     ray_tmp = short_tmp()
+    # the studies in an SQLite database (run --optuna-storage) instead of the default journal file
     proc = tuner(["run", "--space", str(path), "--store", str(tiny_store), "--name", "multi", "--storage",
-                  str(work / "results"), "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp, timeout=300)
+                  str(work / "results"), "--num-cpus", "2", "--optuna-storage", f"sqlite:///{work}/studies.db"],
+                 cwd=work, ray_tmp=ray_tmp, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     yield work, work / "results" / "multi", ray_tmp
     shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -41,7 +43,9 @@ def test_no_early_stopping_and_both_objectives_told(multi_run):
         rows = result_rows(exp / t["relative_logdir"])
         assert t["status"] == "TERMINATED" and len(rows) == 2   # no scheduler: the whole budget
         last[t["trial_id"]] = [rows[-1][m] for m in METRICS]
-    study = searcher_study(exp)
+    study = searcher_study(exp)   # read back from the SQLite database named in the run's manifest
+    assert study.study_name == "multi/all" and not (run_dir / "optuna.journal").exists()
+    assert {t.user_attrs["ray_trial_id"] for t in study.trials} == {t["trial_id"] for t in trials}
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
     told = sorted(tuple(t.values) for t in study.trials)
     reported = sorted(tuple(v) for v in last.values())

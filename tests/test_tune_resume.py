@@ -1,5 +1,6 @@
 """The driver of a search is SIGKILLed mid-run; `python -m tuner resume` finishes it without losing a
-finished trial, continues unfinished trials from their checkpoints and keeps the Optuna searcher's state."""
+finished trial, continues unfinished trials from their checkpoints and continues the same durable Optuna
+study (no duplicate trials)."""
 from __future__ import annotations
 
 import json
@@ -90,16 +91,19 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
             assert epochs and epochs.count(1) == 1, (trial_id, epochs)
             continued += epochs[-1] > 1
         assert continued >= 1
-        # the searcher's study came back: it knows the trials from before the kill and no extra ones
+        # the durable Optuna study continued: one study trial per Ray trial, no duplicates, none left running
         study = searcher_study(exp_dir)
         assert len(study.trials) == 5
-        assert all(t.state.name == "COMPLETE" for t in study.trials)
-        told = [t.params for t in study.trials]
-        unmatched = list(range(len(told)))
+        owners = [t.user_attrs["ray_trial_id"] for t in study.trials]
+        assert sorted(owners) == sorted(by_id)
+        for t in study.trials:
+            rows = result_rows(exp_dir / by_id[t.user_attrs["ray_trial_id"]]["relative_logdir"])
+            epochs = len({r["training_iteration"] for r in rows})
+            assert t.state.name == ("COMPLETE" if epochs == 6 else "PRUNED"), (t.number, t.state, epochs)
+            assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
         for trial_id, config in params_before.items():
-            match = [i for i in unmatched if all(config.get(k) == v for k, v in told[i].items())]
-            assert match, (trial_id, config, told)
-            unmatched.remove(match[0])
+            told = study.trials[owners.index(trial_id)].params
+            assert told == {k: config[k] for k in told}
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         assert status["conditions"][0]["study"] == "done"

@@ -120,7 +120,7 @@ def test_two_conditions_are_two_studies(search):
         ratio = float(label.split("=")[1])
         assert {t["config"]["labeled_ratio"] for t in trials} == {ratio}
         study = searcher_study(storage / NAME / label)
-        assert study.study_name == label
+        assert study.study_name == f"{NAME}/{label}"
         assert len(study.trials) == len(trials)   # this condition's trials only
         sampled = sorted(json.dumps(t.params, sort_keys=True) for t in study.trials)
         expected = sorted(json.dumps({k: v for k, v in t["config"].items() if k in t2.params}, sort_keys=True)
@@ -254,3 +254,71 @@ def test_resources_no_node_can_hold_fail_fast(tiny_store, tmp_path):
             shutil.rmtree(tmp_path / "results", ignore_errors=True)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_each_condition_has_a_durable_optuna_study_of_its_trials(search):
+    """optuna.load_study on the run's journal file: every Ray trial once, with its parameters, per-epoch
+    values, final value, state (PRUNED when ASHA stopped it) and links to its folder and best model."""
+    import optuna
+
+    _, storage, _, _, _ = search
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(storage / NAME / "optuna.journal")))
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(journal)) == [f"{NAME}/{c}" for c in CONDITIONS]
+    pruned = 0
+    for label, trials in all_trials(storage).items():
+        study = optuna.load_study(study_name=f"{NAME}/{label}", storage=journal)
+        assert study.user_attrs["condition"] == {"labeled_ratio": float(label.split("=")[1])}
+        by_ray_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+        assert len(study.trials) == len(trials) == len(by_ray_id)
+        for ray_trial in trials:
+            ot = by_ray_id[ray_trial["trial_id"]]
+            rows = result_rows(storage / NAME / label / ray_trial["relative_logdir"])
+            values = {r["training_iteration"]: r["val_ccc_mean"] for r in rows}
+            assert ot.params == {k: ray_trial["config"][k] for k in ot.params} and "temporal" in ot.params
+            assert ot.intermediate_values == pytest.approx(values)
+            assert ot.value == pytest.approx(rows[-1]["val_ccc_mean"])
+            assert ot.state.name == ("COMPLETE" if len(rows) == 4 else "PRUNED")
+            pruned += ot.state.name == "PRUNED"
+            assert ot.user_attrs["trial_folder"] == str(storage / NAME / label / ray_trial["relative_logdir"])
+            best = max(rows, key=lambda r: r["val_ccc_mean"])
+            assert ot.user_attrs["best_value"] == pytest.approx(best["val_ccc_mean"])
+            assert ot.user_attrs["best_epoch"] == best["training_iteration"]
+            assert ot.user_attrs["best_model"] == str(storage / NAME / label / ray_trial["relative_logdir"]
+                                                      / best["checkpoint_dir_name"] / "best_model.pt")
+            assert Path(ot.user_attrs["best_model"]).is_file()
+    assert pruned >= 1   # ASHA stops some trials of smoke.yaml early
+
+
+def test_dashboard_serves_the_studies_on_loopback(search):
+    """`python -m tuner dashboard` starts optuna-dashboard on 127.0.0.1; its JSON API lists both studies."""
+    import socket
+    import urllib.request
+
+    work, storage, ray_tmp, _, _ = search
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "dashboard", NAME, "--storage", str(storage),
+                             "--port", str(port)], cwd=work, env=tuner_env(ray_tmp), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, listed = time.monotonic() + 60, None
+        while listed is None and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    listed = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.2)
+        assert listed is not None, "the dashboard never answered"
+        assert sorted(s["study_name"] for s in listed) == [f"{NAME}/{c}" for c in CONDITIONS]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{listed[0]['study_id']}", timeout=10) as r:
+            assert len(json.loads(r.read())["trials"]) == 4
+        proc.send_signal(signal.SIGINT)   # Ctrl+C stops it cleanly
+        assert proc.wait(timeout=30) == 0
+        assert "dashboard stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -59,9 +58,10 @@ def result_rows(trial_dir: Path) -> list[dict]:
 
 
 def searcher_study(exp_dir: Path):
-    """The Optuna study inside OptunaSearch's saved state (a pickle Ray wrote in the test's own tmp dir)."""
-    files = sorted(exp_dir.glob("searcher-state-*.pkl"))
-    assert files, f"no searcher state in {exp_dir}"
-    with open(files[-1], "rb") as f:
-        state = pickle.load(f)
-    return state["_ot_study"]
+    """The durable Optuna study of the condition whose Ray experiment is `exp_dir` (RUN/<label>)."""
+    from tuner.optuna_studies import load_studies
+    from tuner.run_dir import RunDir
+
+    studies = load_studies(RunDir(exp_dir.parent.parent, exp_dir.parent.name))
+    assert exp_dir.name in studies, f"no Optuna study for {exp_dir} (studies: {list(studies)})"
+    return studies[exp_dir.name]

@@ -15,6 +15,7 @@ training iteration (single objective) and tells the final value. This subclass a
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import optuna
@@ -44,6 +45,9 @@ class StudySearcher(OptunaSearch):
         self._ot_study.set_user_attr("condition", {k: v for k, v in condition.items()})
         self._ot_study.set_user_attr("results", self._trial_base)
         self._ot_study.set_user_attr("metrics", metric if isinstance(metric, list) else [metric])
+        with warnings.catch_warnings():  # experimental in Optuna; the dashboard names the objectives with it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names(metric if isinstance(metric, list) else [metric])
         self._find_orphans()
 
     # ---- durable state -------------------------------------------------------------------------
@@ -93,6 +97,9 @@ class StudySearcher(OptunaSearch):
         self._orphans = [t._trial_id for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                          if t._trial_id not in owned]
         if self._orphans:
+            # the sampler's state is from before it drew the orphans' parameters: without a new seed the
+            # next new trials would draw those same parameters again
+            self._sampler.reseed_rng()
             logger.info("study %s: %d trial(s) started before the driver stopped are taken over by new trials",
                         self._study_name, len(self._orphans))
 

@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
         run_server(storage, host=HOST, port=args.port)
     except OSError as exc:
         raise UserError(f"--port {args.port}: cannot listen on {HOST}: {exc.strerror}; choose another port") from None
-    except KeyboardInterrupt:  # Ctrl+C: the normal way to stop it
-        print("dashboard stopped")
+    except KeyboardInterrupt:  # Ctrl+C (bottle usually catches it itself and returns)
+        pass
+    print("dashboard stopped")
     return 0

@@ -1,0 +1,54 @@
+"""The run's durable Optuna studies without a Ray cluster: a searcher restored from Ray's snapshot takes
+over the study trials started after that snapshot (no duplicates), and a bad --optuna-storage is refused."""
+from __future__ import annotations
+
+import yaml
+
+from tune_helpers import SMOKE
+
+
+def make_searcher(run, space):
+    from tuner.experiment import make_searcher as make
+
+    return make(space, {"labeled_ratio": 1.0}, 0, run, "journal")
+
+
+def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_path):
+    from tuner.optuna_studies import load_studies
+    from tuner.run_dir import RunDir
+    from tuner.search_space import parse_space
+
+    space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
+    run = RunDir(tmp_path, "r")
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": "labeled_ratio=1.0"}]})
+    first = make_searcher(run, space)
+    configs = {tid: first.suggest(tid) for tid in ("a", "b")}
+    first.on_trial_result("a", {"val_ccc_mean": 0.1, "training_iteration": 1})
+    first.on_trial_complete("a", {"val_ccc_mean": 0.2, "training_iteration": 4})
+    first.save(str(tmp_path / "searcher.pkl"))          # Ray's snapshot: trials a (done) and b (running)
+    lost = first.suggest("c")                           # asked after the snapshot, then the driver dies
+
+    restored = make_searcher(run, space)                # Tuner.restore: the searcher from tuner.pkl ...
+    restored.restore(str(tmp_path / "searcher.pkl"))    # ... and its state from the snapshot
+    assert restored.suggest("d") == lost                # the new trial takes over c's study trial
+    assert restored.suggest("e") not in (lost, configs["a"], configs["b"])
+    restored.on_trial_complete("b", {"val_ccc_mean": 0.3, "training_iteration": 4})
+
+    study = load_studies(run)["labeled_ratio=1.0"]
+    assert study.study_name == "r/labeled_ratio=1.0"
+    trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == 4 and set(trials) == {"a", "b", "d", "e"}
+    assert trials["a"].state.name == "COMPLETE" and trials["a"].intermediate_values == {1: 0.1, 4: 0.2}
+    assert trials["b"].state.name == "COMPLETE" and trials["b"].value == 0.3
+    assert trials["d"].state.name == trials["e"].state.name == "RUNNING"
+
+
+def test_bad_optuna_storage_url_is_refused_before_anything_is_written(tiny_store, tmp_path):
+    from tune_helpers import short_tmp, tuner
+
+    proc = tuner(["run", "--space", str(SMOKE), "--store", str(tiny_store), "--name", "x", "--storage",
+                  str(tmp_path / "results"), "--optuna-storage", "not a url"], cwd=tmp_path, ray_tmp=short_tmp(),
+                 timeout=120)
+    assert proc.returncode == 2
+    assert "error: --optuna-storage 'not a url': expected an RDB URL" in proc.stderr
+    assert not (tmp_path / "results" / "x").exists()
