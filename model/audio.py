@@ -12,6 +12,7 @@ from scipy.signal import firwin, resample_poly
 from model.errors import UserError
 
 SAMPLE_RATE = 16000
+PLAUSIBLE_RATES = (4000, 384000)   # outside: listed as implausible audio (kept)
 NOT_FOUND, UNREADABLE, EMPTY, NON_FINITE = "not_found", "unreadable", "empty", "non_finite"
 
 
@@ -51,6 +52,33 @@ def _mix_down(data: np.ndarray) -> np.ndarray:
 
 def load_audio(path: str | Path) -> np.ndarray:
     """Read an audio file as float32 mono at SAMPLE_RATE; raises AudioError naming the path and reason."""
+    return load_audio_checked(path)[0]
+
+
+def _wav_data_shortfall(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's `data` chunk declares beyond the end of the file (0 when complete)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0
+            size = path.stat().st_size
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return 0
+                declared = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    if declared in (0, 0xFFFFFFFF):   # streaming writers leave the size open
+                        return 0
+                    return max(0, f.tell() + declared - size)
+                f.seek(declared + (declared & 1), 1)
+    except OSError:
+        return 0
+
+
+def load_audio_checked(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """load_audio, plus why the file looks implausible (kept anyway): odd sample rate, silence, cut short."""
     path = Path(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -68,4 +96,12 @@ def load_audio(path: str | Path) -> np.ndarray:
     wave = _mix_down(data)
     if not np.isfinite(wave).all():
         raise AudioError(f"{path}: audio contains non-finite samples (NaN or inf)", NON_FINITE)
-    return np.ascontiguousarray(resample(wave, sr), dtype=np.float32)
+    warnings = []
+    if not PLAUSIBLE_RATES[0] <= sr <= PLAUSIBLE_RATES[1]:
+        warnings.append(f"sample rate {sr} Hz is outside {PLAUSIBLE_RATES[0]}..{PLAUSIBLE_RATES[1]} Hz")
+    if not np.any(wave):
+        warnings.append("the signal is all zeros (silence)")
+    short = _wav_data_shortfall(path)
+    if short:
+        warnings.append(f"cut short: the file ends {short} bytes before the end of its declared audio data")
+    return np.ascontiguousarray(resample(wave, sr), dtype=np.float32), warnings

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from model.atomic_files import check_output_dir, replace_dir
-from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, KEPT_REASONS, POOL_SPLIT, SHORT_UTTERANCE, TRAIN,
-                           UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
+from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, IMPLAUSIBLE_AUDIO, KEPT_REASONS, LABEL_RANGE, POOL_SPLIT,
+                           SHORT_UTTERANCE, SKIPPED_REASONS, TRAIN, UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
 from model.errors import CorpusError, StoreError, UserError
 from model.locks import describe_holder, writer_lock
 
@@ -232,16 +232,21 @@ def _init_worker(kind: str) -> None:
 
 
 def _extract_one(path: Path) -> tuple[np.ndarray | None, str, str, int]:
-    """(features or None, problem reason, detail, samples) for one audio file."""
-    from model.audio import EMPTY, AudioError, load_audio
+    """(features or None, problem reason, detail, samples) for one audio file.
+
+    Readable but implausible audio (odd rate, silence, cut short) is kept: the reason is then
+    IMPLAUSIBLE_AUDIO with the features.
+    """
+    from model.audio import EMPTY, AudioError, load_audio_checked
     from model.features import extract
 
     try:
-        wave = load_audio(path)
+        wave, warnings = load_audio_checked(path)
     except AudioError as exc:
         return None, EMPTY_AUDIO if exc.reason == EMPTY else UNREADABLE_AUDIO, str(exc), 0
     try:
-        return extract(wave, _KIND), "", "", int(wave.size)
+        detail = f"{path}: " + "; ".join(warnings) + "; kept" if warnings else ""
+        return extract(wave, _KIND), IMPLAUSIBLE_AUDIO if warnings else "", detail, int(wave.size)
     except Exception as exc:  # noqa: BLE001 - any failure of one file is recorded, not fatal
         return None, UNREADABLE_AUDIO, f"{path}: feature extraction failed ({exc.__class__.__name__}: {exc})", 0
 
@@ -316,7 +321,8 @@ def _label_terms(index: np.ndarray, train_code: int | None, attributes: tuple[st
 def _summarise(problems: list[Problem]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in problems:
-        entry = out.setdefault(p.reason, {"count": 0, "kept": p.reason in KEPT_REASONS, "examples": []})
+        entry = out.setdefault(p.reason, {"count": 0, "kept": p.reason in KEPT_REASONS,
+                                          "skipped": p.reason in SKIPPED_REASONS, "examples": []})
         entry["count"] += 1
         if len(entry["examples"]) < EXAMPLES:
             entry["examples"].append(p.path)
@@ -327,7 +333,7 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                   norm_terms: str | Path | None = None, workers: int | None = None,
                   dtype: str = DEFAULT_DTYPE, unlabeled: Iterable[str | Path] = (), progress: bool = True,
                   force: bool = False, on_progress: Callable[[int], None] | None = None,
-                  wait: bool = False) -> dict[str, Any]:
+                  wait: bool = False, label_range: tuple[float, float] = LABEL_RANGE) -> dict[str, Any]:
     """Build (or confirm up to date) the store of a corpus; returns the report (status built|unchanged).
 
     One build per `out` at a time: another process preparing the same store is an error (LockHeld),
@@ -346,7 +352,7 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
                             f"use them with --features reference (got --features {spec.kind})")
         ref_terms, ref_labels = load_reference_norm_terms(norm_terms)
     check_output_dir(out)
-    corpus = read_corpus(corpus_path, list(unlabeled))
+    corpus = read_corpus(corpus_path, list(unlabeled), label_range)
     with writer_lock(out, "feature store (--out)", wait=wait) as previous:
         if previous and progress:
             print(f"note: took over the lock of a process that is gone ({describe_holder(previous)})",
@@ -367,7 +373,7 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, ref_labels, norm
                     progress: bool, force: bool, on_progress) -> dict[str, Any]:
     """prepare_store's work once the lock on `out` is held."""
     settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
-                "short_frames": SHORT_FRAMES}
+                "short_frames": SHORT_FRAMES, "label_range": list(corpus.label_range)}
     fp = fingerprint(corpus, settings)
     if not force and (out / "meta.json").is_file():
         try:
@@ -421,8 +427,9 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
             bar.update(1)
             if on_progress is not None:
                 on_progress(i)
-            if feats is None:
+            if reason:
                 problems.append(Problem(str(utts[i].path), reason, detail))
+            if feats is None:
                 continue
             feats = np.ascontiguousarray(feats, dtype=np.float32)
             lengths[i], samples = len(feats), samples + n
@@ -492,6 +499,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
         "label_terms": _label_terms(index, split_code.get(roles["train"]), corpus.attributes),
         "reference_label_terms": {a: list(v) for a, v in ref_labels.items()} if ref_labels else None,
         "attributes": list(corpus.attributes),
+        "label_range": list(corpus.label_range),
         "splits": splits,
         "roles": roles,
         "speakers": speakers,
@@ -516,7 +524,7 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
         "hours": hours,
         "frames": total,
         "by_split": by_split,
-        "rejected": sum(1 for p in problems if p.reason not in KEPT_REASONS),
+        "rejected": sum(1 for p in problems if p.reason not in KEPT_REASONS + SKIPPED_REASONS),
         "problems": _summarise(problems),
         "problem_list": [{"path": p.path, "reason": p.reason, "detail": p.detail} for p in problems],
         "audio_not_in_table": corpus.not_in_table,

@@ -43,6 +43,7 @@ from model.errors import UserError
 
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 2.75, 11.0
+MAX_COUNT = 1_000_000        # utterances (or unlabeled, or speakers) one synth call may ask for
 GENERATOR = "deepemocluster-tuner synth v1"  # recorded in synth.json: change it when the output changes
 NAME_PREFIX = "MSP-SYNTH"
 SPLITS = ("Train", "Validation", "Test1")
@@ -119,6 +120,10 @@ def _check_counts(utterances: int, unlabeled: int, speakers: int, seed: int) -> 
                              ("speakers", speakers, 3), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise UserError(f"synthetic corpus: {name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("utterances", utterances), ("unlabeled", unlabeled), ("speakers", speakers)):
+        if value > MAX_COUNT:
+            raise UserError(f"synthetic corpus: {name}={value} is more than {MAX_COUNT:,} (about 2,000 hours "
+                            "of audio); a synthetic corpus that large is not useful, ask for fewer")
     if utterances < speakers:
         raise UserError(f"synthetic corpus: utterances ({utterances}) must be at least speakers "
                         f"({speakers}), so that every speaker and split has an utterance")
@@ -194,7 +199,7 @@ def plan_corpus(utterances: int = 600, unlabeled: int = 200, speakers: int = 30,
     splits = [s for s, k in zip(SPLITS, sizes) for _ in range(k)]
     rng.shuffle(splits)
     labelled = _make_speakers(rng, speakers, 1, splits)
-    pool_speakers = max(1, math.ceil(speakers / 2)) if unlabeled else 0
+    pool_speakers = min(max(1, math.ceil(speakers / 2)), unlabeled)   # each pool speaker has an utterance
     extra = _make_speakers(rng, pool_speakers, speakers + 1, [""] * pool_speakers)
     plans = []
     for pool, group, total in ((1, labelled, utterances), (2, extra, unlabeled)):
@@ -440,6 +445,15 @@ def _check_target(out: Path, params: dict) -> bool:
                     f"the same parameters); refusing to overwrite it, choose another path or remove it")
 
 
+def _check_space(out: Path, plans: list[UtterancePlan]) -> None:
+    """UserError when the disk under `out` cannot hold the planned audio (16-bit PCM) with 5 % to spare."""
+    need = sum(p.duration for p in plans) * SAMPLE_RATE * 2 + 1024 * len(plans)
+    free = shutil.disk_usage(out.parent).free
+    if need * 1.05 > free:
+        raise UserError(f"{out}: the corpus needs about {need / 1e9:.2f} GB, the disk has {free / 1e9:.2f} GB "
+                        "free; ask for fewer --utterances / --unlabeled or choose another folder")
+
+
 def _default_workers(jobs: int) -> int:
     """Two worker processes for big corpora, none inside a daemon process or for tiny ones."""
     if jobs < 48 or multiprocessing.current_process().daemon:
@@ -456,6 +470,7 @@ def synthesize_corpus(out: str | Path, utterances: int = 600, unlabeled: int = 2
     if _check_target(out, params):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    _check_space(out, plans)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()  # not mkdtemp: that makes it private, and the corpus is an ordinary folder
     try:

@@ -129,3 +129,20 @@ def test_non_finite_samples(tmp_path: Path) -> None:
     sf.write(path, np.stack([data, data], axis=1), SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(AudioError, match="non-finite"):
         load_audio(path)
+
+
+def test_implausible_audio_is_read_with_warnings(tmp_path):
+    from model.audio import load_audio_checked
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "ok.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    sf.write(tmp_path / "low.wav", (0.1 * rng.standard_normal(3000)).astype(np.float32), 3000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    data = (tmp_path / "ok.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    assert load_audio_checked(tmp_path / "ok.wav")[1] == []
+    low, warnings = load_audio_checked(tmp_path / "low.wav")
+    assert len(low) == 16000 and warnings == ["sample rate 3000 Hz is outside 4000..384000 Hz"]
+    assert load_audio_checked(tmp_path / "silent.wav")[1] == ["the signal is all zeros (silence)"]
+    cut, warnings = load_audio_checked(tmp_path / "cut.wav")
+    assert 7000 < len(cut) < 8100 and len(warnings) == 1 and warnings[0].startswith("cut short")

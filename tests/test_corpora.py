@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.corpora import (DUPLICATE_FILE, DUPLICATE_NAME, MISSING_FILE, MISSING_LABELS, MISSING_SPLIT,
+from model.corpora import (AMBIGUOUS_FILE, DUPLICATE_FILE, DUPLICATE_FOLDER, DUPLICATE_NAME, INVALID_LABEL,
+                           MISSING_FILE, MISSING_LABELS, MISSING_SPLIT, SYMLINK_LOOP,
                            read_corpus)
 from model.errors import CorpusError
 
@@ -169,3 +170,58 @@ def test_labels_folder_without_a_known_table_is_an_error(tmp_path):
     root = msp(tmp_path / "c", ["x.wav,N,4,4,4,1,Male,Train"], ["x.wav"], table="labels_detailed.csv")
     with pytest.raises(CorpusError, match=r"Labels: no label table: expected labels_consensus.csv.*labels_detailed"):
         read_corpus(root)
+
+
+def test_symlink_loops_and_second_links_are_walked_once(tmp_path):
+    pool = tmp_path / "pool"
+    tone(pool / "a.wav")
+    tone(pool / "sub" / "b.wav")
+    (pool / "loop").symlink_to(".")                    # a loop back to the pool
+    (pool / "sub" / "up").symlink_to("..")             # a second loop, deeper
+    (tmp_path / "elsewhere").mkdir()
+    tone(tmp_path / "elsewhere" / "c.wav")
+    (pool / "x1").symlink_to(tmp_path / "elsewhere")   # two links to one folder outside
+    (pool / "x2").symlink_to(tmp_path / "elsewhere")
+    (pool / "b_again.wav").symlink_to(pool / "sub" / "b.wav")   # a file link
+    corpus = read_corpus(pool)
+    assert sorted(u.name for u in corpus.utterances) == ["a", "b_again", "x1/c"]   # each real file once
+    r = reasons(corpus)
+    assert sorted(r[SYMLINK_LOOP]) == [str(pool / "loop"), str(pool / "sub" / "up")]
+    assert r[DUPLICATE_FOLDER] == [str(pool / "x2")]
+    assert r[DUPLICATE_FILE] == [str(pool / "sub" / "b.wav")]   # sorted walk: b_again.wav came first
+
+
+def test_out_of_range_and_infinite_labels_are_reported_and_missing(tmp_path):
+    root = msp(tmp_path / "c", [
+        "a.wav,N,99,4,4,1,Male,Train",
+        "b.wav,N,4,-5,4,1,Male,Train",
+        "c.wav,N,4,4,inf,2,Male,Train",
+        "d.wav,N,1e300,4,4,2,Male,Train",
+        "e.wav,N,0,4,,2,Male,Train",
+        "f.wav,N,1,7,4,2,Male,Train",
+    ], ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "f.wav"])
+    corpus = read_corpus(root)
+    by = {u.name: u for u in corpus.utterances}
+    assert len(by) == 6 and [n for n, u in by.items() if u.labeled] == ["f"]
+    assert math.isnan(by["a"].act) and by["a"].val == 4 and math.isnan(by["d"].act) and math.isnan(by["c"].dom)
+    details = {Path(p.path).stem: p.detail for p in corpus.problems if p.reason == INVALID_LABEL}
+    assert sorted(details) == ["a", "b", "c", "d", "e"]
+    assert "labels_consensus.csv:2: act='99' outside the label range 1..7" in details["a"]
+    assert "labels_consensus.csv:4: dom='inf' not finite" in details["c"]
+    assert "act='0' outside" in details["e"]
+    assert any(p.reason == MISSING_LABELS and "e.wav" in p.path and "dom=''" in p.detail for p in corpus.problems)
+    # a corpus on another scale declares it
+    wide = read_corpus(root, label_range=(-10, 100))
+    assert [u.name for u in wide.utterances if u.labeled] == ["a", "b", "f"]
+    with pytest.raises(CorpusError, match="LOW < HIGH"):
+        read_corpus(root, label_range=(7, 1))
+
+
+def test_a_file_name_matching_several_files_is_ambiguous(tmp_path):
+    root = msp(tmp_path / "c", ["x,N,4,4,4,1,Male,Train", "x.flac,N,4,4,4,1,Male,Train",
+                                "y,N,4,4,4,1,Male,Train"], ["x.wav", "x.flac", "y.wav"])
+    corpus = read_corpus(root)
+    assert [u.name for u in corpus.utterances] == ["x", "y"]        # x.flac: exact name, unambiguous
+    assert corpus.utterances[0].path.name == "x.flac"
+    (amb,) = [p for p in corpus.problems if p.reason == AMBIGUOUS_FILE]
+    assert amb.path == "x" and "labels_consensus.csv:2" in amb.detail and "x.wav" in amb.detail

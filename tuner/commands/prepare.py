@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame storage type (default float16; see docs/store.md)")
     parser.add_argument("--unlabeled", metavar="DIR", action="append", default=[],
                         help="a folder of unlabeled audio to add to the pool (repeatable)")
+    parser.add_argument("--label-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
+                        help="the label scale of the corpus (default 1 7, MSP-Podcast's); labels outside it, "
+                             "or infinite, are reported and treated as missing")
     parser.add_argument("--force", action="store_true", help="rebuild even if the corpus is unchanged")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -40,10 +43,11 @@ def summary(report: dict) -> str:
         lines.append(f"  extraction: {report['extraction_seconds']:.1f} s with {report['workers']} workers "
                      f"({report['realtime_factor']:.0f}x real time)")
     problems = report["problems"]
-    rejected = {r: p for r, p in problems.items() if not p["kept"]}
+    rejected = {r: p for r, p in problems.items() if not p["kept"] and not p.get("skipped")}
     kept = {r: p for r, p in problems.items() if p["kept"]}
+    skipped = {r: p for r, p in problems.items() if p.get("skipped")}
     lines.append(f"  rejected: {report['rejected']}" + ("" if rejected else " (none)"))
-    for title, group in (("rejected", rejected), ("kept", kept)):
+    for title, group in (("rejected", rejected), ("kept", kept), ("skipped", skipped)):
         for reason, p in group.items():
             more = f" (+{p['count'] - len(p['examples'])} more)" if p["count"] > len(p["examples"]) else ""
             lines.append(f"    {reason} [{title}]: {p['count']}: {', '.join(p['examples'])}{more}")
@@ -54,6 +58,7 @@ def summary(report: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from model.corpora import LABEL_RANGE
     from model.store import DEFAULT_DTYPE, prepare_store
 
     if args.workers is not None and args.workers < 1:
@@ -61,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: expected an integer >= 1")
     report = prepare_store(args.corpus, args.out, features=args.features, norm_terms=args.norm_terms,
                            workers=args.workers, dtype=args.dtype or DEFAULT_DTYPE, unlabeled=args.unlabeled,
-                           progress=not args.quiet, force=args.force)
+                           progress=not args.quiet, force=args.force,
+                           label_range=tuple(args.label_range) if args.label_range else LABEL_RANGE)
     if report["status"] == "unchanged":
         print(f"store {args.out} is up to date with {args.corpus} (unchanged corpus and settings): nothing to do")
         return 0
