@@ -214,9 +214,12 @@ def check_store_matches(info: ModelInfo, store, atol: float = 1e-5) -> None:
 
 
 def evaluate_store(model, store, split: str = "Test1", device: str | torch.device = "cpu",
-                   batch_sentences: int = BATCH_SENTENCES) -> dict:
+                   batch_sentences: int = BATCH_SENTENCES, predictions: bool = False) -> dict:
     """CCC per model attribute (`ccc_<attr>`), their mean `ccc_mean`, and `utterances` over a split's labeled set
-    (`model`: anything `resolve_models` takes; an ensemble's predictions are averaged, `models` counts them)."""
+    (`model`: anything `resolve_models` takes; an ensemble's predictions are averaged, `models` counts them).
+
+    With `predictions`, also `predictions`: {"index": store rows [n], "labels": [n, A], "preds": [n, A]}
+    (numpy, 1..7 scale, attributes in the model's order), e.g. for a bootstrap over utterances."""
     from model.store import FeatureStore
 
     members = resolve_models(model, device)
@@ -239,4 +242,6 @@ def evaluate_store(model, store, split: str = "Test1", device: str | torch.devic
     result["utterances"] = int(len(idx))
     if len(members) > 1:
         result["models"] = len(members)
+    if predictions:
+        result["predictions"] = {"index": np.asarray(idx, dtype=np.int64), "labels": labels, "preds": preds}
     return result

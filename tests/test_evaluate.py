@@ -90,6 +90,15 @@ def test_evaluate_matches_a_per_utterance_loop(store, tmp_path):
         expected = _ccc(labels[:, j], preds[:, j] * std + mean)
         assert result[f"ccc_{attr}"] == pytest.approx(expected, abs=1e-5)
         assert abs(expected) > 1e-6      # a real, non-degenerate value is being compared
+    with_preds = evaluate_store((network, info), store, split="Validation", batch_sentences=5, predictions=True)
+    per_utt = with_preds.pop("predictions")
+    assert with_preds == result
+    assert list(per_utt["index"]) == list(idx)
+    np.testing.assert_array_equal(per_utt["labels"], labels)
+    for j, attr in enumerate(("act", "dom", "val")):
+        mean, std = store.label_terms[attr]
+        np.testing.assert_allclose(per_utt["preds"][:, j], preds[:, j] * std + mean, atol=1e-5)
+        assert _ccc(per_utt["labels"][:, j], per_utt["preds"][:, j]) == result[f"ccc_{attr}"]
 
 
 def test_single_attribute_model_reports_only_its_attribute(store, tmp_path):
