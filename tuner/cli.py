@@ -24,6 +24,7 @@ COMMANDS = {
     "status": "status",
     "resume": "resume",
     "export": "export",
+    "confirm": "confirm",
     "tensorboard": "tensorboard",
     "dashboard": "dashboard",
     "sync-store": "sync_store",

@@ -116,14 +116,16 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_trainable(space: SearchSpace, store: str):
-    """The function trainable with its store path and resources attached (fractional GPU allowed)."""
+def make_trainable(space: SearchSpace, store: str, trainable=None, **params):
+    """The function trainable (default train_trial; `params` go to it) with its store path and
+    resources attached (fractional GPU allowed)."""
     from ray import tune
 
     from tuner.trainable import train_trial
 
-    fn = tune.with_parameters(train_trial, store_path=store, cpus=space.resources.cpu, gpus=space.resources.gpu,
-                              first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4])
+    fn = tune.with_parameters(trainable or train_trial, store_path=store, cpus=space.resources.cpu,
+                              gpus=space.resources.gpu,
+                              first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4], **params)
     return tune.with_resources(fn, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
 
 

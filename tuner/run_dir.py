@@ -94,10 +94,13 @@ class RunDir:
             return self.fs.get_file_info(self.path(*parts)).type != pyarrow.fs.FileType.NotFound
 
     def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode()
+
+    def read_bytes(self, *parts: str) -> bytes:
         if self.fs is None:
-            return Path(self.path(*parts)).read_text()
+            return Path(self.path(*parts)).read_bytes()
         with self._reaching(), self.fs.open_input_stream(self.path(*parts)) as f:
-            return f.read().decode()
+            return f.read()
 
     def write_text(self, text: str, *parts: str) -> None:
         """Atomic write: a temporary file next to the target, then a rename."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 # Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
 # cluster/ or time/ (tuner.tensorboard_log writes them).
@@ -57,10 +57,12 @@ def _peak_rss_mb() -> float:
 
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
-                first_keys: tuple[str, ...] = ()) -> None:
+                first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
-    `first_keys` come first in every report (Ray's progress table shows the first four)."""
+    `first_keys` come first in every report (Ray's progress table shows the first four).
+    `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
+    before it is reported: it may add files to that checkpoint and returns metrics to report with it."""
     import torch
     from ray import tune
 
@@ -93,5 +95,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
                 metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
             metrics["epoch"] = float(trainer.epoch)
+            if finish is not None and trainer.epoch >= train_config.epochs:
+                metrics.update(finish(trainer, directory))
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

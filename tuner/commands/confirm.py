@@ -1,0 +1,126 @@
+"""`python -m tuner confirm NAME [--top K] [--seeds N] [--split S ...] [--baseline FILE ...]`.
+
+Retrains the top K configurations of every condition of run NAME, and each baseline config, with N
+seeds each, full epochs and no early stopping, as a Ray Tune experiment at STORAGE/NAME/confirm/;
+evaluates each seed's best model on the validation and test splits and writes confirm.json and the
+table confirm.md there (tuner.confirm_results documents confirm.json). Running it again continues
+an interrupted confirmation (finished seeds are kept); options left out are taken from it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from tuner.run_dir import add_storage_argument
+
+HELP = "retrain a run's best configs (and baselines) with several seeds; test CCC with intervals and significance"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tuner.confirm import DEFAULT_SEEDS, DEFAULT_TOP
+    from tuner.significance import RESAMPLES
+
+    parser.add_argument("name", help="the run name")
+    add_storage_argument(parser)
+    parser.add_argument("--top", type=int, default=None, help=f"configurations per condition (default {DEFAULT_TOP})")
+    parser.add_argument("--seeds", type=int, default=None, help=f"seeds per configuration (default {DEFAULT_SEEDS}: seeds 1..N)")
+    parser.add_argument("--split", action="append", default=None, metavar="SPLIT",
+                        help="test split (repeatable; default: every test split of the store)")
+    parser.add_argument("--baseline", action="append", default=None, metavar="FILE",
+                        help="a baseline config in `train --config` format (repeatable), e.g. "
+                             "search_spaces/baselines/deepemocluster_act.yaml")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES,
+                        help=f"bootstrap resamples (default {RESAMPLES})")
+    parser.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the running one)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+
+
+def test_splits(store: str, asked: list[str] | None) -> list[str] | None:
+    """The test splits to evaluate, checked against a local store (a bucket store: the trial decides)."""
+    from model.errors import UserError
+    from model.store import FeatureStore
+    from tuner.store_sync import is_remote
+
+    if is_remote(store):
+        return asked
+    opened = FeatureStore.open(store)
+    splits = asked if asked is not None else list(opened.roles["test"])
+    for split in splits:
+        if split not in opened.splits:
+            raise UserError(f"--split {split}: the store {store} has no such split; it has "
+                            f"{', '.join(map(str, opened.splits))}")
+    if not splits:
+        raise UserError(f"{store}: the store has no test split; name one with --split")
+    return splits
+
+
+def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
+    """A new plan, or the stored one when continuing (refused if the options given differ from it)."""
+    from pathlib import Path
+
+    from model.errors import UserError
+    from tuner.confirm import (DEFAULT_SEEDS, DEFAULT_TOP, EXPERIMENT, PLAN_FILE, confirm_seeds,
+                               plan_confirmation, read_plan, same_plan)
+
+    existing = read_plan(run)
+    baselines = [Path(p).resolve() for p in args.baseline or []]
+    if existing is None:
+        splits = test_splits(manifest["store"], args.split)
+        plan = plan_confirmation(run, manifest, args.top or DEFAULT_TOP, confirm_seeds(args.seeds or DEFAULT_SEEDS),
+                                 splits, baselines)
+        import json
+
+        run.write_text(json.dumps(plan, indent=1), EXPERIMENT, PLAN_FILE)
+        return plan
+    given = {"top": args.top, "seeds": confirm_seeds(args.seeds) if args.seeds else None, "splits": args.split}
+    diffs = [f"{k} {existing[k]!r} (given {v!r})" for k, v in given.items() if v is not None and v != existing[k]]
+    if args.baseline is not None:
+        again = plan_confirmation(run, manifest, existing["top"], existing["seeds"], existing["splits"], baselines)
+        diffs += same_plan(existing, again)
+    if diffs:
+        raise UserError(f"{run.child_uri(EXPERIMENT)}: this run's confirmation was planned with other options: "
+                        f"{'; '.join(diffs)}. Run `python -m tuner confirm {run.name}` without them to continue "
+                        f"it, or move that folder away to start a new one")
+    return existing
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from model.errors import UserError
+    from tuner.commands.run import check_top
+    from tuner.confirm import EXPERIMENT, run_confirmation
+    from tuner.confirm_results import CONFIRM_FILE, TABLE_FILE, collect, write_results
+    from tuner.run_dir import open_run
+
+    if args.top is not None:
+        check_top(args.top)
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: expected an integer >= 1")
+    if args.resamples < 100:
+        raise UserError(f"--resamples {args.resamples}: expected an integer >= 100")
+    run = open_run(args.name, args.storage)
+    manifest = run.read_manifest()
+    unfinished = [c["label"] for c in manifest["conditions"] if c["state"] != "done"]
+    if unfinished:
+        raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
+                        f"with `python -m tuner resume {run.name}` before confirming it")
+    plan = choose_plan(run, manifest, args)
+    outcome = run_confirmation(run, plan, args.address, args.num_cpus)
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    confirm = collect(run, plan, resamples=args.resamples)
+    print()
+    print(write_results(run, confirm))
+    print(f"results: {run.child_uri(EXPERIMENT, CONFIRM_FILE)}, {run.child_uri(EXPERIMENT, TABLE_FILE)}")
+    if outcome["interrupted"]:
+        print(f"interrupted: continue with `python -m tuner confirm {run.name}`", file=sys.stderr)
+        return 130
+    if outcome["errored"]:
+        print(f"error: {len(outcome['errored'])} training(s) failed (trials {', '.join(outcome['errored'])}); "
+              f"their error.txt files are under {run.child_uri(EXPERIMENT)}; `python -m tuner confirm "
+              f"{run.name}` retries them", file=sys.stderr)
+        return 1
+    return 0
