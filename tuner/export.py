@@ -59,6 +59,14 @@ def config_values(rec: TrialRecord) -> dict[str, Any]:
     return values
 
 
+def retrain_command(run: RunDir, manifest: dict[str, Any], target: Path, what: str) -> str:
+    """`train` command for an exported file, into runs/<run>-<what>, with the trial's thread count."""
+    # the trial's thread count too: k-means and the conv kernels reduce in a thread-dependent order
+    threads = trial_threads(space_from_manifest(manifest).resources.cpu)
+    return "python -m tuner train --config {} --store {} --out {} --set num_threads={}".format(
+        shlex.quote(str(target)), shlex.quote(manifest["store"]), shlex.quote(f"runs/{run.name}-{what}"), threads)
+
+
 def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) -> dict[str, Any]:
     """The YAML mapping written for one pick: config keys + `metadata`."""
     rec = pick.record
@@ -67,11 +75,7 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
                 and (k.startswith(("val_", "loss_", "ssl_", "cluster_")) or k in ("nmi", "epoch"))}
     ckpt = checkpoint_for(rec)
     ckpt_uri = run.child_uri(pick.condition, rec.folder, ckpt) if ckpt else None
-    retrain_out = f"runs/{run.name}-{pick.condition.translate(SAFE_LABEL)}-rank{pick.rank}"
-    # the trial's thread count too: k-means and the conv kernels reduce in a thread-dependent order
-    threads = trial_threads(space_from_manifest(manifest).resources.cpu)
-    retrain = "python -m tuner train --config {} --store {} --out {} --set num_threads={}".format(
-        shlex.quote(str(target)), shlex.quote(manifest["store"]), shlex.quote(retrain_out), threads)
+    retrain = retrain_command(run, manifest, target, f"{pick.condition.translate(SAFE_LABEL)}-rank{pick.rank}")
     metadata = {
         "run": run.name, "run_path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
         "condition": pick.condition_values, "rank": pick.rank, "trial_id": rec.trial_id,
@@ -85,7 +89,7 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
     return {**config_values(rec), "metadata": metadata}
 
 
-def target_paths(out: Path, picks: list[Pick]) -> list[Path]:
+def target_paths(out: Path, picks: list) -> list[Path]:
     """FILE for the first (overall best) pick and one sibling per pick when there are several."""
     if len(picks) == 1:
         return [out]
@@ -122,4 +126,74 @@ def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> li
         docs.insert(0, (paths[0], head))
     for path, data in docs:
         atomic_write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    return [p for p, _ in docs]
+
+
+@dataclass
+class ConfirmedPick:
+    """One confirmed search configuration: its condition, rank by confirmed test CCC, confirm.json entry."""
+    condition: str
+    rank: int
+    configuration: dict[str, Any]
+
+
+def confirmed_picks(confirm: dict[str, Any], top: int) -> tuple[list[ConfirmedPick], str]:
+    """The `top` search configurations of every condition by mean test ccc_mean over seeds (first test split)."""
+    split = confirm["test_splits"][0]
+    picks = []
+    for label in dict.fromkeys(cond for c in confirm["configurations"] for cond in c["conditions"]):
+        scored = [c for c in confirm["configurations"] if c["kind"] == "search" and label in c["conditions"]
+                  and c["summary"]["test"].get(split, {}).get("ccc_mean", {}).get("mean") is not None]
+        scored.sort(key=lambda c: c["summary"]["test"][split]["ccc_mean"]["mean"], reverse=True)
+        picks += [ConfirmedPick(label, rank, c) for rank, c in enumerate(scored[:top], start=1)]
+    return picks, split
+
+
+def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str, Any], pick: ConfirmedPick,
+                       split: str, target: Path) -> dict[str, Any]:
+    """The YAML mapping of one confirmed configuration: its config keys + `metadata`."""
+    c = pick.configuration
+    metadata = {
+        "run": run.name, "run_path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
+        "condition": c["condition_values"], "ranked_by": f"mean {split} ccc_mean over seeds (confirm.json)",
+        "confirmed_rank": pick.rank, "configuration": c["id"], "search_rank": c["rank"], "trial_id": c["trial_id"],
+        "seeds": [s["seed"] for s in c["seeds"] if s["status"] == "done"],
+        "confirmed": {"validation": c["summary"]["validation"], **c["summary"]["test"]},
+        "retrain": retrain_command(run, manifest, target, f"{pick.condition.translate(SAFE_LABEL)}-confirmed{pick.rank}"),
+    }
+    return {**c["config"], "metadata": metadata}
+
+
+def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
+    """Like export_best, ranked by the confirmation's mean test CCC (confirm.json) instead of the search."""
+    from tuner.confirm_results import read_confirm
+
+    manifest = run.read_manifest()
+    confirm = read_confirm(run)
+    if confirm is None:
+        raise UserError(f"{run.uri}: no confirmation yet (confirm/confirm.json missing); run "
+                        f"`python -m tuner confirm {run.name}` first")
+    if not confirm["test_splits"]:
+        raise UserError(f"{run.uri}: the confirmation has no evaluated seed yet; nothing to rank")
+    picks, split = confirmed_picks(confirm, top)
+    if not picks:
+        raise UserError(f"{run.uri}: no search configuration has a confirmed test CCC yet; nothing to export")
+    paths = target_paths(out, picks)
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise UserError(f"{', '.join(existing)}: exists already; pass --force to overwrite or choose --out")
+    docs = [(path, confirmed_document(run, manifest, confirm, pick, split, path))
+            for path, pick in zip(paths[1:] or paths, picks)]
+    if len(picks) > 1:
+        score = lambda p: p.configuration["summary"]["test"][split]["ccc_mean"]["mean"]  # noqa: E731
+        overall = max(picks, key=score)
+        head = confirmed_document(run, manifest, confirm, overall, split, paths[0])
+        head["metadata"]["note"] = (f"overall best by mean {split} ccc_mean over seeds across conditions; every "
+                                    "condition's confirmed configs are in the files listed under `files`")
+        head["metadata"]["files"] = [{"condition": p.condition, "rank": p.rank, "file": str(path),
+                                      "configuration": p.configuration["id"], "ccc_mean": score(p)}
+                                     for path, p in zip(paths[1:], picks)]
+        docs.insert(0, (paths[0], head))
+    for path, data in docs:
+        write_yaml_atomic(path, data)
     return [p for p, _ in docs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from tuner.confirm_results import progress
 from tuner.experiment import space_from_manifest
 from tuner.run_dir import RunDir
 from tuner.trial_records import ranked, read_trials
@@ -32,7 +33,8 @@ def summarize(run: RunDir) -> dict[str, Any]:
                 "epoch": int(best.best.get("training_iteration", 0)), "config": best.config},
         })
     return {"name": run.name, "path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
-            "metric": metric, "mode": mode, "metrics": manifest["metrics"], "conditions": conditions}
+            "metric": metric, "mode": mode, "metrics": manifest["metrics"], "conditions": conditions,
+            "confirmation": progress(run)}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -49,6 +51,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             cfg = ", ".join(f"{k}={_short(v)}" for k, v in b["config"].items())
             lines.append(f"  best: trial {b['trial_id']} {metric}={b[metric]:.4f} at epoch {b['epoch']}")
             lines.append(f"        {cfg}")
+    c = summary.get("confirmation")
+    if c:
+        lines.append(f"confirmation: {c['done']}/{c['planned']} seeds done, {c['running']} running, "
+                     f"{c['pending']} pending, {c['error']} failed"
+                     + ("; confirm.json written" if c["confirm_json"] else ""))
+        for row in c["configurations"]:
+            lines.append(f"  {row['id']}: {row['done']}/{row['planned']} seeds done")
     return "\n".join(lines)
 
 

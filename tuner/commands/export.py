@@ -1,4 +1,5 @@
-"""`python -m tuner export NAME [--top N] [--out FILE] [--force]`: the best configs as train-ready YAML.
+"""`python -m tuner export NAME [--top N] [--out FILE] [--force] [--by search|confirmed]`: the best configs as
+train-ready YAML (`--by confirmed`: ranked by the confirmation's mean test CCC over seeds).
 
 FILE (default STORAGE/NAME/best.yaml) is the overall best config; with several conditions or
 --top > 1 each (condition, rank) also gets `<stem>.<condition>.rank<k>.yaml` next to it. Every
@@ -20,13 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=1, help="best configs per condition (default 1)")
     parser.add_argument("--out", default=None, help="output YAML file (default STORAGE/NAME/best.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument("--by", choices=("search", "confirmed"), default="search",
+                        help="rank by the search's metric (default) or by the confirmation's mean test CCC "
+                             "over seeds (after `python -m tuner confirm NAME`)")
 
 
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_file
     from model.errors import UserError
     from tuner.commands.run import check_top
-    from tuner.export import export_best
+    from tuner.export import export_best, export_confirmed
     from tuner.run_dir import open_run
 
     check_top(args.top)
@@ -34,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out is None and run.local is None:
         raise UserError(f"{run} is remote: give --out FILE")
     out = check_output_file(args.out) if args.out else run.local / "best.yaml"
-    for path in export_best(run, out, top=args.top, force=args.force):
+    export = export_confirmed if args.by == "confirmed" else export_best
+    for path in export(run, out, top=args.top, force=args.force):
         print(path)
     return 0
