@@ -114,13 +114,13 @@ def progress(run: RunDir) -> dict[str, Any] | None:
 
 
 def _state(rec, evaluated: bool) -> str:
+    """A seed's state; evaluated = its final checkpoint holds the evaluation (whatever Ray's state file
+    says: a driver killed right after the last report may not have recorded the trial as finished)."""
+    if evaluated:
+        return "done"
     if rec is None or rec.status == "PENDING":
         return "pending"
-    if rec.status == "ERROR":
-        return "error"
-    if rec.status == "TERMINATED" and evaluated:
-        return "done"
-    return "running"
+    return "error" if rec.status == "ERROR" else "running"
 
 
 def _stats(values: list[dict], key: str) -> dict[str, Any]:

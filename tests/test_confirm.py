@@ -1,0 +1,195 @@
+"""`python -m tuner confirm` on a tiny search: the plan, a driver killed mid-way and continued, and
+confirm.json's numbers against the saved models evaluated directly and against scipy."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from tune_helpers import SMOKE, experiment_trials, result_rows, short_tmp, tuner, tuner_env
+
+NAME = "tiny"
+SPLIT = "Validation"   # the tiny store's Test1 holds one utterance (no CCC); Validation holds 11
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_store, tmp_path_factory):
+    """A finished search: two conditions (labeled ratio 0.5, 1.0), one 1-epoch trial each."""
+    work = tmp_path_factory.mktemp("confirm")
+    space = yaml.safe_load(SMOKE.read_text())
+    space["budget"] = {"num_samples": 1, "max_epochs": 1}
+    space["scheduler"] = "none"
+    space["parameters"]["width"] = 0.25
+    (work / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    baseline = {"temporal": "none", "num_clusters": 3, "chunk_frames": 16, "chunks_per_sentence": 4, "width": 0.25,
+                "batch_size": 8, "kmeans_iterations": 5, "epochs": 1, "precision": "fp32"}
+    (work / "base.yaml").write_text(yaml.safe_dump(baseline))
+    (work / "base_full.yaml").write_text(yaml.safe_dump({**baseline, "labeled_ratio": 1.0}))
+    ray_tmp = short_tmp()
+    done = tuner(["run", "--space", "space.yaml", "--store", str(tiny_store), "--name", NAME, "--storage", "results",
+                  "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return work
+
+
+def test_plan_takes_the_exported_configs_and_a_baseline_per_condition(searched):
+    from tuner.confirm import confirm_seeds, full_config, plan_confirmation
+    from tuner.run_dir import open_run
+
+    run = open_run(NAME, str(searched / "results"))
+    plan = plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(2), [SPLIT],
+                             [searched / "base.yaml", searched / "base_full.yaml"])
+    by_id = {c["id"]: c for c in plan["configurations"]}
+    assert list(by_id) == ["labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1", "base@labeled_ratio=0.5",
+                           "base@labeled_ratio=1.0", "base_full"]
+    assert plan["seeds"] == [1, 2]
+    for label in ("labeled_ratio=0.5", "labeled_ratio=1.0"):
+        exported = yaml.safe_load((searched / "results" / NAME / f"best.{label}.rank1.yaml").read_text())
+        exported.pop("metadata")
+        assert by_id[f"{label}/rank1"]["config"] == full_config(exported, "export")   # what export wrote
+    assert by_id["base@labeled_ratio=0.5"]["config"]["labeled_ratio"] == 0.5     # the condition fills in
+    assert by_id["base@labeled_ratio=1.0"]["config"]["labeled_ratio"] == 1.0
+    assert by_id["base_full"]["conditions"] == ["labeled_ratio=0.5", "labeled_ratio=1.0"]  # one training
+
+
+def session_processes(sid: int) -> list[int]:
+    """Processes of session `sid` (Ray's trial workers get their own process group, not their own session)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:   # after pid (comm): state ppid pgrp session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL the driver's process group, then its trial workers, and wait until none is left."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + timeout
+    while pids := session_processes(proc.pid):
+        assert time.monotonic() < deadline, f"processes {pids} of the killed driver's session survived"
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def evaluated(exp_dir: Path) -> dict[str, Path]:
+    """trial id -> the evaluation.json of every trial that has one."""
+    out = {}
+    for t in experiment_trials(exp_dir):
+        if t.get("relative_logdir"):
+            files = sorted((exp_dir / t["relative_logdir"]).glob("checkpoint_*/evaluation.json"))
+            if files:
+                out[t["trial_id"]] = files[-1]
+    return out
+
+
+def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
+    from model.inference import evaluate_store
+
+    storage = searched / "results"
+    exp_dir = storage / NAME / "confirm"
+    args = ["confirm", NAME, "--storage", "results", "--num-cpus", "2"]
+    ray_tmp = short_tmp()
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", *args, "--top", "1", "--seeds", "2", "--split", SPLIT,
+                             "--baseline", "base_full.yaml"], cwd=searched, env=tuner_env(ray_tmp),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:   # 3 configurations x 2 seeds, two at a time
+            assert proc.poll() is None, "the confirmation ended before it could be killed"
+            assert time.monotonic() < deadline, "never saw an evaluated seed next to an unfinished one"
+            done = evaluated(exp_dir)
+            if done and experiment_trials(exp_dir):   # kill at the first evaluated seed
+                break
+            time.sleep(0.2)
+        kill_session(proc)
+        before = {t: (p.read_bytes(), result_rows(p.parent.parent)) for t, p in evaluated(exp_dir).items()}
+
+        status = json.loads(tuner(["status", NAME, "--storage", "results", "--json"], cwd=searched,
+                                  ray_tmp=ray_tmp).stdout)["confirmation"]
+        assert status["planned"] == 6 and status["done"] == len(before) < 6
+
+        wrong = tuner([*args, "--seeds", "3"], cwd=searched, ray_tmp=ray_tmp)
+        assert wrong.returncode == 2 and "seeds [1, 2] (given [1, 2, 3])" in wrong.stderr
+        again = tuner(args, cwd=searched, ray_tmp=ray_tmp, timeout=400)   # options come from the plan
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "Paired comparisons" in again.stdout
+    finally:
+        if session_processes(proc.pid):
+            kill_session(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    after = evaluated(exp_dir)
+    assert len(after) == 6
+    for trial_id, (evaluation, rows) in before.items():   # finished seeds were not trained again
+        assert after[trial_id].read_bytes() == evaluation
+        assert result_rows(after[trial_id].parent.parent) == rows
+
+    confirm = json.loads((exp_dir / "confirm.json").read_text())
+    assert confirm["state"] == "complete" and confirm["test_splits"] == [SPLIT]
+    assert (exp_dir / "confirm.md").read_text() in again.stdout
+    assert [c["id"] for c in confirm["configurations"]] == ["labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1",
+                                                          "base_full"]
+    metrics = ["ccc_act", "ccc_dom", "ccc_val", "ccc_mean"]
+    values = {}
+    for c in confirm["configurations"]:
+        assert [s["seed"] for s in c["seeds"]] == [1, 2] and c["summary"]["seeds_done"] == 2
+        for s in c["seeds"]:
+            assert s["status"] == "done" and s["best_epoch"] == 1
+            direct = evaluate_store(s["best_model"], tiny_store, SPLIT)   # the saved model, evaluated here
+            for m in metrics:
+                assert s["test"][SPLIT][m] == pytest.approx(direct[m], abs=1e-5)
+            assert s["validation"]["ccc_mean"] == pytest.approx(direct["ccc_mean"], abs=1e-5)
+        for m in metrics:
+            values[c["id"], m] = [s["test"][SPLIT][m] for s in c["seeds"]]
+            stat = c["summary"]["test"][SPLIT][m]
+            assert stat["mean"] == pytest.approx(np.mean(values[c["id"], m]))
+            half = stats.t.ppf(0.975, 1) * np.std(values[c["id"], m], ddof=1) / np.sqrt(2)
+            assert stat["ci95"] == pytest.approx([stat["mean"] - half, stat["mean"] + half])
+    assert any(abs(v) > 1e-4 for vs in values.values() for v in vs)   # real numbers are being compared
+
+    # each condition's best (its only pick) against the baseline, and the two conditions' bests: 3 pairs x 4
+    assert confirm["best"] == {"labeled_ratio=0.5": "labeled_ratio=0.5/rank1",
+                               "labeled_ratio=1.0": "labeled_ratio=1.0/rank1"}
+    comparisons = confirm["comparisons"]
+    assert len(comparisons) == 12
+    assert {(c["kind"], c["a"], c["b"]) for c in comparisons} == {
+        ("baseline", "labeled_ratio=0.5/rank1", "base_full"), ("baseline", "labeled_ratio=1.0/rank1", "base_full"),
+        ("condition", "labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1")}
+    for c in comparisons:
+        a, b = values[c["a"], c["metric"]], values[c["b"], c["metric"]]
+        assert c["seeds"] == [1, 2] and c["paired_t"]["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+        assert c["bootstrap"]["diff"] == pytest.approx(np.mean(a) - np.mean(b), abs=1e-5)
+        assert c["bootstrap"]["utterances"] == 11 and "bootstrap" in c["bootstrap"]["test"]
+        expected = stats.ttest_rel(a, b).pvalue
+        if c["paired_t"]["p"] is not None:
+            assert c["paired_t"]["p"] == pytest.approx(expected)
+            assert c["paired_t"]["p_holm"] >= c["paired_t"]["p"]
+        assert 0 < c["bootstrap"]["p"] <= 1 and c["bootstrap"]["p_holm"] >= c["bootstrap"]["p"]
+
+    exported = tuner(["export", NAME, "--storage", "results", "--by", "confirmed", "--out", "conf.yaml"],
+                     cwd=searched, ray_tmp="/tmp")
+    assert exported.returncode == 0, exported.stderr
+    head = yaml.safe_load((searched / "conf.yaml").read_text())
+    best = max(confirm["configurations"][:2], key=lambda c: c["summary"]["test"][SPLIT]["ccc_mean"]["mean"])
+    assert head["metadata"]["configuration"] == best["id"]
+    assert {k: v for k, v in head.items() if k != "metadata"} == best["config"]
