@@ -122,7 +122,8 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
                 break
             time.sleep(0.2)
         kill_session(proc)
-        before = {t: (p.read_bytes(), result_rows(p.parent.parent)) for t, p in evaluated(exp_dir).items()}
+        before = {t: (p.read_bytes(), p.stat().st_mtime_ns, result_rows(p.parent.parent))
+                  for t, p in evaluated(exp_dir).items()}
 
         status = json.loads(tuner(["status", NAME, "--storage", "results", "--json"], cwd=searched,
                                   ray_tmp=ray_tmp).stdout)["confirmation"]
@@ -140,8 +141,8 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
 
     after = evaluated(exp_dir)
     assert len(after) == 6
-    for trial_id, (evaluation, rows) in before.items():   # finished seeds were not trained again
-        assert after[trial_id].read_bytes() == evaluation
+    for trial_id, (evaluation, mtime, rows) in before.items():   # finished seeds were not trained again
+        assert after[trial_id].read_bytes() == evaluation and after[trial_id].stat().st_mtime_ns == mtime
         assert result_rows(after[trial_id].parent.parent) == rows
 
     confirm = json.loads((exp_dir / "confirm.json").read_text())

@@ -73,7 +73,7 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
             "baseline": None, "baseline_file": None,
             "config": full_config(config_values(rec), f"trial {rec.trial_id}")})
     if not configurations:
-        raise UserError(f"{run.uri}: no trial has reported a result; nothing to confirm")
+        raise UserError(f"{run}: no trial has reported a result; nothing to confirm")
     names = set()
     for path in baselines:
         name = Path(path).stem
@@ -151,13 +151,29 @@ def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str
     return out
 
 
+def evaluated_checkpoint(run: RunDir, folder: str) -> str | None:
+    """The checkpoint of trial folder RUN/confirm/`folder` that holds its evaluation (None: not evaluated)."""
+    return next((c for c in reversed(run.listdir(EXPERIMENT, folder))
+                 if c.startswith("checkpoint_") and run.exists(EXPERIMENT, folder, c, EVALUATION_FILE)), None)
+
+
 def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, Any]], store_path: str,
-                  cpus: float, gpus: float, splits: list[str] | None, first_keys: tuple[str, ...] = ()) -> None:
-    """Ray Tune function trainable: one seed of one configuration, trained fully, then evaluated."""
+                  cpus: float, gpus: float, splits: list[str] | None, storage: str, run_name: str,
+                  first_keys: tuple[str, ...] = ()) -> None:
+    """Ray Tune function trainable: one seed of one configuration, trained fully, then evaluated.
+
+    A seed already evaluated is not trained again: a driver killed after the trial's last checkpoint
+    was written but before it recorded that checkpoint restores the trial without it."""
     from functools import partial
+
+    from ray import tune
 
     from tuner.trainable import train_trial
 
+    folder = Path(tune.get_context().get_trial_dir()).name
+    if evaluated_checkpoint(RunDir(storage, run_name), folder) is not None:
+        print(f"[tuner] confirm: {config['config_id']} seed {config['seed']} was evaluated before; kept")
+        return
     values = {**configurations[config["config_id"]], "seed": int(config["seed"])}
     train_trial(values, store_path, cpus, gpus, first_keys, finish=partial(evaluate_seed, splits=splits))
 
@@ -182,14 +198,14 @@ def make_confirm_tuner(space, run: RunDir, store: str, plan: dict[str, Any]):
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
                    TensorBoardCallback(["val_ccc_mean"], ["max"], ["config_id", "seed"])])
-    return tune.Tuner(make_confirm_trainable(space, store, plan), param_space=param_space,
+    return tune.Tuner(make_confirm_trainable(space, run, store, plan), param_space=param_space,
                       tune_config=tune_config, run_config=run_config)
 
 
-def make_confirm_trainable(space, store: str, plan: dict[str, Any]):
+def make_confirm_trainable(space, run: RunDir, store: str, plan: dict[str, Any]):
     from tuner.experiment import make_trainable
 
-    return make_trainable(space, store, confirm_trial, splits=plan["splits"],
+    return make_trainable(space, store, confirm_trial, splits=plan["splits"], storage=run.storage, run_name=run.name,
                           configurations={c["id"]: c["config"] for c in plan["configurations"]})
 
 
@@ -200,14 +216,16 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
 
     from tuner.experiment import _start, space_from_manifest
     from tuner.trial_records import read_condition
+    from tuner.uris import display_uri
 
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)
+    run.check_writable()
     _start(space, manifest["store"], address, num_cpus)
     exp_uri = run.child_uri(EXPERIMENT)
     if tune.Tuner.can_restore(exp_uri):
-        print(f"[tuner] confirm: continuing the confirmation in {exp_uri} (finished seeds are kept)")
-        tuner = tune.Tuner.restore(exp_uri, trainable=make_confirm_trainable(space, manifest["store"], plan),
+        print(f"[tuner] confirm: continuing the confirmation in {display_uri(exp_uri)} (finished seeds are kept)")
+        tuner = tune.Tuner.restore(exp_uri, trainable=make_confirm_trainable(space, run, manifest["store"], plan),
                                    resume_unfinished=True, resume_errored=True)
     else:
         n = len(plan["configurations"]) * len(plan["seeds"])

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.confirm import EVALUATION_FILE, EXPERIMENT, read_plan
+from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan
 from tuner.run_dir import RunDir
 from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, PAIRED_T, RESAMPLES, holm,
                                 paired_bootstrap, paired_t_test, t_interval)
@@ -86,11 +86,8 @@ def _seed_records(run: RunDir) -> dict[tuple[str, int], Any]:
 
 
 def _evaluated_checkpoint(run: RunDir, rec) -> str | None:
-    """The trial's checkpoint that holds its evaluation (its last one; None: not evaluated yet)."""
-    if rec is None:
-        return None
-    return next((c for c in sorted(rec.checkpoints, reverse=True)
-                 if run.exists(EXPERIMENT, rec.folder, c, EVALUATION_FILE)), None)
+    """The trial's checkpoint that holds its evaluation (None: not evaluated yet)."""
+    return None if rec is None or not rec.folder else evaluated_checkpoint(run, rec.folder)
 
 
 def progress(run: RunDir) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -98,6 +98,27 @@ def target_paths(out: Path, picks: list) -> list[Path]:
                     for p in picks]
 
 
+def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[str, Any]], overall: Any,
+                  note: str, file_entry: Callable[[Any, Path], dict[str, Any]], force: bool) -> list[Path]:
+    """Write one file per pick (and FILE for `overall` listing them, when there are several)."""
+    paths = target_paths(out, picks)
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise UserError(f"{', '.join(existing)}: exists already; pass --force to overwrite or choose --out")
+    if len(picks) == 1:
+        docs = [(paths[0], make_doc(picks[0], paths[0]))]
+    else:
+        siblings = list(zip(paths[1:], picks))
+        docs = [(path, make_doc(pick, path)) for path, pick in siblings]
+        head = make_doc(overall, paths[0])
+        head["metadata"]["note"] = note
+        head["metadata"]["files"] = [file_entry(pick, path) for path, pick in siblings]
+        docs.insert(0, (paths[0], head))
+    for path, data in docs:
+        atomic_write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    return [p for p, _ in docs]
+
+
 def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
     """Write the best configs; refuses to overwrite existing files unless `force`. Returns the paths."""
     manifest = run.read_manifest()
@@ -106,27 +127,12 @@ def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> li
         raise UserError(f"{run}: no trial has reported a result yet; nothing to export")
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     overall = sorted(picks, key=lambda p: p.record.best_value(metric), reverse=(mode == "max"))[0]
-    paths = target_paths(out, picks)
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise UserError(f"{', '.join(existing)}: exists already; pass --force to overwrite or choose --out")
-    docs = []
-    if len(picks) == 1:
-        docs = [(paths[0], document(run, manifest, picks[0], paths[0]))]
-    else:
-        siblings = list(zip(paths[1:], picks))
-        for path, pick in siblings:
-            docs.append((path, document(run, manifest, pick, path)))
-        head = document(run, manifest, overall, paths[0])
-        head["metadata"]["note"] = (f"overall best by {metric} ({mode}) across conditions; every "
-                                    "condition's best configs are in the files listed under `files`")
-        head["metadata"]["files"] = [{"condition": p.condition, "rank": p.rank, "file": str(path),
-                                      "trial_id": p.record.trial_id,
-                                      metric: p.record.best_value(metric)} for path, p in siblings]
-        docs.insert(0, (paths[0], head))
-    for path, data in docs:
-        atomic_write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
-    return [p for p, _ in docs]
+    return write_exports(
+        out, picks, lambda pick, path: document(run, manifest, pick, path), overall,
+        f"overall best by {metric} ({mode}) across conditions; every condition's best configs are in the "
+        "files listed under `files`",
+        lambda p, path: {"condition": p.condition, "rank": p.rank, "file": str(path), "trial_id": p.record.trial_id,
+                         metric: p.record.best_value(metric)}, force)
 
 
 @dataclass
@@ -149,8 +155,8 @@ def confirmed_picks(confirm: dict[str, Any], top: int) -> tuple[list[ConfirmedPi
     return picks, split
 
 
-def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str, Any], pick: ConfirmedPick,
-                       split: str, target: Path) -> dict[str, Any]:
+def confirmed_document(run: RunDir, manifest: dict[str, Any], pick: ConfirmedPick, split: str,
+                       target: Path) -> dict[str, Any]:
     """The YAML mapping of one confirmed configuration: its config keys + `metadata`."""
     c = pick.configuration
     metadata = {
@@ -159,7 +165,8 @@ def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str,
         "confirmed_rank": pick.rank, "configuration": c["id"], "search_rank": c["rank"], "trial_id": c["trial_id"],
         "seeds": [s["seed"] for s in c["seeds"] if s["status"] == "done"],
         "confirmed": {"validation": c["summary"]["validation"], **c["summary"]["test"]},
-        "retrain": retrain_command(run, manifest, target, f"{pick.condition.translate(SAFE_LABEL)}-confirmed{pick.rank}"),
+        "retrain": retrain_command(run, manifest, target,
+                                   f"{pick.condition.translate(SAFE_LABEL)}-confirmed{pick.rank}"),
     }
     return {**c["config"], "metadata": metadata}
 
@@ -171,29 +178,17 @@ def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) 
     manifest = run.read_manifest()
     confirm = read_confirm(run)
     if confirm is None:
-        raise UserError(f"{run.uri}: no confirmation yet (confirm/confirm.json missing); run "
+        raise UserError(f"{run}: no confirmation yet (confirm/confirm.json missing); run "
                         f"`python -m tuner confirm {run.name}` first")
     if not confirm["test_splits"]:
-        raise UserError(f"{run.uri}: the confirmation has no evaluated seed yet; nothing to rank")
+        raise UserError(f"{run}: the confirmation has no evaluated seed yet; nothing to rank")
     picks, split = confirmed_picks(confirm, top)
     if not picks:
-        raise UserError(f"{run.uri}: no search configuration has a confirmed test CCC yet; nothing to export")
-    paths = target_paths(out, picks)
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise UserError(f"{', '.join(existing)}: exists already; pass --force to overwrite or choose --out")
-    docs = [(path, confirmed_document(run, manifest, confirm, pick, split, path))
-            for path, pick in zip(paths[1:] or paths, picks)]
-    if len(picks) > 1:
-        score = lambda p: p.configuration["summary"]["test"][split]["ccc_mean"]["mean"]  # noqa: E731
-        overall = max(picks, key=score)
-        head = confirmed_document(run, manifest, confirm, overall, split, paths[0])
-        head["metadata"]["note"] = (f"overall best by mean {split} ccc_mean over seeds across conditions; every "
-                                    "condition's confirmed configs are in the files listed under `files`")
-        head["metadata"]["files"] = [{"condition": p.condition, "rank": p.rank, "file": str(path),
-                                      "configuration": p.configuration["id"], "ccc_mean": score(p)}
-                                     for path, p in zip(paths[1:], picks)]
-        docs.insert(0, (paths[0], head))
-    for path, data in docs:
-        write_yaml_atomic(path, data)
-    return [p for p, _ in docs]
+        raise UserError(f"{run}: no search configuration has a confirmed test CCC yet; nothing to export")
+    score = lambda p: p.configuration["summary"]["test"][split]["ccc_mean"]["mean"]  # noqa: E731
+    return write_exports(
+        out, picks, lambda pick, path: confirmed_document(run, manifest, pick, split, path), max(picks, key=score),
+        f"overall best by mean {split} ccc_mean over seeds across conditions; every condition's confirmed "
+        "configs are in the files listed under `files`",
+        lambda p, path: {"condition": p.condition, "rank": p.rank, "file": str(path),
+                         "configuration": p.configuration["id"], "ccc_mean": score(p)}, force)

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the run name")
     add_storage_argument(parser)
     parser.add_argument("--top", type=int, default=None, help=f"configurations per condition (default {DEFAULT_TOP})")
-    parser.add_argument("--seeds", type=int, default=None, help=f"seeds per configuration (default {DEFAULT_SEEDS}: seeds 1..N)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"seeds per configuration (default {DEFAULT_SEEDS}: seeds 1..N)")
     parser.add_argument("--split", action="append", default=None, metavar="SPLIT",
                         help="test split (repeatable; default: every test split of the store)")
     parser.add_argument("--baseline", action="append", default=None, metavar="FILE",
@@ -38,9 +39,9 @@ def test_splits(store: str, asked: list[str] | None) -> list[str] | None:
     """The test splits to evaluate, checked against a local store (a bucket store: the trial decides)."""
     from model.errors import UserError
     from model.store import FeatureStore
-    from tuner.store_sync import is_remote
+    from tuner.uris import is_uri
 
-    if is_remote(store):
+    if is_uri(store):
         return asked
     opened = FeatureStore.open(store)
     splits = asked if asked is not None else list(opened.roles["test"])
@@ -60,6 +61,7 @@ def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
     from model.errors import UserError
     from tuner.confirm import (DEFAULT_SEEDS, DEFAULT_TOP, EXPERIMENT, PLAN_FILE, confirm_seeds,
                                plan_confirmation, read_plan, same_plan)
+    from tuner.uris import display_uri
 
     existing = read_plan(run)
     baselines = [Path(p).resolve() for p in args.baseline or []]
@@ -77,9 +79,9 @@ def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
         again = plan_confirmation(run, manifest, existing["top"], existing["seeds"], existing["splits"], baselines)
         diffs += same_plan(existing, again)
     if diffs:
-        raise UserError(f"{run.child_uri(EXPERIMENT)}: this run's confirmation was planned with other options: "
-                        f"{'; '.join(diffs)}. Run `python -m tuner confirm {run.name}` without them to continue "
-                        f"it, or move that folder away to start a new one")
+        raise UserError(f"{display_uri(run.child_uri(EXPERIMENT))}: this run's confirmation was planned with "
+                        f"other options: {'; '.join(diffs)}. Run `python -m tuner confirm {run.name}` without "
+                        "them to continue it, or move that folder away to start a new one")
     return existing
 
 
@@ -91,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
     from tuner.confirm import EXPERIMENT, run_confirmation
     from tuner.confirm_results import CONFIRM_FILE, TABLE_FILE, collect, write_results
     from tuner.run_dir import open_run
+    from tuner.uris import display_uri
 
     if args.top is not None:
         check_top(args.top)
@@ -104,23 +107,25 @@ def main(args: argparse.Namespace) -> int:
     if unfinished:
         raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
                         f"with `python -m tuner resume {run.name}` before confirming it")
-    plan = choose_plan(run, manifest, args)
-    outcome = run_confirmation(run, plan, args.address, args.num_cpus)
+    with run.writer_lock():   # one driver per run: not while `resume` or another `confirm` drives it
+        plan = choose_plan(run, manifest, args)
+        outcome = run_confirmation(run, plan, args.address, args.num_cpus)
 
-    import ray
+        import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    confirm = collect(run, plan, resamples=args.resamples)
+        if ray.is_initialized():
+            ray.shutdown()
+        confirm = collect(run, plan, resamples=args.resamples)
     print()
     print(write_results(run, confirm))
-    print(f"results: {run.child_uri(EXPERIMENT, CONFIRM_FILE)}, {run.child_uri(EXPERIMENT, TABLE_FILE)}")
+    print(f"results: {display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))}, "
+          f"{display_uri(run.child_uri(EXPERIMENT, TABLE_FILE))}")
     if outcome["interrupted"]:
         print(f"interrupted: continue with `python -m tuner confirm {run.name}`", file=sys.stderr)
         return 130
     if outcome["errored"]:
         print(f"error: {len(outcome['errored'])} training(s) failed (trials {', '.join(outcome['errored'])}); "
-              f"their error.txt files are under {run.child_uri(EXPERIMENT)}; `python -m tuner confirm "
+              f"their error.txt files are under {display_uri(run.child_uri(EXPERIMENT))}; `python -m tuner confirm "
               f"{run.name}` retries them", file=sys.stderr)
         return 1
     return 0
