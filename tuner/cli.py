@@ -27,6 +27,7 @@ COMMANDS = {
     "confirm": "confirm",
     "tensorboard": "tensorboard",
     "dashboard": "dashboard",
+    "report": "report",
     "sync-store": "sync_store",
 }
 

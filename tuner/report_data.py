@@ -1,0 +1,211 @@
+"""What a run's report shows, gathered from its files: per condition the trial counts, compute hours,
+best configurations, rung counts, per-epoch curves, the Optuna study and its parameter importances.
+
+Everything is read without Ray (tuner.trial_records); nothing here draws or formats (report_figures
+and report do). The Optuna study of a condition is rebuilt in memory from the trial records when the
+run has no Optuna storage of its own (see `condition_studies`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.experiment import space_from_manifest
+from tuner.export import Pick, best_trials
+from tuner.run_dir import RunDir
+from tuner.run_summary import summarize
+from tuner.search_space import SearchSpace, SpaceSampler
+from tuner.trial_records import TrialRecord, read_trials
+
+TOP_CONFIGS = 3          # best configurations listed per condition
+TOP_CURVES = 5           # trials whose validation curves are highlighted
+MIN_IMPORTANCE_TRIALS = 5  # fewer finished trials than this: no importance, a note says why
+
+
+@dataclass
+class ConditionReport:
+    """One condition's study: counts, hours, best trials, rungs, curves and importances."""
+    label: str
+    values: dict[str, Any]
+    state: str
+    trials: int
+    planned: int
+    by_state: dict[str, int]
+    stopped_early: int
+    epochs_trained: int
+    cpu_hours: float
+    gpu_hours: float
+    best: list[Pick]
+    rungs: list[tuple[int, int]]            # (epoch, trials that reached it)
+    records: list[TrialRecord]
+    study: Any = None                        # optuna.Study, or None without any finished trial
+    importances: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best[0].record.best_value(self.metric) if self.best else None
+
+    metric: str = ""
+
+
+@dataclass
+class RunReport:
+    """Everything the report shows about one run."""
+    name: str
+    path: str
+    space_file: str
+    store: str
+    created: str
+    command: str
+    metric: str
+    mode: str
+    metrics: list[str]
+    space: SearchSpace
+    searched: list[str]                      # the searched parameters' names, in space order
+    conditions: list[ConditionReport]
+    confirm: dict[str, Any] | None = None    # the run's confirm.json when it has one
+
+    @property
+    def condition_keys(self) -> list[str]:
+        return list(self.space.conditions)
+
+
+def rung_epochs(space: SearchSpace) -> list[int]:
+    """Epochs at which the scheduler compares trials: ASHA's rungs (as Ray spaces them), else every
+    epoch; always ending with the last epoch."""
+    max_t, s = space.budget.max_epochs, space.scheduler
+    if s.type == "asha":
+        count = int(math.log(max_t / s.grace_period) / math.log(s.reduction_factor) + 1)
+        epochs = sorted({int(s.grace_period * s.reduction_factor ** k) for k in range(count)})
+    else:
+        epochs = list(range(1, max_t + 1))
+    return [e for e in epochs if e < max_t] + [max_t]
+
+
+def trial_hours(records: list[TrialRecord], space: SearchSpace) -> tuple[float, float]:
+    """(CPU hours, GPU hours): each trial's training time (Ray's time_total_s) x its reserved CPUs/GPUs."""
+    seconds = sum(float(r.results[-1].get("time_total_s", 0.0)) for r in records if r.results)
+    return seconds * space.resources.cpu / 3600, seconds * space.resources.gpu / 3600
+
+
+def searched_parameters(space: SearchSpace) -> list[str]:
+    return [p.name for p in space.parameters if p.kind != "fixed"]
+
+
+def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str,
+                       records: list[TrialRecord]):
+    """An in-memory Optuna study holding the condition's trials, as Ray's OptunaSearch records them: the
+    searched values (asked through the run's own SpaceSampler, so the distributions are the search's),
+    every epoch's metric as an intermediate value and the last reported value; errored trials FAILED,
+    trials without any result left out."""
+    import optuna
+
+    directions = ["maximize" if m == "max" else "minimize" for m in space.modes]
+    study = optuna.create_study(directions=directions, study_name=label,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    sampler = SpaceSampler(space, condition)
+    searched = set(searched_parameters(space))
+    for rec in records:
+        if not rec.results:
+            continue
+        study.enqueue_trial({k: v for k, v in rec.config.items() if k in searched})
+        trial = study.ask()
+        sampler(trial)
+        trial.set_user_attr("ray_trial_id", rec.trial_id)
+        trial.set_user_attr("ray_trial_folder", rec.folder)
+        if not space.multi_objective:
+            for row in rec.results:
+                value = row.get(space.metric)
+                if value is not None and math.isfinite(value):
+                    trial.report(float(value), int(row.get("training_iteration", 0)))
+        last = rec.results[-1]
+        values = [last.get(m) for m in space.metrics]
+        if rec.status == "ERROR" or any(v is None or not math.isfinite(v) for v in values):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, values if space.multi_objective else values[0])
+    return study
+
+
+def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
+                      trials: dict[str, list[TrialRecord]]) -> dict[str, Any]:
+    """condition label -> its Optuna study, rebuilt from the trial records."""
+    return {c["label"]: study_from_records(space, c["values"], c["label"], trials.get(c["label"], []))
+            for c in manifest["conditions"]}
+
+
+def importances(study, space: SearchSpace) -> tuple[dict[str, float], list[str]]:
+    """Parameter importances by Optuna's default evaluator (PED-ANOVA, which also rates conditional
+    parameters), and notes on why there are none or on what limits them."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return {}, [f"hyperparameter importance needs at least {MIN_IMPORTANCE_TRIALS} finished trials; "
+                    f"this condition has {len(complete)}"]
+    varied = {name for t in complete for name in t.params
+              if len({repr(u.params.get(name)) for u in complete}) > 1}
+    if not varied:
+        return {}, ["hyperparameter importance: every finished trial has the same parameter values"]
+    target = (lambda t: t.values[0]) if space.multi_objective else None
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=target)
+    notes += [f"importance: {w.message}" for w in caught if "experimental" not in str(w.message).lower()]
+    return dict(result), notes
+
+
+def read_confirm(run: RunDir) -> dict[str, Any] | None:
+    """The run's confirm.json (python -m tuner confirm), or None when there is none."""
+    import json
+
+    from model.errors import UserError
+
+    if not run.exists("confirm.json"):
+        return None
+    try:
+        return json.loads(run.read_text("confirm.json"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{run.path('confirm.json')}: damaged file: {exc}; run `python -m tuner confirm "
+                        f"{run.name}` again") from None
+
+
+def collect(run: RunDir) -> RunReport:
+    """Everything the report of `run` shows."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    manifest = run.read_manifest()
+    space = space_from_manifest(manifest)
+    metric, mode = manifest["metrics"][0], manifest["modes"][0]
+    trials = read_trials(run, manifest)
+    summary = {c["condition"]: c for c in summarize(run)["conditions"]}
+    picks = best_trials(run, manifest, top=TOP_CONFIGS)
+    studies = condition_studies(run, space, manifest, trials)
+    rungs = rung_epochs(space)
+    conditions = []
+    for cond in manifest["conditions"]:
+        label = cond["label"]
+        records = trials.get(label, [])
+        s = summary[label]
+        cpu_h, gpu_h = trial_hours(records, space)
+        rep = ConditionReport(
+            label=label, values=cond["values"], state=cond["state"], trials=s["trials"], planned=s["planned"],
+            by_state=s["by_state"], stopped_early=s["stopped_early"], epochs_trained=s["epochs_trained"],
+            cpu_hours=cpu_h, gpu_hours=gpu_h, best=[p for p in picks if p.condition == label],
+            rungs=[(e, sum(1 for r in records if r.epochs >= e)) for e in rungs], records=records,
+            study=studies.get(label), metric=metric)
+        if rep.study is not None:
+            rep.importances, rep.notes = importances(rep.study, space)
+        if not any(r.results for r in records):
+            rep.notes.insert(0, "no trial has reported a result yet")
+        conditions.append(rep)
+    return RunReport(name=run.name, path=run.uri, space_file=manifest["space_file"], store=manifest["store"],
+                     created=manifest.get("created", ""), command=manifest.get("command", ""), metric=metric,
+                     mode=mode, metrics=manifest["metrics"], space=space, searched=searched_parameters(space),
+                     conditions=conditions, confirm=read_confirm(run))
