@@ -212,7 +212,8 @@ def render_html(report: RunReport) -> str:
     nav = "".join(f'<a href="#{_anchor(c.label)}">{e(c.label)}</a>' for c in report.conditions)
     body = [f"<h1>Search report: {e(report.name)}</h1>", f'<dl class="meta">{meta}</dl>',
             f"<nav><b>Conditions:</b> {nav}</nav>", '<h2 id="across">Across conditions</h2>',
-            table_html(table_overview(report)), figure_html(rf.best_per_condition(report))]
+            table_html(table_overview(report)),
+            f'<div class="charts">{figure_html(rf.best_per_condition(report))}</div>']
     across = table_best_configs_across(report)
     if across:
         body.append(table_html(across))

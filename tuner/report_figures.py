@@ -12,6 +12,8 @@ from tuner.trial_records import ranked
 FONT = dict(family="Helvetica, Arial, sans-serif", size=13)
 HEIGHT = 380
 SLICE_COLUMNS = 4
+# Optuna's Blues without its near-white end, so the first trials' points stay visible on a white page
+COLORSCALE = [[0.0, "#9ecae1"], [0.5, "#3182bd"], [1.0, "#08306b"]]
 
 
 def _style(fig, title: str, height: int = HEIGHT, **layout: Any):
@@ -65,6 +67,7 @@ def slices(report: RunReport, rep: ConditionReport):
     if _finished(rep) == 0 or not rep.study.best_trials[0].params:
         return None
     fig = ov.plot_slice(rep.study, target=_target(report), target_name=report.metric)
+    fig.update_traces(marker_colorscale=COLORSCALE)
     panels = len({t.xaxis for t in fig.data})
     rows = _grid(fig, panels, SLICE_COLUMNS, report.metric)
     # Optuna gives each panel 300 px in one row; a grid of SLICE_COLUMNS panels fits the page instead
@@ -156,12 +159,12 @@ def best_per_condition(report: RunReport):
     if numeric:
         points.sort(key=lambda p: p[0].values[keys[0]])
         fig = go.Figure(go.Scatter(x=[rep.values[keys[0]] for rep, _ in points], y=[v for _, v in points],
-                                   mode="lines+markers+text", text=[f"{v:.3f}" for _, v in points],
+                                   mode="lines+markers+text", text=[f"{v:.3g}" for _, v in points],
                                    textposition="top center", hovertext=hover, marker=dict(size=9)))
         fig.update_xaxes(title_text=keys[0])
     else:
         fig = go.Figure(go.Bar(x=[rep.label for rep, _ in points], y=[v for _, v in points],
-                               text=[f"{v:.3f}" for _, v in points], textposition="outside", hovertext=hover))
+                               text=[f"{v:.3g}" for _, v in points], textposition="outside", hovertext=hover))
         fig.update_xaxes(title_text="condition", type="category")
     fig.update_yaxes(title_text=f"best {report.metric}")
     return _style(fig, f"Best {report.metric} per condition")

@@ -1,0 +1,139 @@
+"""`python -m tuner report`: one tiny real search (2 conditions x 5 trials, 2 epochs, width 0.25) shared by
+the checks below: the tables agree with the run's own files, the page renders in headless Chromium with
+no console error and no network request, and too few trials give a visible note instead of importances."""
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chromium_page import Page
+from tune_helpers import SMOKE, experiment_trials, result_rows, short_tmp, tuner
+
+from tuner.cli import main as cli
+
+NAME = "rep"
+CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
+TRIALS, EPOCHS = 5, 2
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_store, tmp_path_factory) -> Path:
+    """A finished search; returns its storage folder."""
+    work = tmp_path_factory.mktemp("report_run")
+    space = yaml.safe_load(SMOKE.read_text())
+    space["budget"] = {"num_samples": TRIALS, "max_epochs": EPOCHS}
+    space["parameters"]["width"] = 0.25
+    (work / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    ray_tmp = short_tmp()
+    try:
+        proc = tuner(["run", "--space", "space.yaml", "--store", str(tiny_store), "--name", NAME,
+                      "--storage", "results", "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work / "results"
+
+
+def md_table(md: str, title: str) -> list[dict[str, str]]:
+    """Rows of the markdown table under `### title`, as header -> cell."""
+    after = md.split(f"### {title}\n", 1)[1].lstrip("\n")
+    lines = after.split("\n\n", 1)[0].splitlines()
+    assert lines and all(ln.startswith("|") for ln in lines), after[:300]
+    headers = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(headers, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def report_files(report_run) -> tuple[Path, Path]:
+    assert cli(["report", NAME, "--storage", str(report_run)]) == 0
+    return report_run / NAME / "report.html", report_run / NAME / "report.md"
+
+
+def test_tables_agree_with_the_run_files(report_run, report_files):
+    md = report_files[1].read_text()
+    overview = {r["condition"]: r for r in md_table(md, "Conditions")}
+    for label in CONDITIONS:
+        exp = report_run / NAME / label
+        trials = experiment_trials(exp)
+        rows = {t["trial_id"]: result_rows(exp / t["relative_logdir"]) for t in trials}
+        best_id, best_rows = max(rows.items(), key=lambda kv: max(r["val_ccc_mean"] for r in kv[1]))
+        best = max(best_rows, key=lambda r: r["val_ccc_mean"])
+        o = overview[label]
+        assert o["trials"] == f"{len(trials)}/{TRIALS}" and o["study"] == "done"
+        assert int(o["epochs trained"]) == sum(len(r) for r in rows.values())
+        assert int(o["stopped early"]) == sum(1 for r in rows.values() if len(r) < EPOCHS)
+        assert o["best trial"] == best_id and int(o["at epoch"]) == best["training_iteration"]
+        assert float(o["best val_ccc_mean"]) == pytest.approx(best["val_ccc_mean"], rel=1e-3, abs=1e-7)
+        hours = sum(r[-1]["time_total_s"] for r in rows.values()) / 3600   # smoke space: 1 CPU, no GPU
+        assert float(o["CPU h"]) == pytest.approx(hours, rel=1e-3) and float(o["GPU h"]) == 0
+        rungs = {int(r["epoch"]): int(r["trials that reached it"])
+                 for r in md_table(md, f"Trials reaching each rung: {label}")}
+        assert rungs == {e: sum(1 for r in rows.values() if len(r) >= e) for e in (1, EPOCHS)}
+        top = md_table(md, f"Best configurations: {label}")
+        assert top[0]["trial"] == best_id and len(top) == 3
+        assert top[0]["temporal"] == best_rows[0]["config"]["temporal"]
+        importance = {r["parameter"]: float(r["importance"]) for r in md_table(md, f"Hyperparameter importance: {label}")}
+        assert {"temporal", "num_clusters", "chunk_frames", "lr_adam"} <= set(importance)
+        assert sum(importance.values()) == pytest.approx(1.0, abs=0.01)
+    across = md_table(md, "Best configuration per condition")
+    assert [r["parameter"] for r in across][:2] == ["temporal", "triplet_margin"]
+    for r in across[:-1]:
+        assert r["differs"] == ("yes" if r[CONDITIONS[0]] != r[CONDITIONS[1]] else "")
+
+
+def test_page_renders_offline_in_chromium(report_files, tmp_path):
+    page_path = report_files[0]
+    html = page_path.read_text()
+    assert not re.search(r"<script[^>]+src=", html), "every script must be embedded"
+    with Page() as page:
+        page.open(page_path)
+        charts = page.evaluate("document.querySelectorAll('.plotly-graph-div').length")
+        # plotly draws each chart into an svg and keeps its traces on the div: all of them, non-empty
+        page.wait_for("[...document.querySelectorAll('.plotly-graph-div')].every("
+                      "d => d.querySelector('.main-svg') && d.data && d.data.length > 0)")
+        # each chart's title and its drawn marks (points, bars, lines; parallel coordinates draw into canvases)
+        drawn = page.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => ["
+                              "d.querySelector('.gtitle').textContent, d.querySelectorAll("
+                              "'path.point, path.js-line, .parcoords-lines').length])")
+        shot = page.screenshot(tmp_path / "report.png")
+        errors, exceptions, requests = page.console_errors, page.exceptions, page.requests
+    print(f"\nreport screenshot: {shot}")
+    assert errors == [] and exceptions == []
+    assert requests and all(u.startswith("file://") for u in requests), requests   # nothing from a network
+    per_condition = ["Optimisation history", "Hyperparameter importance", "Validation curves",
+                     "Trials reaching each rung", "Parallel coordinates", "Slices"]
+    titles = [t for t, _ in drawn]
+    assert charts == 1 + len(per_condition) * len(CONDITIONS) == len(titles)
+    for label in CONDITIONS:
+        for what in per_condition:
+            assert any(t.startswith(what) and label in t for t in titles), (what, label, titles)
+    assert all(n > 0 for _, n in drawn), drawn
+    width, height = struct.unpack(">II", shot.read_bytes()[16:24])   # PNG IHDR
+    assert width == 1400 and height > 3000
+
+
+def test_too_few_trials_give_a_visible_note(report_run, tmp_path):
+    """A condition where only 2 trials have reported (results of the others removed): no importance, a note."""
+    storage = tmp_path / "results"
+    shutil.copytree(report_run / NAME, storage / NAME)
+    exp = storage / NAME / CONDITIONS[1]
+    for t in experiment_trials(exp)[2:]:
+        (exp / t["relative_logdir"] / "result.json").unlink()
+    out = tmp_path / "out"
+    assert cli(["report", NAME, "--storage", str(storage), "--out", str(out)]) == 0
+    assert not (storage / NAME / "report.html").exists()   # --out: the run folder is left alone
+    note = "hyperparameter importance needs at least 5 finished trials; this condition has 2"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert note in md and note in page
+    assert md_table(md, f"Hyperparameter importance: {CONDITIONS[0]}")   # the other condition still has them
+
+
+def test_unknown_run_is_an_error(tmp_path, capsys):
+    assert cli(["report", "nope", "--storage", str(tmp_path)]) == 2
+    assert f"{tmp_path}/nope: no search run here" in capsys.readouterr().err
+
