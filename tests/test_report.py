@@ -96,10 +96,10 @@ def test_page_renders_offline_in_chromium(report_files, tmp_path):
         # plotly draws each chart into an svg and keeps its traces on the div: all of them, non-empty
         page.wait_for("[...document.querySelectorAll('.plotly-graph-div')].every("
                       "d => d.querySelector('.main-svg') && d.data && d.data.length > 0)")
-        # each chart's title and its drawn marks (points, bars, lines; parallel coordinates draw into canvases)
+        # each chart's title and its drawn marks (points and bars are .point, lines .js-line)
         drawn = page.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => ["
                               "d.querySelector('.gtitle').textContent, d.querySelectorAll("
-                              "'path.point, path.js-line, .parcoords-lines').length])")
+                              "'.point, path.js-line').length])")
         shot = page.screenshot(tmp_path / "report.png")
         errors, exceptions, requests = page.console_errors, page.exceptions, page.requests
     print(f"\nreport screenshot: {shot}")

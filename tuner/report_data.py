@@ -43,12 +43,11 @@ class ConditionReport:
     study: Any = None                        # optuna.Study, or None without any finished trial
     importances: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    metric: str = ""
 
     @property
     def best_value(self) -> float | None:
         return self.best[0].record.best_value(self.metric) if self.best else None
-
-    metric: str = ""
 
 
 @dataclass
@@ -100,7 +99,7 @@ def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str
     """An in-memory Optuna study holding the condition's trials, as Ray's OptunaSearch records them: the
     searched values (asked through the run's own SpaceSampler, so the distributions are the search's),
     every epoch's metric as an intermediate value and the last reported value; errored trials FAILED,
-    trials without any result left out."""
+    trials still running left RUNNING, trials without any result left out."""
     import optuna
 
     directions = ["maximize" if m == "max" else "minimize" for m in space.modes]
@@ -121,6 +120,8 @@ def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str
                 value = row.get(space.metric)
                 if value is not None and math.isfinite(value):
                     trial.report(float(value), int(row.get("training_iteration", 0)))
+        if rec.status in ("RUNNING", "PENDING"):
+            continue  # not finished: stays RUNNING, as in the live study
         last = rec.results[-1]
         values = [last.get(m) for m in space.metrics]
         if rec.status == "ERROR" or any(v is None or not math.isfinite(v) for v in values):
