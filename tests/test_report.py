@@ -120,7 +120,7 @@ def test_page_renders_offline_in_chromium(report_files, tmp_path):
 def test_too_few_trials_give_a_visible_note(report_run, tmp_path):
     """A condition where only 2 trials have reported (results of the others removed): no importance, a note."""
     storage = tmp_path / "results"
-    shutil.copytree(report_run / NAME, storage / NAME)
+    shutil.copytree(report_run / NAME, storage / NAME, ignore=shutil.ignore_patterns("report.*"))
     exp = storage / NAME / CONDITIONS[1]
     for t in experiment_trials(exp)[2:]:
         (exp / t["relative_logdir"] / "result.json").unlink()

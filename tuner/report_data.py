@@ -96,12 +96,14 @@ def searched_parameters(space: SearchSpace) -> list[str]:
 
 def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str,
                        records: list[TrialRecord]):
-    """An in-memory Optuna study holding the condition's trials, as Ray's OptunaSearch records them: the
-    searched values (asked through the run's own SpaceSampler, so the distributions are the search's),
-    every epoch's metric as an intermediate value and the last reported value; errored trials FAILED,
-    trials still running left RUNNING, trials without any result left out."""
+    """For a run without Optuna storage: an in-memory study of the condition's trials shaped as the
+    run's stored study would be (tuner.study_searcher): the searched values (asked through the run's
+    own SpaceSampler, so the distributions are the search's), every epoch's metric as an intermediate
+    value, `best_value`/`best_epoch` user attributes; COMPLETE, PRUNED when stopped before the last
+    epoch, FAIL on error, RUNNING while unfinished; trials without any result left out."""
     import optuna
 
+    State = optuna.trial.TrialState
     directions = ["maximize" if m == "max" else "minimize" for m in space.modes]
     study = optuna.create_study(directions=directions, study_name=label,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -114,27 +116,55 @@ def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str
         trial = study.ask()
         sampler(trial)
         trial.set_user_attr("ray_trial_id", rec.trial_id)
-        trial.set_user_attr("ray_trial_folder", rec.folder)
+        trial.set_user_attr("trial_folder", rec.folder)
+        if rec.best is not None:
+            trial.set_user_attr("best_value", rec.best_value(space.metric))
+            trial.set_user_attr("best_epoch", int(rec.best.get("training_iteration", 0)))
         if not space.multi_objective:
             for row in rec.results:
                 value = row.get(space.metric)
                 if value is not None and math.isfinite(value):
                     trial.report(float(value), int(row.get("training_iteration", 0)))
         if rec.status in ("RUNNING", "PENDING"):
-            continue  # not finished: stays RUNNING, as in the live study
-        last = rec.results[-1]
-        values = [last.get(m) for m in space.metrics]
+            continue  # unfinished: stays RUNNING
+        values = [rec.results[-1].get(m) for m in space.metrics]
         if rec.status == "ERROR" or any(v is None or not math.isfinite(v) for v in values):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial, state=State.FAIL)
+        elif rec.epochs < space.budget.max_epochs and not space.multi_objective:
+            study.tell(trial, state=State.PRUNED)
         else:
             study.tell(trial, values if space.multi_objective else values[0])
     return study
 
 
+def scored_view(study, space: SearchSpace):
+    """The trials the report's Optuna charts and importances use: every finished trial, stopped early
+    or not, as a COMPLETE trial whose value is its best epoch's metric (the value the tables rank by;
+    multi-objective: its final values). Optuna's plots and evaluators only read COMPLETE trials, and an
+    ASHA search stops most trials early. `state` keeps the stored state as a user attribute."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    view = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)):
+        if space.multi_objective:
+            values = t.values
+        else:
+            best = t.user_attrs.get("best_value")
+            values = [best] if best is not None else ([t.value] if t.value is not None else None)
+        if values is None or any(v is None or not math.isfinite(v) for v in values):
+            continue
+        view.add_trial(optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions, values=values,
+            intermediate_values=t.intermediate_values, user_attrs={**t.user_attrs, "state": t.state.name}))
+    return view
+
+
 def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
                       trials: dict[str, list[TrialRecord]]) -> dict[str, Any]:
-    """condition label -> its Optuna study, rebuilt from the trial records."""
-    return {c["label"]: study_from_records(space, c["values"], c["label"], trials.get(c["label"], []))
+    """condition label -> the scored view of its Optuna study (rebuilt from the trial records)."""
+    return {c["label"]: scored_view(study_from_records(space, c["values"], c["label"], trials.get(c["label"], [])),
+                                    space)
             for c in manifest["conditions"]}
 
 

@@ -46,7 +46,7 @@ def history(report: RunReport, rep: ConditionReport):
         return None
     fig = ov.plot_optimization_history(rep.study, target=_target(report), target_name=report.metric)
     fig.update_xaxes(title_text="trial (in the order started)")
-    fig.update_yaxes(title_text=f"{report.metric} (last epoch)")
+    fig.update_yaxes(title_text=f"{report.metric} (best epoch)")
     return _style(fig, f"Optimisation history: {rep.label}", legend=dict(orientation="h", y=-0.2))
 
 
