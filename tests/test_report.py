@@ -137,3 +137,28 @@ def test_unknown_run_is_an_error(tmp_path, capsys):
     assert cli(["report", "nope", "--storage", str(tmp_path)]) == 2
     assert f"{tmp_path}/nope: no search run here" in capsys.readouterr().err
 
+
+
+def test_study_rebuilt_from_records_matches_the_stored_study(report_run):
+    """A run without Optuna storage gets its studies rebuilt from Ray's records: the same trials, values,
+    states and per-epoch values as the stored study gives the report."""
+    from tuner.experiment import space_from_manifest
+    from tuner.optuna_studies import load_studies
+    from tuner.report_data import scored_view, study_from_records
+    from tuner.run_dir import open_run
+    from tuner.trial_records import read_trials
+
+    run = open_run(NAME, str(report_run))
+    manifest = run.read_manifest()
+    space = space_from_manifest(manifest)
+    stored, records = load_studies(run), read_trials(run, manifest)
+
+    def trials(study):
+        return {t.user_attrs["ray_trial_id"]: (t.params, t.value, t.user_attrs["state"], t.intermediate_values)
+                for t in scored_view(study, space).trials}
+
+    for cond in manifest["conditions"]:
+        from_storage = trials(stored[cond["label"]])
+        assert len(from_storage) == TRIALS
+        assert {s for _, _, s, _ in from_storage.values()} <= {"COMPLETE", "PRUNED"}
+        assert trials(study_from_records(space, cond["values"], cond["label"], records[cond["label"]])) == from_storage

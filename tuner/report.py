@@ -133,7 +133,8 @@ def table_markdown(t: Table) -> str:
 def header_lines(report: RunReport) -> list[tuple[str, str]]:
     return [("run", f"{report.name} ({report.path})"), ("space", report.space_file), ("store", report.store),
             ("started", report.created), ("command", report.command),
-            ("ranked by", f"{report.metric} ({report.mode}; a trial's best epoch)")]
+            ("ranked by", f"{report.metric} ({report.mode}; a trial's best epoch)"),
+            ("Optuna studies", report.studies_source)]
 
 
 def render_markdown(report: RunReport) -> str:

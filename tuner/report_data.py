@@ -65,6 +65,7 @@ class RunReport:
     space: SearchSpace
     searched: list[str]                      # the searched parameters' names, in space order
     conditions: list[ConditionReport]
+    studies_source: str = ""                 # where the Optuna studies came from
     confirm: dict[str, Any] | None = None    # the run's confirm.json when it has one
 
     @property
@@ -161,11 +162,20 @@ def scored_view(study, space: SearchSpace):
 
 
 def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
-                      trials: dict[str, list[TrialRecord]]) -> dict[str, Any]:
-    """condition label -> the scored view of its Optuna study (rebuilt from the trial records)."""
-    return {c["label"]: scored_view(study_from_records(space, c["values"], c["label"], trials.get(c["label"], [])),
-                                    space)
-            for c in manifest["conditions"]}
+                      trials: dict[str, list[TrialRecord]]) -> tuple[dict[str, Any], str]:
+    """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
+    Optuna storage (tuner.optuna_studies), or for a run made before studies were stored, the trial
+    records. A condition whose study has not begun has none."""
+    from tuner.optuna_studies import load_studies, storage_setting
+
+    if storage_setting(manifest) is not None:
+        studies = load_studies(run)
+        source = f"the run's Optuna storage ({storage_setting(manifest)})"
+    else:
+        studies = {c["label"]: study_from_records(space, c["values"], c["label"], trials.get(c["label"], []))
+                   for c in manifest["conditions"]}
+        source = "rebuilt from the trial records (this run predates stored Optuna studies)"
+    return {label: scored_view(study, space) for label, study in studies.items()}, source
 
 
 def importances(study, space: SearchSpace) -> tuple[dict[str, float], list[str]]:
@@ -217,7 +227,7 @@ def collect(run: RunDir) -> RunReport:
     trials = read_trials(run, manifest)
     summary = {c["condition"]: c for c in summarize(run)["conditions"]}
     picks = best_trials(run, manifest, top=TOP_CONFIGS)
-    studies = condition_studies(run, space, manifest, trials)
+    studies, studies_source = condition_studies(run, space, manifest, trials)
     rungs = rung_epochs(space)
     conditions = []
     for cond in manifest["conditions"]:
@@ -239,4 +249,4 @@ def collect(run: RunDir) -> RunReport:
     return RunReport(name=run.name, path=run.uri, space_file=manifest["space_file"], store=manifest["store"],
                      created=manifest.get("created", ""), command=manifest.get("command", ""), metric=metric,
                      mode=mode, metrics=manifest["metrics"], space=space, searched=searched_parameters(space),
-                     conditions=conditions, confirm=read_confirm(run))
+                     conditions=conditions, studies_source=studies_source, confirm=read_confirm(run))
