@@ -3,6 +3,7 @@ the checks below: the tables agree with the run's own files, the page renders in
 no console error and no network request, and too few trials give a visible note instead of importances."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -48,8 +49,48 @@ def md_table(md: str, title: str) -> list[dict[str, str]]:
     return [dict(zip(headers, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
 
 
+def stat(mean: float, half: float) -> dict:
+    return {"mean": mean, "sd": half, "n": 3, "ci95": [mean - half, mean + half]}
+
+
+def sample_confirm() -> dict:
+    """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/confirm_results.py): the best
+    configuration of each condition and a baseline, 3 seeds each, and two paired comparisons."""
+    def conf(cid, kind, conditions, mean):
+        seeds = [{"seed": s, "status": "done"} for s in (0, 1, 2)]
+        summary = {"seeds_done": 3, "validation": {"ccc_mean": stat(mean + 0.05, 0.02)},
+                   "test": {"Test1": {"ccc_act": stat(mean + 0.2, 0.03), "ccc_dom": stat(mean + 0.1, 0.03),
+                                      "ccc_val": stat(mean - 0.1, 0.04), "ccc_mean": stat(mean, 0.032)}}}
+        return {"id": cid, "kind": kind, "conditions": conditions, "attributes": ["act", "dom", "val"],
+                "seeds": seeds, "summary": summary}
+
+    def test(diff, p, p_holm, significant):
+        return {"diff": diff, "ci95": [diff - 0.03, diff + 0.03], "p": p, "p_holm": p_holm, "significant": significant}
+
+    return {
+        "version": 1, "run": NAME, "state": "complete", "plan": {"top": 1, "seeds": [0, 1, 2]},
+        "test_splits": ["Test1"], "confidence": 0.95, "alpha": 0.05,
+        "tests": {"paired_t": "paired t-test over seeds", "bootstrap": "paired bootstrap over utterances",
+                  "correction": "Holm", "resamples": 1000, "bootstrap_seed": 0},
+        "selection": "highest mean validation ccc_mean over seeds",
+        "configurations": [conf(f"{CONDITIONS[0]}/rank1", "search", [CONDITIONS[0]], 0.512),
+                           conf(f"{CONDITIONS[1]}/rank1", "search", [CONDITIONS[1]], 0.431),
+                           conf(f"vanilla@{CONDITIONS[0]}", "baseline", [CONDITIONS[0]], 0.402)],
+        "best": {CONDITIONS[0]: f"{CONDITIONS[0]}/rank1", CONDITIONS[1]: f"{CONDITIONS[1]}/rank1"},
+        "comparisons": [
+            {"kind": "baseline", "a": f"{CONDITIONS[0]}/rank1", "b": f"vanilla@{CONDITIONS[0]}", "split": "Test1",
+             "metric": "ccc_mean", "paired_t": test(0.11, 0.004, 0.008, True),
+             "bootstrap": test(0.108, 0.001, 0.002, True)},
+            {"kind": "condition", "a": f"{CONDITIONS[0]}/rank1", "b": f"{CONDITIONS[1]}/rank1", "split": "Test1",
+             "metric": "ccc_mean", "paired_t": test(0.081, 0.07, 0.07, False),
+             "bootstrap": {"diff": 0.08, "ci95": None, "p": None, "p_holm": None, "significant": None}}]}
+
+
 @pytest.fixture(scope="module")
 def report_files(report_run) -> tuple[Path, Path]:
+    """The report of the run, with a confirmation (confirm/confirm.json) in its folder."""
+    (report_run / NAME / "confirm").mkdir(exist_ok=True)
+    (report_run / NAME / "confirm" / "confirm.json").write_text(json.dumps(sample_confirm()))
     assert cli(["report", NAME, "--storage", str(report_run)]) == 0
     return report_run / NAME / "report.html", report_run / NAME / "report.md"
 
@@ -108,13 +149,28 @@ def test_page_renders_offline_in_chromium(report_files, tmp_path):
     per_condition = ["Optimisation history", "Hyperparameter importance", "Validation curves",
                      "Trials reaching each rung", "Parallel coordinates", "Slices"]
     titles = [t for t, _ in drawn]
-    assert charts == 1 + len(per_condition) * len(CONDITIONS) == len(titles)
+    assert charts == 2 + len(per_condition) * len(CONDITIONS) == len(titles)
+    assert "Confirmation on Test1 (red: the best of a condition)" in titles
     for label in CONDITIONS:
         for what in per_condition:
             assert any(t.startswith(what) and label in t for t in titles), (what, label, titles)
     assert all(n > 0 for _, n in drawn), drawn
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])   # PNG IHDR
     assert width == 1400 and height > 3000
+
+
+def test_confirmation_tables(report_files):
+    md = report_files[1].read_text()
+    rows = {r["configuration"]: r for r in md_table(md, "Confirmation: test CCC on Test1")}
+    best = rows[f"{CONDITIONS[0]}/rank1 (best)"]
+    assert best["kind"] == "search" and best["seeds"] == "3/3"
+    assert best["ccc_mean"] == "0.512 [0.480, 0.544]" and best["ccc_act"] == "0.712 [0.682, 0.742]"
+    assert rows[f"vanilla@{CONDITIONS[0]}"]["ccc_mean"] == "0.402 [0.370, 0.434]"
+    pairs = md_table(md, "Confirmation: paired comparisons (same seeds)")
+    assert [p["A - B"] for p in pairs] == ["+0.110", "+0.081"]
+    assert pairs[0]["95% CI (t)"] == "[+0.080, +0.140]" and pairs[0]["p (t) raw / corrected"] == "0.004 / 0.008"
+    assert pairs[0]["significant (t)"] == "yes" and pairs[1]["significant (t)"] == "no"
+    assert pairs[1]["p (bootstrap) raw / corrected"] == pairs[1]["significant (bootstrap)"] == "n/a"  # undefined
 
 
 def test_too_few_trials_give_a_visible_note(report_run, tmp_path):

@@ -103,15 +103,56 @@ def table_rungs(report: RunReport, cond) -> Table:
                  [list(r) for r in cond.rungs], note=f"Epochs: {what}, and the last epoch.")
 
 
+def _stat(stat: dict[str, Any] | None) -> str:
+    """A mean over seeds with its 95% interval: `0.512 [0.480, 0.544]`."""
+    if not stat or stat.get("mean") is None:
+        return ""
+    ci = stat.get("ci95")
+    return f"{stat['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _test(test: dict[str, Any]) -> list[str]:
+    """A paired test's cells: the interval of A - B, raw and corrected p, significant or not."""
+    ci = test.get("ci95")
+    p = "n/a" if test.get("p") is None else f"{test['p']:.3g} / {test['p_holm']:.3g}"
+    significant = {True: "yes", False: "no"}.get(test.get("significant"), "n/a")
+    return ["" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]", p, significant]
+
+
 def tables_confirm(report: RunReport) -> list[Table]:
-    """The confirmation table (python -m tuner confirm) when the run has one."""
-    if not report.confirm:
+    """The confirmation (python -m tuner confirm; confirm.json's schema is in tuner/confirm_results.py):
+    per split the mean test CCC of every configuration over its seeds, then the paired comparisons."""
+    c = report.confirm
+    if not c:
         return []
-    rows = report.confirm.get("rows") or []
-    if not rows or not isinstance(rows, list):
-        return [Table("Confirmation", ["confirm.json"], [["present, but holds no result rows"]])]
-    headers = list(dict.fromkeys(k for r in rows for k in r))
-    return [Table("Confirmation", headers, [[r.get(h) for h in headers] for r in rows])]
+    attrs = list(dict.fromkeys(a for conf in c["configurations"] for a in conf["attributes"]))
+    metrics = [f"ccc_{a}" for a in attrs] + ["ccc_mean"]
+    best = set(c["best"].values())
+    seeds = c["plan"]["seeds"]
+    tables = []
+    for split in c["test_splits"]:
+        rows = [[conf["id"] + (" (best)" if conf["id"] in best else ""), conf["kind"],
+                 f"{conf['summary']['seeds_done']}/{len(conf['seeds'])}",
+                 _stat(conf["summary"]["validation"].get("ccc_mean")),
+                 *[_stat(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
+                for conf in c["configurations"]]
+        tables.append(Table(f"Confirmation: test CCC on {split}",
+                            ["configuration", "kind", "seeds", "validation ccc_mean", *metrics], rows,
+                            note=f"{len(seeds)} seeds per configuration, full epochs, no early stopping; mean over "
+                                 f"seeds [{c['confidence']:.0%} Student-t interval]. State: {c['state']}. "
+                                 f"Selection: {c['selection']}."))
+    if c["comparisons"]:
+        t = c["tests"]
+        rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}", *_test(k["paired_t"]),
+                 *_test(k["bootstrap"])] for k in c["comparisons"]]
+        tables.append(Table("Confirmation: paired comparisons (same seeds)",
+                            ["A", "B", "split", "metric", "A - B", "95% CI (t)", "p (t) raw / corrected",
+                             "significant (t)", "95% CI (bootstrap)", "p (bootstrap) raw / corrected",
+                             "significant (bootstrap)"], rows,
+                            note=f"Tests: {t['paired_t']}; {t['bootstrap']} ({t['resamples']} resamples, seed "
+                                 f"{t['bootstrap_seed']}); correction: {t['correction']}; significant: corrected "
+                                 f"p < {c['alpha']}."))
+    return tables
 
 
 # ---- markdown ----------------------------------------------------------------------------------
@@ -144,8 +185,9 @@ def render_markdown(report: RunReport) -> str:
     across = table_best_configs_across(report)
     if across:
         parts.append(table_markdown(across))
-    for t in tables_confirm(report):
-        parts += ["## Confirmation", "", table_markdown(t)]
+    confirm = tables_confirm(report)
+    if confirm:
+        parts += ["## Confirmation", "", *[table_markdown(t) for t in confirm]]
     for cond in report.conditions:
         parts += [f"## Condition {cond.label}", ""]
         if cond.best:
@@ -168,7 +210,7 @@ nav a { margin-right: 14px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 14px; margin: 4px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; white-space: nowrap; }
-th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f2f2f2; white-space: normal; vertical-align: bottom; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 p.note { color: #555; font-size: 13px; margin: 4px 0 12px; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
 .chart { border: 1px solid #eee; min-width: 0; } .wide { grid-column: 1 / -1; }
@@ -218,8 +260,10 @@ def render_html(report: RunReport) -> str:
     across = table_best_configs_across(report)
     if across:
         body.append(table_html(across))
-    for t in tables_confirm(report):
-        body += ['<h2 id="confirm">Confirmation</h2>', table_html(t)]
+    confirm = tables_confirm(report)
+    if confirm:
+        body += ['<h2 id="confirm">Confirmation</h2>', *[table_html(t) for t in confirm],
+                 f'<div class="charts">{"".join(figure_html(f) for f in rf.confirmed(report))}</div>']
     for cond in report.conditions:
         body.append(f'<h2 id="{_anchor(cond.label)}">Condition {e(cond.label)}</h2>')
         body += [f'<p class="note">{e(n)}</p>' for n in cond.notes]

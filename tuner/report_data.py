@@ -202,18 +202,18 @@ def importances(study, space: SearchSpace) -> tuple[dict[str, float], list[str]]
 
 
 def read_confirm(run: RunDir) -> dict[str, Any] | None:
-    """The run's confirm.json (python -m tuner confirm), or None when there is none."""
+    """The run's confirmation, RUN/confirm/confirm.json (python -m tuner confirm), or None before one."""
     import json
 
     from model.errors import UserError
 
-    if not run.exists("confirm.json"):
+    if not run.exists("confirm", "confirm.json"):
         return None
     try:
-        return json.loads(run.read_text("confirm.json"))
+        return json.loads(run.read_text("confirm", "confirm.json"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{run.path('confirm.json')}: damaged file: {exc}; run `python -m tuner confirm "
-                        f"{run.name}` again") from None
+        raise UserError(f"{run.path('confirm', 'confirm.json')}: damaged file: {exc}; run "
+                        f"`python -m tuner confirm {run.name}` again") from None
 
 
 def collect(run: RunDir) -> RunReport:

@@ -168,3 +168,30 @@ def best_per_condition(report: RunReport):
         fig.update_xaxes(title_text="condition", type="category")
     fig.update_yaxes(title_text=f"best {report.metric}")
     return _style(fig, f"Best {report.metric} per condition")
+
+
+def confirmed(report: RunReport) -> list:
+    """Per test split, every confirmed configuration's mean test ccc_mean with its 95% interval over seeds."""
+    import plotly.graph_objects as go
+
+    c = report.confirm
+    if not c:
+        return []
+    best = set(c["best"].values())
+    figures = []
+    for split in c["test_splits"]:
+        points = [(conf["id"], conf["summary"]["test"].get(split, {}).get("ccc_mean")) for conf in c["configurations"]]
+        points = [(name, s) for name, s in points if s and s.get("mean") is not None][::-1]  # first at the top
+        if not points:
+            continue
+        ci = [s.get("ci95") or [s["mean"], s["mean"]] for _, s in points]
+        fig = go.Figure(go.Scatter(
+            x=[s["mean"] for _, s in points], y=[name for name, _ in points], mode="markers",
+            marker=dict(size=10, color=["#d62728" if name in best else "#3366cc" for name, _ in points]),
+            error_x=dict(type="data", symmetric=False, array=[hi - s["mean"] for (_, s), (_, hi) in zip(points, ci)],
+                         arrayminus=[s["mean"] - lo for (_, s), (lo, _) in zip(points, ci)], thickness=1.5)))
+        fig.update_xaxes(title_text=f"test ccc_mean on {split} (mean over seeds, {c['confidence']:.0%} interval)")
+        fig.update_yaxes(type="category", automargin=True)
+        figures.append(_style(fig, f"Confirmation on {split} (red: the best of a condition)",
+                              height=max(260, 120 + 40 * len(points))))
+    return figures
