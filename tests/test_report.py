@@ -174,9 +174,13 @@ def test_confirmation_tables(report_files):
 
 
 def test_too_few_trials_give_a_visible_note(report_run, tmp_path):
-    """A condition where only 2 trials have reported (results of the others removed): no importance, a note."""
+    """A copy of the run as a run made before Optuna studies were stored (its studies are rebuilt from the
+    trial records) in which only 2 trials of one condition have reported: no importance there, a note."""
     storage = tmp_path / "results"
-    shutil.copytree(report_run / NAME, storage / NAME, ignore=shutil.ignore_patterns("report.*"))
+    shutil.copytree(report_run / NAME, storage / NAME, ignore=shutil.ignore_patterns("report.*", "optuna.journal"))
+    manifest = json.loads((storage / NAME / "run.json").read_text())
+    del manifest["optuna_storage"]
+    (storage / NAME / "run.json").write_text(json.dumps(manifest))
     exp = storage / NAME / CONDITIONS[1]
     for t in experiment_trials(exp)[2:]:
         (exp / t["relative_logdir"] / "result.json").unlink()
@@ -186,6 +190,7 @@ def test_too_few_trials_give_a_visible_note(report_run, tmp_path):
     note = "hyperparameter importance needs at least 5 finished trials; this condition has 2"
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert note in md and note in page
+    assert "Optuna studies: rebuilt from the trial records" in md
     assert md_table(md, f"Hyperparameter importance: {CONDITIONS[0]}")   # the other condition still has them
 
 

@@ -1,9 +1,10 @@
 """What a run's report shows, gathered from its files: per condition the trial counts, compute hours,
 best configurations, rung counts, per-epoch curves, the Optuna study and its parameter importances.
 
-Everything is read without Ray (tuner.trial_records); nothing here draws or formats (report_figures
-and report do). The Optuna study of a condition is rebuilt in memory from the trial records when the
-run has no Optuna storage of its own (see `condition_studies`).
+Everything is read without Ray: the trials from Ray's files (tuner.trial_records), the Optuna studies
+from the run's Optuna storage (tuner.optuna_studies), rebuilt from the trial records only for a run
+made before studies were stored (see `condition_studies`). Nothing here draws or formats
+(report_figures and report do).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class ConditionReport:
     best: list[Pick]
     rungs: list[tuple[int, int]]            # (epoch, trials that reached it)
     records: list[TrialRecord]
-    study: Any = None                        # optuna.Study, or None without any finished trial
+    study: Any = None                        # scored_view of the condition's study; None before it began
     importances: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     metric: str = ""
@@ -178,9 +179,10 @@ def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
     return {label: scored_view(study, space) for label, study in studies.items()}, source
 
 
-def importances(study, space: SearchSpace) -> tuple[dict[str, float], list[str]]:
+def importances(study) -> tuple[dict[str, float], list[str]]:
     """Parameter importances by Optuna's default evaluator (PED-ANOVA, which also rates conditional
-    parameters), and notes on why there are none or on what limits them."""
+    parameters; multi-objective: the importance of reaching the Pareto front), and notes on why there
+    are none or on what limits them."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
@@ -191,14 +193,11 @@ def importances(study, space: SearchSpace) -> tuple[dict[str, float], list[str]]
               if len({repr(u.params.get(name)) for u in complete}) > 1}
     if not varied:
         return {}, ["hyperparameter importance: every finished trial has the same parameter values"]
-    target = (lambda t: t.values[0]) if space.multi_objective else None
-    notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=target)
-    notes += [f"importance: {w.message}" for w in caught if "experimental" not in str(w.message).lower()]
-    return dict(result), notes
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    return dict(result), [f"importance: {w.message}" for w in caught if "experimental" not in str(w.message).lower()]
 
 
 def read_confirm(run: RunDir) -> dict[str, Any] | None:
@@ -242,7 +241,7 @@ def collect(run: RunDir) -> RunReport:
             rungs=[(e, sum(1 for r in records if r.epochs >= e)) for e in rungs], records=records,
             study=studies.get(label), metric=metric)
         if rep.study is not None:
-            rep.importances, rep.notes = importances(rep.study, space)
+            rep.importances, rep.notes = importances(rep.study)
         if not any(r.results for r in records):
             rep.notes.insert(0, "no trial has reported a result yet")
         conditions.append(rep)
