@@ -103,25 +103,14 @@ def table_rungs(report: RunReport, cond) -> Table:
                  [list(r) for r in cond.rungs], note=f"Epochs: {what}, and the last epoch.")
 
 
-def _stat(stat: dict[str, Any] | None) -> str:
-    """A mean over seeds with its 95% interval: `0.512 [0.480, 0.544]`."""
-    if not stat or stat.get("mean") is None:
-        return ""
-    ci = stat.get("ci95")
-    return f"{stat['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
-def _test(test: dict[str, Any]) -> list[str]:
-    """A paired test's cells: the interval of A - B, raw and corrected p, significant or not."""
-    ci = test.get("ci95")
-    p = "n/a" if test.get("p") is None else f"{test['p']:.3g} / {test['p_holm']:.3g}"
-    significant = {True: "yes", False: "no"}.get(test.get("significant"), "n/a")
-    return ["" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]", p, significant]
-
-
 def tables_confirm(report: RunReport) -> list[Table]:
     """The confirmation (python -m tuner confirm; confirm.json's schema is in tuner/confirm_results.py):
-    per split the mean test CCC of every configuration over its seeds, then the paired comparisons."""
+    per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
+    Cells are formatted as confirm.md formats them."""
+    # the confirmation's own cell formats, so that confirm.md and the report read the same
+    from tuner.confirm_results import _ci, _p
+    from tuner.confirm_results import _cell as stat
+
     c = report.confirm
     if not c:
         return []
@@ -133,8 +122,8 @@ def tables_confirm(report: RunReport) -> list[Table]:
     for split in c["test_splits"]:
         rows = [[conf["id"] + (" (best)" if conf["id"] in best else ""), conf["kind"],
                  f"{conf['summary']['seeds_done']}/{len(conf['seeds'])}",
-                 _stat(conf["summary"]["validation"].get("ccc_mean")),
-                 *[_stat(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
+                 stat(conf["summary"]["validation"].get("ccc_mean")),
+                 *[stat(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
                 for conf in c["configurations"]]
         tables.append(Table(f"Confirmation: test CCC on {split}",
                             ["configuration", "kind", "seeds", "validation ccc_mean", *metrics], rows,
@@ -143,15 +132,15 @@ def tables_confirm(report: RunReport) -> list[Table]:
                                  f"Selection: {c['selection']}."))
     if c["comparisons"]:
         t = c["tests"]
-        rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}", *_test(k["paired_t"]),
-                 *_test(k["bootstrap"])] for k in c["comparisons"]]
+        rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}",
+                 _ci(k["paired_t"]), _p(k["paired_t"]), _ci(k["bootstrap"]), _p(k["bootstrap"])]
+                for k in c["comparisons"]]
         tables.append(Table("Confirmation: paired comparisons (same seeds)",
-                            ["A", "B", "split", "metric", "A - B", "95% CI (t)", "p (t) raw / corrected",
-                             "significant (t)", "95% CI (bootstrap)", "p (bootstrap) raw / corrected",
-                             "significant (bootstrap)"], rows,
+                            ["A", "B", "split", "metric", "A - B", "95% CI (t)", "p (t)", "95% CI (bootstrap)",
+                             "p (bootstrap)"], rows,
                             note=f"Tests: {t['paired_t']}; {t['bootstrap']} ({t['resamples']} resamples, seed "
-                                 f"{t['bootstrap_seed']}); correction: {t['correction']}; significant: corrected "
-                                 f"p < {c['alpha']}."))
+                                 f"{t['bootstrap_seed']}). p is shown as raw / {t['correction']}; * = significant "
+                                 f"at {c['alpha']} after the correction; n/a: the test is undefined."))
     return tables
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.experiment import space_from_manifest
+from tuner.confirm_results import read_confirm
 from tuner.export import Pick, best_trials
 from tuner.run_dir import RunDir
 from tuner.run_summary import summarize
@@ -198,21 +199,6 @@ def importances(study) -> tuple[dict[str, float], list[str]]:
         result = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     return dict(result), [f"importance: {w.message}" for w in caught if "experimental" not in str(w.message).lower()]
-
-
-def read_confirm(run: RunDir) -> dict[str, Any] | None:
-    """The run's confirmation, RUN/confirm/confirm.json (python -m tuner confirm), or None before one."""
-    import json
-
-    from model.errors import UserError
-
-    if not run.exists("confirm", "confirm.json"):
-        return None
-    try:
-        return json.loads(run.read_text("confirm", "confirm.json"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run.path('confirm', 'confirm.json')}: damaged file: {exc}; run "
-                        f"`python -m tuner confirm {run.name}` again") from None
 
 
 def collect(run: RunDir) -> RunReport:
