@@ -67,6 +67,9 @@ def slices(report: RunReport, rep: ConditionReport):
     if _finished(rep) == 0 or not rep.study.best_trials[0].params:
         return None
     fig = ov.plot_slice(rep.study, target=_target(report), target_name=report.metric)
+    trials = len(rep.study.trials)
+    fig.update_traces(marker_colorscale=COLORSCALE, marker_colorbar_dtick=max(1, -(-trials // 10)),
+                      selector=lambda t: t.marker.showscale)  # whole trial numbers on the colour bar
     fig.update_traces(marker_colorscale=COLORSCALE)
     panels = len({t.xaxis for t in fig.data})
     rows = _grid(fig, panels, SLICE_COLUMNS, report.metric)
