@@ -5,6 +5,9 @@ trial; this one writes each reported metric under the tag `tuner.trainable.tag_f
 (`val/ccc_act`, `train/loss_ccc`, `cluster/nmi`, `time/epoch_s`, ...), one session per trial with
 its hyperparameters and final metrics, and one experiment summary at the run's root that lists
 every hyperparameter of the space, so that trials with conditional parameters share one table.
+Events are written with torch.utils.tensorboard (the project's one writer, also used by `train`; it
+needs the declared `tensorboard` package) and the HParams summaries built by TensorBoard's own
+`tensorboard.plugins.hparams` API.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.logger import LoggerCallback
+from tensorboard.plugins.hparams import summary_v2 as hp
 
 from tuner.trainable import tag_for
 from tuner.trial_records import better
@@ -45,62 +49,62 @@ def hparam_metric_tags(metrics: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def experiment_summary_bytes(space, metric_tags: list[str]) -> bytes:
-    """The serialized HParams experiment Summary: every hyperparameter of the space with its domain."""
-    from google.protobuf import struct_pb2
-    from tensorboard.compat.proto import summary_pb2
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-
-    def info(name: str, values: list[Any] | None, low=None, high=None, differs=True) -> api_pb2.HParamInfo:
-        h = api_pb2.HParamInfo(name=name, differs=differs)
-        if values is not None:
-            converted = [hparam_value(v) for v in values]
-            h.type = (api_pb2.DATA_TYPE_STRING if any(isinstance(v, str) for v in converted)
-                      else api_pb2.DATA_TYPE_BOOL if all(isinstance(v, bool) for v in converted)
-                      else api_pb2.DATA_TYPE_FLOAT64)
-            if h.type == api_pb2.DATA_TYPE_STRING:
-                converted = [str(v) for v in converted]
-            h.domain_discrete.CopyFrom(struct_pb2.ListValue(values=[_struct_value(v) for v in converted]))
-        else:
-            h.type = api_pb2.DATA_TYPE_FLOAT64
-            h.domain_interval.min_value, h.domain_interval.max_value = float(low), float(high)
-        return h
-
-    infos = [info(name, values, differs=len(values) > 1) for name, values in space.conditions.items()]
+def experiment_summary(space, metric_tags: list[str]):
+    """The HParams experiment Summary (tensorboard.plugins.hparams API): every hyperparameter of the space."""
+    hparams = [hp.HParam(name, _Domain(values, differs=len(values) > 1)) for name, values in space.conditions.items()]
     for p in space.parameters:
         if p.kind == "categorical":
-            infos.append(info(p.name, p.choices))
+            hparams.append(hp.HParam(p.name, _Domain(p.choices)))
         elif p.kind == "fixed":
-            infos.append(info(p.name, [p.value], differs=bool(p.when)))
+            hparams.append(hp.HParam(p.name, _Domain([p.value], differs=bool(p.when))))
         else:
-            infos.append(info(p.name, None, p.low, p.high))
-    experiment = api_pb2.Experiment(hparam_infos=infos,
-                                    metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t))
-                                                  for t in metric_tags])
-    content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag=metadata.EXPERIMENT_TAG, metadata=metadata.create_summary_metadata(content),
-        tensor=metadata.NULL_TENSOR)])
-    return summary.SerializeToString()
+            hparams.append(hp.HParam(p.name, _Domain(None, p.low, p.high)))
+    return hp.hparams_config_pb(hparams, [hp.Metric(tag) for tag in metric_tags])
 
 
-def _struct_value(value: Any):
-    from google.protobuf import struct_pb2
+def _typed(values: list[Any]) -> list[str | bool | float]:
+    """A discrete domain's values as one type: text if any value is text, bools if all are, numbers otherwise."""
+    converted = [hparam_value(v) for v in values]
+    if any(isinstance(v, str) for v in converted):
+        return [str(v) for v in converted]
+    if all(isinstance(v, bool) for v in converted):
+        return converted
+    return [float(v) for v in converted]
 
-    if isinstance(value, bool):
-        return struct_pb2.Value(bool_value=value)
-    if isinstance(value, (int, float)):
-        return struct_pb2.Value(number_value=float(value))
-    return struct_pb2.Value(string_value=str(value))
+
+class _Domain(hp.Domain):
+    """A hyperparameter's domain (discrete values or an interval) and whether it differs between trials.
+
+    TensorBoard lists differing hyperparameters first; the API's domains leave `differs` unset, so
+    this wraps one and sets it (HParam only calls `update_hparam_info`)."""
+
+    def __init__(self, values: list[Any] | None, low: float | None = None, high: float | None = None,
+                 differs: bool = True):
+        self.values = _typed(values) if values is not None else None
+        self.domain = hp.Discrete(self.values) if values is not None else hp.RealInterval(float(low), float(high))
+        self.differs = differs
+
+    @property
+    def dtype(self):
+        return self.domain.dtype
+
+    def sample_uniform(self, rng=None):
+        raise NotImplementedError("only describes a domain")
+
+    def update_hparam_info(self, info) -> None:
+        self.domain.update_hparam_info(info)
+        if isinstance(self.domain, hp.Discrete):   # in the space's order (Discrete sorts its values)
+            info.ClearField("domain_discrete")
+            info.domain_discrete.extend(self.values)
+        info.differs = self.differs
 
 
 def write_experiment_summary(logdir: str | Path, space, metric_tags: list[str]) -> None:
     """Write the HParams experiment summary (the space's hyperparameters, the metric tags) into `logdir`."""
-    from tensorboardX import SummaryWriter
-    from tensorboardX.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(logdir), filename_suffix=".hparams")
-    writer.file_writer.add_summary(Summary.FromString(experiment_summary_bytes(space, metric_tags)))
+    writer.file_writer.add_summary(experiment_summary(space, metric_tags))
     writer.close()
 
 
@@ -118,7 +122,7 @@ class TensorBoardCallback(LoggerCallback):
 
     def _writer(self, trial):
         if trial not in self._writers:
-            from tensorboardX import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter
 
             trial.init_local_path()
             self._writers[trial] = SummaryWriter(trial.local_path, flush_secs=30)
@@ -146,26 +150,28 @@ class TensorBoardCallback(LoggerCallback):
         writer.flush()
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
-        from tensorboardX.proto.api_pb2 import Status
-        from tensorboardX.summary import hparams as hparams_summary
+        from tensorboard.plugins.hparams import api_pb2
 
         writer = self._writer(trial)
         config = trial.config or {}
         values = {name: hparam_value(config.get(name)) for name in self.hparam_names if name in config}
-        _, ssi, sei = hparams_summary(values, {})
-        writer.file_writer.add_summary(ssi)
-        if failed:
-            _set_status(sei, Status.Value("STATUS_FAILURE"))
-        writer.file_writer.add_summary(sei)
+        # no group name: TensorBoard makes each trial its own group, named by its folder
+        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=""))
+        writer.file_writer.add_summary(session_end(api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS))
         writer.close()
         for table in (self._writers, self._best):
             table.pop(trial, None)
 
 
-def _set_status(sei, status: int) -> None:
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+def session_end(status: int):
+    """The HParams session-end Summary with `status` (the API's session_end_pb needs TensorFlow)."""
+    import time
 
-    data = HParamsPluginData()
-    data.ParseFromString(sei.value[0].metadata.plugin_data.content)
-    data.session_end_info.status = status
-    sei.value[0].metadata.plugin_data.content = data.SerializeToString()
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    content = plugin_data_pb2.HParamsPluginData(
+        session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time()))
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(content),
+        tensor=metadata.NULL_TENSOR)])

@@ -1,0 +1,88 @@
+"""tuner.tensorboard_log: the HParams experiment summary and a trial's curves and session, read back from the event files."""
+from __future__ import annotations
+
+import math
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+from tuner.search_space import parse_space
+from tuner.tensorboard_log import TensorBoardCallback, hparam_metric_tags, write_experiment_summary
+
+SPACE = {
+    "metric": "val_ccc_mean", "mode": "max",
+    "conditions": {"labeled_ratio": [0.5, 1.0], "pca_whitening": [False]},
+    "parameters": {
+        "temporal": {"choices": ["gru", "triplet"]},
+        "triplet_margin": {"low": 0.2, "high": 2.0, "when": {"temporal": "triplet"}},
+        "num_clusters": {"choices": [4, 2]},
+        "attributes": {"choices": ["act,val", "dom"]},
+        "width": 0.125,
+    },
+}
+
+
+def _plugin_data(logdir) -> dict[str, plugin_data_pb2.HParamsPluginData]:
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+            for tag, content in acc.PluginTagToContent("hparams").items()}
+
+
+def test_experiment_summary_lists_every_hyperparameter_with_its_domain(tmp_path):
+    space = parse_space(SPACE)
+    write_experiment_summary(tmp_path, space, hparam_metric_tags(space.metrics))
+    experiment = _plugin_data(tmp_path)["_hparams_/experiment"].experiment
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert list(infos) == ["labeled_ratio", "pca_whitening", "temporal", "triplet_margin", "num_clusters",
+                           "attributes", "width"]
+    assert infos["labeled_ratio"].type == api_pb2.DATA_TYPE_FLOAT64 and infos["labeled_ratio"].differs
+    assert [v.number_value for v in infos["labeled_ratio"].domain_discrete.values] == [0.5, 1.0]
+    assert infos["pca_whitening"].type == api_pb2.DATA_TYPE_BOOL and not infos["pca_whitening"].differs
+    assert [v.string_value for v in infos["temporal"].domain_discrete.values] == ["gru", "triplet"]
+    margin = infos["triplet_margin"]
+    assert margin.type == api_pb2.DATA_TYPE_FLOAT64 and margin.differs
+    assert (margin.domain_interval.min_value, margin.domain_interval.max_value) == (0.2, 2.0)
+    assert [v.number_value for v in infos["num_clusters"].domain_discrete.values] == [4.0, 2.0]   # the space's order
+    assert [v.string_value for v in infos["attributes"].domain_discrete.values] == ["act,val", "dom"]
+    assert not infos["width"].differs   # a fixed value without `when` is the same in every trial
+    assert [m.name.tag for m in experiment.metric_infos][:2] == ["best/val_ccc_mean", "val/ccc_mean"]
+
+
+class _Trial:
+    """What the callback uses of a Ray Trial."""
+
+    def __init__(self, path, config):
+        self.local_path, self.config = str(path), config
+
+    def init_local_path(self) -> None:
+        pass
+
+
+def test_trial_curves_best_value_and_session(tmp_path):
+    callback = TensorBoardCallback(["val_ccc_mean"], ["max"], ["lr_adam", "temporal", "pca_whitening", "attributes"])
+    trials = {failed: _Trial(tmp_path / str(failed), {"lr_adam": 0.01, "temporal": "gru", "pca_whitening": True,
+                                                      "attributes": ["act", "val"], "seed": 3})
+              for failed in (False, True)}
+    for failed, trial in trials.items():
+        callback.log_trial_start(trial)
+        for epoch, value in enumerate([0.1, 0.3, 0.2], start=1):
+            callback.log_trial_result(epoch, trial, {"epoch": epoch, "val_ccc_mean": value, "nmi": math.nan,
+                                                     "loss_total": 1.0 / epoch, "is_best": True, "trial_id": "x"})
+        callback.log_trial_end(trial, failed=failed)
+
+    for failed, trial in trials.items():
+        acc = EventAccumulator(trial.local_path)
+        acc.Reload()
+        assert set(acc.Tags()["scalars"]) == {"val/ccc_mean", "train/loss_total", "best/val_ccc_mean"}
+        assert [(e.step, round(e.value, 6)) for e in acc.Scalars("val/ccc_mean")] == [(1, 0.1), (2, 0.3), (3, 0.2)]
+        assert [round(e.value, 6) for e in acc.Scalars("best/val_ccc_mean")] == [0.1, 0.3, 0.3]
+        data = _plugin_data(trial.local_path)
+        start = data["_hparams_/session_start_info"].session_start_info
+        assert start.group_name == ""   # each trial is its own group, named by its folder
+        assert {k: v.WhichOneof("kind") for k, v in start.hparams.items()} == {
+            "lr_adam": "number_value", "temporal": "string_value", "pca_whitening": "bool_value",
+            "attributes": "string_value"}
+        assert start.hparams["attributes"].string_value == "act,val"
+        end = data["_hparams_/session_end_info"].session_end_info
+        assert end.status == (api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS)
