@@ -142,10 +142,6 @@ class FeatureStore:
         """Which split is train, which validation, which test ({"train": "Train", ...}; None if absent)."""
         return {**_roles(self.meta["splits"]), **(self.meta.get("roles") or {})}
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.index["length"]
-
     def split_code(self, split: str) -> int:
         """Index code of a split name ("" = the unlabeled pool, -1)."""
         if split == POOL_SPLIT:
@@ -345,12 +341,12 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
     if dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     spec = FeatureSpec.from_dict({"kind": features})
-    ref_terms = ref_labels = None
+    ref_terms = None
     if norm_terms is not None:
         if spec.kind != "reference":
             raise UserError(f"--norm-terms {norm_terms}: the reference's terms are for its mel power features; "
                             f"use them with --features reference (got --features {spec.kind})")
-        ref_terms, ref_labels = load_reference_norm_terms(norm_terms)
+        ref_terms, _ = load_reference_norm_terms(norm_terms)   # the reference's label terms are not used
     check_output_dir(out)
     corpus = read_corpus(corpus_path, list(unlabeled), label_range)
     with writer_lock(out, "feature store (--out)", wait=wait) as previous:
@@ -358,7 +354,7 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
             print(f"note: took over the lock of a process that is gone ({describe_holder(previous)})",
                   file=sys.stderr)
         _remove_leftovers(out)
-        return _prepare_locked(corpus, out, spec, ref_terms, ref_labels, norm_terms, workers, dtype,
+        return _prepare_locked(corpus, out, spec, ref_terms, norm_terms, workers, dtype,
                                progress, force, on_progress)
 
 
@@ -369,7 +365,7 @@ def _remove_leftovers(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, ref_labels, norm_terms, workers, dtype: str,
+def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, norm_terms, workers, dtype: str,
                     progress: bool, force: bool, on_progress) -> dict[str, Any]:
     """prepare_store's work once the lock on `out` is held."""
     settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
@@ -392,7 +388,7 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, ref_labels, norm
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        report = _build(corpus, tmp, spec, ref_terms, ref_labels, norm_terms, workers or default_workers(),
+        report = _build(corpus, tmp, spec, ref_terms, norm_terms, workers or default_workers(),
                         dtype, fp, progress, on_progress)
         report["store"] = str(out)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
@@ -403,7 +399,7 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, ref_labels, norm
     return report
 
 
-def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, workers: int, dtype: str,
+def _build(corpus: Corpus, tmp: Path, spec, ref_terms, norm_dir, workers: int, dtype: str,
            fp: str, progress: bool, on_progress) -> dict[str, Any]:
     """Both passes, writing frames.npy, index.npy and meta.json into `tmp`; returns the report."""
     from tqdm import tqdm
@@ -497,7 +493,6 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, ref_labels, norm_dir, wor
         "hours": hours,
         "norm_terms": {"mean": terms.mean.tolist(), "std": terms.std.tolist(), "source": norm_source},
         "label_terms": _label_terms(index, split_code.get(roles["train"]), corpus.attributes),
-        "reference_label_terms": {a: list(v) for a, v in ref_labels.items()} if ref_labels else None,
         "attributes": list(corpus.attributes),
         "label_range": list(corpus.label_range),
         "splits": splits,
