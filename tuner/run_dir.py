@@ -142,6 +142,18 @@ class RunDir:
         with self._reaching():
             return sorted(info.base_name for info in self.fs.get_file_info(selector))
 
+    def walk(self) -> list[tuple[str, int]]:
+        """Every file of the run, recursively: (path relative to the run folder, size in bytes)."""
+        if self.fs is None:
+            root = Path(self._root)
+            return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(self._root, recursive=True, allow_not_found=True)
+        with self._reaching():
+            infos = self.fs.get_file_info(selector)
+        return sorted((i.path[len(self._root) + 1:], i.size) for i in infos if i.type == pyarrow.fs.FileType.File)
+
     # ---- one driver at a time ----------------------------------------------------------------
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[None]:

@@ -100,17 +100,25 @@ def check_top(top: int) -> None:
 
 def finish(run, outcome: dict, top: int) -> int:
     """Print the best configs, where results and TensorBoard logs are, and export the best configs."""
+    import shlex
+
     import ray
 
     from tuner.export import export_best
     from tuner.run_summary import format_summary, summarize
+    from tuner.uris import display_uri
 
     if ray.is_initialized():
         ray.shutdown()
     print()
     print(format_summary(summarize(run)))
-    print(f"results:     {run.uri}")
-    print(f"tensorboard: tensorboard --logdir {run.uri}   (or: python -m tuner tensorboard {run.name})")
+    print(f"results:     {run}")
+    if run.local is not None:
+        print(f"tensorboard: tensorboard --logdir {run.local}   (or: python -m tuner tensorboard {run.name})")
+    else:  # TensorBoard reads local folders: the command mirrors the bucket's event files first
+        storage = shlex.quote(display_uri(run.storage))
+        print(f"tensorboard: python -m tuner tensorboard {run.name} --storage {storage} --launch")
+        print(f"export:      python -m tuner export {run.name} --storage {storage} --out best.yaml")
     if outcome.get("interrupted"):
         print(f"interrupted: continue with `python -m tuner resume {run.name}`")
         return 130
