@@ -42,7 +42,13 @@ class Bucket:
             text = self.server.read(path).decode()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = []
+        for line in text.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a copy taken while Ray was writing it
+                break
+        return rows
 
     def trial_files(self, trial: dict) -> dict[str, int]:
         return self.server.files(f"{self.prefix}/{NAME}/{LABEL}/{trial['relative_logdir']}")
