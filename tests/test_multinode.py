@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -50,16 +52,20 @@ class LoopbackCluster:
         self.port = free_port()
         self.address = f"{HOST}:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
+        self.tmp_dirs: list[Path] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Environment for every node and driver: token auth, this cluster's token, the repo importable."""
+        """Environment for every node and driver: token auth, this cluster's token, the repo importable.
+        Drivers get their own store and Optuna caches; each node gets its own (`node_dirs`)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
                    PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0",
-                   DEEPEMOCLUSTER_STORE_CACHE=str(self.root / "store-cache"),  # per-node store copies
+                   DEEPEMOCLUSTER_STORE_CACHE=str(self.root / "driver" / "store-cache"),
+                   DEEPEMOCLUSTER_OPTUNA_CACHE=str(self.root / "driver" / "optuna-cache"),
                    # detect a dead node within seconds, not the default tens of seconds
                    RAY_health_check_period_ms="500", RAY_health_check_timeout_ms="1000",
-                   RAY_health_check_failure_threshold="3", **extra)
+                   RAY_health_check_failure_threshold="3")
+        env.update(extra)
         return env
 
     def _start(self, name: str, args: list[str], **env: str) -> None:
@@ -70,8 +76,19 @@ class LoopbackCluster:
         log = open(self.root / f"{name}.log", "w")
         self.nodes[name] = subprocess.Popen(
             [RAY, "start", "--block", "--node-ip-address", HOST, "--disable-usage-stats", *ports, *args],
-            env=self.env(LOOPBACK_NODE=name, **env), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            env=self.env(LOOPBACK_NODE=name, **self.node_dirs(name), **env), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def node_dirs(self, name: str) -> dict[str, str]:
+        """A node's own folders, as on separate machines: Ray's temp folder (short: socket paths) and
+        the store cache; nothing shared with another node."""
+        ray_tmp = Path(tempfile.mkdtemp(prefix=f"rt{name}", dir="/tmp"))
+        self.tmp_dirs.append(ray_tmp)
+        return {"RAY_TMPDIR": str(ray_tmp), "DEEPEMOCLUSTER_STORE_CACHE": str(self.cache(name))}
+
+    def cache(self, name: str) -> Path:
+        """The store cache of node `name`."""
+        return self.root / name / "store-cache"
 
     def start_head(self, num_cpus: int = 0) -> None:
         self._start("head", ["--head", f"--port={self.port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
@@ -114,6 +131,8 @@ class LoopbackCluster:
             signal_all(pids, signal.SIGKILL)
             with _quiet():
                 proc.wait(timeout=10)
+        for folder in self.tmp_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def our_processes(root: int) -> set[int]:
@@ -158,8 +177,9 @@ class _quiet:
 
 
 @pytest.fixture(scope="module")
-def loopback_cluster(tmp_path_factory):
-    """A head (no CPUs: trials never run there) and two 1-CPU worker nodes, `a` and `b`."""
+def loopback_cluster(bucket_env, tmp_path_factory):
+    """A head (no CPUs: trials never run there) and two 1-CPU worker nodes, `a` and `b`, each with its
+    own Ray temp folder and store cache; dummy cloud credentials in their environment (bucket_env)."""
     cluster = LoopbackCluster(tmp_path_factory.mktemp("cluster"))
     try:
         cluster.start_head(num_cpus=0)
@@ -343,11 +363,11 @@ def wait_mid_trial(exp_dir: Path, proc: subprocess.Popen, epochs: int, tracker: 
                          (proc.communicate()[1][-3000:] if proc.poll() is not None else ""))
 
 
-def long_trials_space(tmp: Path, epochs: int) -> Path:
-    """smoke.yaml with one condition, two trials and no early stopping: trials long enough to interrupt."""
+def long_trials_space(tmp: Path, epochs: int, trials: int = 2) -> Path:
+    """smoke.yaml with one condition, `trials` trials and no early stopping: trials long enough to interrupt."""
     space = yaml.safe_load(SMOKE.read_text())
     space["conditions"] = {"labeled_ratio": [1.0]}
-    space["budget"] = {"num_samples": 2, "max_epochs": epochs}
+    space["budget"] = {"num_samples": trials, "max_epochs": epochs}
     space["scheduler"] = "none"
     path = tmp / "long.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
@@ -359,44 +379,92 @@ def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
             for t in experiment_trials(exp_dir) if t.get("relative_logdir")}
 
 
-def test_search_trials_spread_over_nodes(loopback_cluster, tiny_store, tmp_path):
-    """The store given as a bucket URI (file://): trials copy it to the node's disk once, then train."""
+def bucket_store(server, tiny_store, prefix: str) -> str:
+    """The tiny store uploaded to the S3 server under a name of its own: its URI (endpoint in the query)."""
+    from tuner.store_sync import upload_store
+
+    uri = server.uri(f"stores/{prefix}.store")
+    upload_store(tiny_store, uri)
+    return uri
+
+
+def copies(cluster: LoopbackCluster) -> dict[str, int]:
+    """Store copies in each node's own cache: node -> number of copies."""
+    return {name: sum(1 for p in cluster.cache(name).glob("*") if not p.name.startswith("."))
+            for name in cluster.nodes if cluster.cache(name).is_dir()}
+
+
+def bucket_trial_rows(server, exp: str) -> dict[str, list[dict]]:
+    """Trial id -> result rows, from the newest experiment state in the bucket under `exp`."""
+    states = sorted(n for n in server.files(exp) if n.startswith("experiment_state-"))
+    if not states:
+        return {}
+    rows = {}
+    for entry in json.loads(server.read(f"{exp}/{states[-1]}"))["trial_data"]:  # read after the run: complete
+        trial = json.loads(entry[0])
+        try:
+            text = server.read(f"{exp}/{trial['relative_logdir']}/result.json").decode()
+        except (FileNotFoundError, KeyError, TypeError):
+            text = ""
+        rows[trial["trial_id"]] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return rows
+
+
+def test_search_trials_spread_over_nodes(loopback_cluster, s3_server, tiny_store, tmp_path):
+    """Store and results in an S3 bucket, nodes sharing no folder: each node that runs trials copies
+    the store into its own cache once, and every trial's results land in the bucket."""
+    prefix = f"spread-{os.getpid()}"
+    store = bucket_store(s3_server, tiny_store, prefix)
     with PidTracker(loopback_cluster) as tracker:
-        proc = search(loopback_cluster, ["run", "--space", str(SMOKE), "--store", tiny_store.as_uri(), "--name", "spread",
-                                         "--storage", str(tmp_path / "results")], tmp_path)
+        proc = search(loopback_cluster, ["run", "--space", str(SMOKE), "--store", store, "--name", "spread",
+                                         "--storage", s3_server.uri(f"{prefix}/results")], tmp_path)
         out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
     nodes = set()
     for condition in ("labeled_ratio=0.5", "labeled_ratio=1.0"):
-        exp_dir = tmp_path / "results" / "spread" / condition
-        trials = experiment_trials(exp_dir)
-        assert [t["status"] for t in trials] == ["TERMINATED"] * 4
-        nodes |= {tracker.node_of.get(row["pid"]) for rows in trial_rows(exp_dir).values() for row in rows}
+        rows = bucket_trial_rows(s3_server, f"{prefix}/results/spread/{condition}")
+        assert len(rows) == 4 and all(rows.values())
+        nodes |= {tracker.node_of.get(row["pid"]) for trial_rows_ in rows.values() for row in trial_rows_}
     assert len(nodes) >= 2 and nodes <= set(loopback_cluster.nodes) - {"head"}  # never the 0-CPU head
-    copies = [p for p in (loopback_cluster.root / "store-cache").iterdir() if not p.name.startswith(".")]
-    assert len(copies) == 1 and (copies[0] / "frames.npy").is_file()  # one machine: one locked copy
+    made = copies(loopback_cluster)
+    assert {n for n, k in made.items() if k} == nodes and all(made[n] == 1 for n in nodes)  # one copy per node
+    assert not (tmp_path / "results").exists()
 
 
-def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, tiny_store, tmp_path):
-    """The real search: kill the node of a running trial; the trial continues from its checkpoint elsewhere."""
+def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, s3_server, tiny_store, tmp_path):
+    """Kill the node of the running trial: it continues on another node from its checkpoint in the
+    bucket (that node copies the store for itself first)."""
     epochs = 8
     loopback_cluster.add_worker("d")
-    exp_dir = tmp_path / "results" / "removal" / "labeled_ratio=1.0"
+    prefix = f"removal-{os.getpid()}"
+    store = bucket_store(s3_server, tiny_store, prefix)
+    exp = f"{prefix}/results/removal/labeled_ratio=1.0"
+    before = copies(loopback_cluster)
     with PidTracker(loopback_cluster) as tracker:
-        proc = search(loopback_cluster, ["run", "--space", str(long_trials_space(tmp_path, epochs)), "--store",
-                                         str(tiny_store), "--name", "removal", "--storage", str(tmp_path / "results")],
-                      tmp_path)
-        trial, victim = wait_mid_trial(exp_dir, proc, epochs, tracker)
+        proc = search(loopback_cluster, ["run", "--space", str(long_trials_space(tmp_path, epochs, trials=1)),
+                                         "--store", store, "--name", "removal",
+                                         "--storage", s3_server.uri(f"{prefix}/results")], tmp_path)
+        # one trial: the node whose cache gained a copy runs it; kill it once >= 2 checkpoints are in the bucket
+        deadline, victim = time.monotonic() + 240, None
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            gained = [n for n, k in copies(loopback_cluster).items() if k > before.get(n, 0)]
+            checkpoints = {name.split("/")[1] for name in s3_server.files(exp) if "/checkpoint_" in name}
+            if len(gained) == 1 and 2 <= len(checkpoints) < epochs - 2:
+                victim = gained[0]
+            time.sleep(0.2)
+        assert victim, "no trial was caught mid-run" + (proc.communicate()[1][-3000:] if proc.poll() is not None else "")
         loopback_cluster.kill_node(victim)
         out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
-    assert [t["status"] for t in experiment_trials(exp_dir)] == ["TERMINATED"] * 2
-    rows = trial_rows(exp_dir)[trial]
+    (rows,) = bucket_trial_rows(s3_server, exp).values()
     assert [r["training_iteration"] for r in rows][-1] == epochs
     restored = [r for r in rows if r["iterations_since_restore"] < r["training_iteration"]]
     assert restored, "the trial started over instead of restoring its checkpoint"
     assert restored[0]["training_iteration"] - restored[0]["iterations_since_restore"] >= 2  # >= 2 epochs kept
     assert victim not in {tracker.node_of.get(r["pid"]) for r in restored}
+    # the node that took over copied the store into its own cache (nothing is shared between nodes)
+    took_over = {tracker.node_of.get(r["pid"]) for r in restored}
+    assert all(copies(loopback_cluster).get(n, 0) == 1 for n in took_over)
 
 
 def test_search_killed_driver_then_resume_finishes_on_the_cluster(loopback_cluster, tiny_store, tmp_path):

@@ -4,8 +4,8 @@ The run's manifest says where they are (`optuna_storage`):
 - `journal` (the default): an Optuna JournalStorage file, RUN/optuna.journal. For a run whose
   storage is a bucket (s3://, gs://) the driver writes a local copy, `<cache>/<run hash>/optuna.journal`
   ($DEEPEMOCLUSTER_OPTUNA_CACHE, else ~/.cache/deepemocluster/optuna), and copies it into the run
-  folder after each condition and at the end (`upload_journal`); readers and `resume` on another
-  machine fetch it back first (`fetch_journal`).
+  folder at every Ray experiment snapshot (tuner.study_searcher), after each condition and at the
+  end (`upload_journal`); readers and `resume` on another machine fetch it back first (`fetch_journal`).
 - an RDB URL (`sqlite:///...`, `postgresql://...`): `run --optuna-storage URL`.
 
 Each condition's study is named `<run>/<condition label>`. Its trials carry the searched parameters,

@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner.optuna_studies import open_storage, study_name
 from tuner.run_dir import RunDir
+from tuner.uris import join_uri
 
 logger = logging.getLogger(__name__)
 _UNPICKLED = ("_storage", "_ot_study", "_ot_trials")
@@ -80,8 +81,14 @@ class StudySearcher(OptunaSearch):
         self._reattach(dict(state))
 
     def save(self, checkpoint_path: str) -> None:
+        """Ray's experiment snapshot (every >= 10 s): the searcher state, and for a bucket run the journal
+        into the bucket first, so that the bucket's journal always holds the trials its snapshot names."""
         import pickle
 
+        from tuner.optuna_studies import JOURNAL_STORAGE, upload_journal
+
+        if self._storage_setting == JOURNAL_STORAGE:
+            upload_journal(RunDir(self._run_storage, self._run_name))
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self._state(), f)
 
@@ -111,7 +118,7 @@ class StudySearcher(OptunaSearch):
         if config is not None:
             trial = self._ot_trials[trial_id]
             trial.set_user_attr("ray_trial_id", trial_id)
-            trial.set_user_attr("trial_folder", f"{self._trial_base}/trial_{trial_id}")
+            trial.set_user_attr("trial_folder", join_uri(self._trial_base, f"trial_{trial_id}"))
         return config
 
     def _primary(self) -> str:
@@ -131,8 +138,8 @@ class StudySearcher(OptunaSearch):
                     trial.set_user_attr("best_value", value)
                     trial.set_user_attr("best_epoch", int(result.get("training_iteration", 0)))
                     if result.get("checkpoint_dir_name"):
-                        trial.set_user_attr("best_model", f"{self._trial_base}/trial_{trial_id}/"
-                                                          f"{result['checkpoint_dir_name']}/best_model.pt")
+                        trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
+                                                                   result["checkpoint_dir_name"], "best_model.pt"))
         except optuna.exceptions.UpdateFinishedTrialError:
             # told before the driver died, after Ray's last snapshot: Ray re-runs it, the study keeps it
             self._completed_trials.add(trial_id)
