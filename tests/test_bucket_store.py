@@ -123,3 +123,20 @@ def test_refused_credentials_are_one_error_line(tmp_path, bucket_env, tiny_store
             assert "Traceback" not in proc.stderr and not list((tmp_path / f"cmd{i}").glob("session_*"))
     finally:
         server.stop()
+
+
+def test_run_folder_in_the_bucket(server, tmp_path):
+    """The run folder's own files (manifest, listing, walk, probe) through each server; the query stays last."""
+    from tuner.run_dir import RunDir, open_run
+
+    prefix = f"runs-{uuid.uuid4().hex[:8]}"
+    run = RunDir(server.uri(prefix), "r1")
+    assert run.uri == server.uri(f"{prefix}/r1") and run.local is None
+    run.check_writable()
+    assert server.files(f"{prefix}/r1") == {}  # the probe object is gone again
+    run.write_manifest({"name": "r1", "conditions": []})
+    run.write_text("x", "cond=1", "trial_a", "result.json")
+    assert open_run("r1", server.uri(prefix)).read_manifest()["name"] == "r1"
+    assert run.listdir() == ["cond=1", "run.json"]
+    assert [p for p, _ in run.walk()] == ["cond=1/trial_a/result.json", "run.json"]
+    assert set(server.files(f"{prefix}/r1")) == {"run.json", "cond=1/trial_a/result.json"}  # no temporary left

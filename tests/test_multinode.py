@@ -388,9 +388,9 @@ def bucket_store(server, tiny_store, prefix: str) -> str:
     return uri
 
 
-def copies(cluster: LoopbackCluster) -> dict[str, int]:
-    """Store copies in each node's own cache: node -> number of copies."""
-    return {name: sum(1 for p in cluster.cache(name).glob("*") if not p.name.startswith("."))
+def copies(cluster: LoopbackCluster, prefix: str) -> dict[str, int]:
+    """Copies of the store `bucket_store(..., prefix)` in each node's own cache: node -> number of copies."""
+    return {name: len(list(cluster.cache(name).glob(f"{prefix}.store-*")))
             for name in cluster.nodes if cluster.cache(name).is_dir()}
 
 
@@ -426,7 +426,7 @@ def test_search_trials_spread_over_nodes(loopback_cluster, s3_server, tiny_store
         assert len(rows) == 4 and all(rows.values())
         nodes |= {tracker.node_of.get(row["pid"]) for trial_rows_ in rows.values() for row in trial_rows_}
     assert len(nodes) >= 2 and nodes <= set(loopback_cluster.nodes) - {"head"}  # never the 0-CPU head
-    made = copies(loopback_cluster)
+    made = copies(loopback_cluster, prefix)
     assert {n for n, k in made.items() if k} == nodes and all(made[n] == 1 for n in nodes)  # one copy per node
     assert not (tmp_path / "results").exists()
 
@@ -439,7 +439,7 @@ def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, s3_server
     prefix = f"removal-{os.getpid()}"
     store = bucket_store(s3_server, tiny_store, prefix)
     exp = f"{prefix}/results/removal/labeled_ratio=1.0"
-    before = copies(loopback_cluster)
+    before = copies(loopback_cluster, prefix)
     with PidTracker(loopback_cluster) as tracker:
         proc = search(loopback_cluster, ["run", "--space", str(long_trials_space(tmp_path, epochs, trials=1)),
                                          "--store", store, "--name", "removal",
@@ -447,7 +447,7 @@ def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, s3_server
         # one trial: the node whose cache gained a copy runs it; kill it once >= 2 checkpoints are in the bucket
         deadline, victim = time.monotonic() + 240, None
         while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            gained = [n for n, k in copies(loopback_cluster).items() if k > before.get(n, 0)]
+            gained = [n for n, k in copies(loopback_cluster, prefix).items() if k > before.get(n, 0)]
             checkpoints = {name.split("/")[1] for name in s3_server.files(exp) if "/checkpoint_" in name}
             if len(gained) == 1 and 2 <= len(checkpoints) < epochs - 2:
                 victim = gained[0]
@@ -464,7 +464,7 @@ def test_search_removed_node_trial_resumes_elsewhere(loopback_cluster, s3_server
     assert victim not in {tracker.node_of.get(r["pid"]) for r in restored}
     # the node that took over copied the store into its own cache (nothing is shared between nodes)
     took_over = {tracker.node_of.get(r["pid"]) for r in restored}
-    assert all(copies(loopback_cluster).get(n, 0) == 1 for n in took_over)
+    assert all(copies(loopback_cluster, prefix).get(n, 0) == 1 for n in took_over)
 
 
 def test_search_killed_driver_then_resume_finishes_on_the_cluster(loopback_cluster, tiny_store, tmp_path):

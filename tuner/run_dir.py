@@ -138,9 +138,13 @@ class RunDir:
             return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
         import pyarrow.fs
 
-        selector = pyarrow.fs.FileSelector(self.path(*parts), allow_not_found=True)
+        # listed recursively: a bucket has no folders, only object names, and a "folder" without its
+        # marker object (written by another tool, or GCS listings that skip markers) must still show
+        base = self.path(*parts)
+        selector = pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True)
         with self._reaching():
-            return sorted(info.base_name for info in self.fs.get_file_info(selector))
+            infos = self.fs.get_file_info(selector)
+        return sorted({info.path[len(base) + 1:].split("/", 1)[0] for info in infos})
 
     def walk(self) -> list[tuple[str, int]]:
         """Every file of the run, recursively: (path relative to the run folder, size in bytes)."""
