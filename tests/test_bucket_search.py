@@ -1,6 +1,7 @@
 """A whole search with the store and the results in an S3 bucket (moto on loopback, the endpoint in
 the URIs' query), on a local Ray: the driver is SIGKILLed mid-search, `resume` finishes it from the
-bucket, and `status`, `export` and `tensorboard` then work from the bucket alone."""
+bucket on a machine without the killed driver's files, `confirm` runs on it, and `status`, `export`,
+`tensorboard` and `report` then work from the bucket alone."""
 from __future__ import annotations
 
 import json
@@ -153,10 +154,19 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
     assert [p.name.split("-")[0] for p in cache.iterdir() if not p.name.startswith(".")] == ["tiny.store"]
     assert not (work / "results").exists()  # nothing went to the local default storage
 
-    # status, export and tensorboard from the bucket alone: a fresh folder, no Ray, no cache
+    # confirm (retrains the best config with a new seed and tests it) with the run in the bucket
+    confirmed = subprocess.run([sys.executable, "-m", "tuner", "confirm", NAME, "--storage", storage, "--top", "1",
+                                "--seeds", "1", "--num-cpus", "2"], cwd=work,
+                               env=env(short_tmp(), tmp_path / "cache-confirm", tmp_path / "head3"),
+                               capture_output=True, text=True, timeout=400)
+    assert confirmed.returncode == 0, confirmed.stdout[-3000:] + confirmed.stderr[-3000:]
+    assert "confirm.json" in s3_server.files(f"{prefix}/results/{NAME}/confirm")
+
+    # status, export, tensorboard and report from the bucket alone: a fresh folder, no Ray, no cache
     reader = tmp_path / "reader"
     reader.mkdir()
-    commands = {"status": ["status", NAME, "--storage", storage, "--json"],
+    commands = {"report": ["report", NAME, "--storage", storage, "--out", str(reader / "report")],
+                "status": ["status", NAME, "--storage", storage, "--json"],
                 "export": ["export", NAME, "--storage", storage, "--out", str(reader / "best.yaml")],
                 "tensorboard": ["tensorboard", NAME, "--storage", storage, "--mirror", str(reader / "tb")]}
     procs = {k: subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=reader, env=tuner_env(str(reader)),
@@ -167,6 +177,9 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
         stdout, stderr = p.communicate(timeout=120)
         assert p.returncode == 0, (k, stderr[-3000:])
         out[k] = stdout
+    report = (reader / "report" / "report.md").read_text()
+    assert all(t in report for t in after) or all(t[:8] in report for t in after), report[:2000]
+    assert (reader / "report" / "report.html").stat().st_size > 0
     status = json.loads(out["status"])
     assert status["conditions"][0]["study"] == "done" and status["conditions"][0]["by_state"] == {"TERMINATED": 3}
     best = yaml.safe_load((reader / "best.yaml").read_text())
