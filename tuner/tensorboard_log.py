@@ -26,7 +26,6 @@ SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "t
            "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "done",
            "trial_id", "date", "hostname", "node_ip", "config", "checkpoint_dir_name", "should_checkpoint",
            "train_sentences", "ssl_sentences"}
-FLUSH_SECS = 1
 # Final metrics shown in the HParams table (the latest value of each tag in a trial's run).
 HPARAM_METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "nmi",
                   "time_epoch_s")
@@ -126,9 +125,7 @@ class TensorBoardCallback(LoggerCallback):
             from torch.utils.tensorboard import SummaryWriter
 
             trial.init_local_path()
-            # tensorboardX's flush() does not drain its writer thread, which writes the file every
-            # flush_secs: 1 s keeps what Ray uploads to a bucket at each experiment snapshot current
-            self._writers[trial] = SummaryWriter(trial.local_path, flush_secs=FLUSH_SECS)
+            self._writers[trial] = SummaryWriter(trial.local_path, flush_secs=30)
             self._best.setdefault(trial, {})
         return self._writers[trial]
 
