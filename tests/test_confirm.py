@@ -3,9 +3,7 @@ confirm.json's numbers against the saved models evaluated directly and against s
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from tune_helpers import SMOKE, experiment_trials, result_rows, short_tmp, tuner, tuner_env
+from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
 
 NAME = "tiny"
 SPLIT = "Validation"   # the tiny store's Test1 holds one utterance (no CCC); Validation holds 11
@@ -61,34 +59,6 @@ def test_plan_takes_the_exported_configs_and_a_baseline_per_condition(searched):
     assert by_id["base@labeled_ratio=0.5"]["config"]["labeled_ratio"] == 0.5     # the condition fills in
     assert by_id["base@labeled_ratio=1.0"]["config"]["labeled_ratio"] == 1.0
     assert by_id["base_full"]["conditions"] == ["labeled_ratio=0.5", "labeled_ratio=1.0"]  # one training
-
-
-def session_processes(sid: int) -> list[int]:
-    """Processes of session `sid` (Ray's trial workers get their own process group, not their own session)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:   # after pid (comm): state ppid pgrp session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """SIGKILL the driver's process group, then its trial workers, and wait until none is left."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    deadline = time.monotonic() + timeout
-    while pids := session_processes(proc.pid):
-        assert time.monotonic() < deadline, f"processes {pids} of the killed driver's session survived"
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
 
 
 def evaluated(exp_dir: Path) -> dict[str, Path]:

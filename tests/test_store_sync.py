@@ -147,15 +147,29 @@ def test_not_enough_disk_is_a_clear_error(tmp_path, monkeypatch):
 
 
 CONCURRENT = textwrap.dedent("""
-    import os, sys, time
+    import contextlib, os, sys, time
     import tuner.store_sync as ss
-    original = ss._download
-    def slow_download(*args, **kwargs):
-        with open(sys.argv[3], "a") as log:  # one line per real copy
+    copies, arrivals = sys.argv[3], sys.argv[3] + ".arrived"
+    original_locked, original_download = ss._locked, ss._download
+
+    @contextlib.contextmanager
+    def logged_lock(path):
+        with open(arrivals, "a") as log:  # about to take the lock: no copy is complete yet
             log.write(f"{os.getpid()}\\n")
-        time.sleep(0.5)  # widen the window in which the other processes arrive
-        return original(*args, **kwargs)
-    ss._download = slow_download
+        with original_locked(path):
+            yield
+
+    def download_when_all_arrived(*args, **kwargs):
+        with open(copies, "a") as log:  # one line per real copy
+            log.write(f"{os.getpid()}\\n")
+        deadline = time.monotonic() + 60
+        while len(open(arrivals).read().split()) < 4:  # every process reaches the lock during this copy
+            if time.monotonic() > deadline:
+                sys.exit("the other processes never reached the lock")
+            time.sleep(0.01)
+        return original_download(*args, **kwargs)
+
+    ss._locked, ss._download = logged_lock, download_when_all_arrived
     while not os.path.exists(sys.argv[4]):  # start together
         time.sleep(0.01)
     print(ss.ensure_local_store(sys.argv[1], sys.argv[2]))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from tune_helpers import SMOKE, experiment_trials, result_rows, searcher_study, short_tmp, tuner, tuner_env
+from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, searcher_study, short_tmp, tuner,
+                          tuner_env)
 
 NAME = "killed"
 
@@ -57,9 +58,7 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_mid_run(exp_dir, proc)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        proc.wait(timeout=30)
-        time.sleep(1)
+        kill_session(proc)  # the driver and every Ray process it started, polled until none is left
         before = experiment_trials(exp_dir)   # the last state the killed driver wrote
         finished = {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
                     for t in before if t["status"] == "TERMINATED"}

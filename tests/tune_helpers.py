@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +67,31 @@ def searcher_study(exp_dir: Path):
     studies = load_studies(RunDir(exp_dir.parent.parent, exp_dir.parent.name))
     assert exp_dir.name in studies, f"no Optuna study for {exp_dir} (studies: {list(studies)})"
     return studies[exp_dir.name]
+
+
+def session_processes(sid: int) -> list[int]:
+    """Processes of session `sid` (Ray's trial workers get their own process group, not their own session)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":   # after pid (comm): state ppid pgrp session; a zombie is gone
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL the driver's process group, then its trial workers, and wait until none is left."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + timeout
+    while pids := session_processes(proc.pid):
+        assert time.monotonic() < deadline, f"processes {pids} of the killed driver's session survived"
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
