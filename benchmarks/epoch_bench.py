@@ -34,7 +34,7 @@ REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}   # reference, 300 Train + 10
 
 
 def machine() -> str:
-    from model.trainer import cpu_supports_bf16
+    from model.devices import cpu_supports_bf16
 
     return f"{describe_machine()}; bf16 native: {cpu_supports_bf16()}; torch {torch.__version__}"
 

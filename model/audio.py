@@ -1,4 +1,4 @@
-"""Audio loading: any file soundfile reads (wav, flac, ogg, ...) as float32 mono at 16 kHz."""
+"""Audio loading: any file soundfile reads (wav, flac, ogg, mp3, aiff, ...) as float32 mono at 16 kHz."""
 from __future__ import annotations
 
 from functools import lru_cache

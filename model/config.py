@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
+from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
 from model.network import TEMPORAL_MODULES
 
-ATTRIBUTES = ("act", "dom", "val")
 OPTIMIZERS = ("reference", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

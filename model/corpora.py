@@ -31,7 +31,9 @@ from pathlib import Path
 
 from model.errors import CorpusError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+# The audio files `prepare` and `predict` take from a folder: the formats soundfile's libsndfile
+# (>= 1.1, bundled with soundfile >= 0.12) reads. Anything else in a folder is not audio.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 ATTRIBUTES = ("act", "dom", "val")
 LABEL_TABLES = ("labels_consensus.csv", "labels_concensus.csv")
 MANIFEST_NAME = "manifest.csv"

@@ -25,6 +25,7 @@ from scipy.io import loadmat
 from scipy.sparse import csr_matrix
 
 from model.audio import SAMPLE_RATE
+from model.corpora import ATTRIBUTES
 from model.errors import UserError
 
 N_FFT = 512
@@ -32,7 +33,6 @@ HOP = 256
 N_MELS = 128
 KINDS = ("logmel", "reference")
 LOG_FLOOR = 1e-10   # power floor before the log: silence maps to -100 dB, never -inf
-ATTRIBUTES = ("act", "dom", "val")
 # Slaney mel scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4 (log-spaced).
 _F_SP, _MIN_LOG_HZ = 200.0 / 3, 1000.0
 _MIN_LOG_MEL, _LOGSTEP = _MIN_LOG_HZ / _F_SP, np.log(6.4) / 27.0

@@ -14,6 +14,8 @@ import torch
 
 from model.audio import load_audio
 from model.chunking import chunk_frames, make_chunks
+from model.corpora import ATTRIBUTES
+from model.devices import resolve_device
 from model.errors import UserError
 from model.features import FeatureSpec, NormTerms, extract
 from model.metrics import ccc
@@ -22,21 +24,6 @@ from model.network import DeepEmoCluster
 
 ModelLike = Union[str, Path, tuple[DeepEmoCluster, ModelInfo]]
 BATCH_SENTENCES = 64
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' means the GPU when there is one, else the CPU; UserError for an unusable device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise UserError(f"device {str(device)!r} is invalid: expected auto, cpu, cuda or cuda:N ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {str(device)!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"device {str(device)!r} is not supported: expected auto, cpu, cuda or cuda:N")
-    return device
 
 
 def resolve_model(model: ModelLike, device: str | torch.device = "cpu") -> tuple[DeepEmoCluster, ModelInfo]:
@@ -184,7 +171,7 @@ def predict_by_attribute(choice: dict[str, Any], paths: Iterable[str | Path], de
             merged[row["file"]].update({a: row[a] for a in attrs})
         for path, reason in failed:
             failures.setdefault(path, reason)
-    order = [a for a in ("act", "dom", "val") if a in choice]
+    order = [a for a in ATTRIBUTES if a in choice]
     rows = [{"file": p, **{a: merged[p][a] for a in order}} for p in paths
             if p not in failures and all(a in merged[p] for a in order)]
     return rows, [(p, failures[p]) for p in paths if p in failures]

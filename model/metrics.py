@@ -1,6 +1,9 @@
 """Evaluation metrics in numpy: concordance correlation coefficient and normalised mutual information."""
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 
@@ -51,3 +54,38 @@ def nmi(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     denom = 0.5 * (_entropy(row) + _entropy(col))
     return float(min(1.0, mi / denom))
+
+
+# ---- metric values for the outside world (checkpoints, JSON lines, Ray reports, TensorBoard) -------
+def plain(value: Any) -> Any:
+    """Metrics as plain Python numbers, strings, lists and dicts (numpy scalars and torch tensors converted)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if hasattr(value, "numel") and hasattr(value, "tolist"):   # a torch tensor (torch is not imported here)
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A metrics dict JSON can write: plain values, non-finite floats as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in plain(metrics).items()}
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics dict (booleans as 0/1) as plain floats; everything else left out."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, (int, float)) or hasattr(value, "item"):
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(v):
+                out[key] = v
+    return out

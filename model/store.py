@@ -33,6 +33,7 @@ import numpy as np
 from model.atomic_files import check_output_dir, replace_dir
 from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, IMPLAUSIBLE_AUDIO, KEPT_REASONS, LABEL_RANGE, POOL_SPLIT,
                            SHORT_UTTERANCE, SKIPPED_REASONS, TRAIN, UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
+from model.devices import usable_cpus
 from model.errors import CorpusError, StoreError, UserError
 from model.locks import describe_holder, writer_lock
 
@@ -139,8 +140,11 @@ class FeatureStore:
 
     @property
     def roles(self) -> dict[str, Any]:
-        """Which split is train, which validation, which test ({"train": "Train", ...}; None if absent)."""
-        return {**_roles(self.meta["splits"]), **(self.meta.get("roles") or {})}
+        """Which split is train, which validation, which test ({"train": "Train", ...}; None if absent).
+
+        meta.json's roles, each one it leaves empty (an older or hand-edited store) found by name."""
+        given = {k: v for k, v in (self.meta.get("roles") or {}).items() if v is not None}
+        return {**_roles(self.meta["splits"]), **given}
 
     def split_code(self, split: str) -> int:
         """Index code of a split name ("" = the unlabeled pool, -1)."""
@@ -280,14 +284,6 @@ def _extracted(paths: list[Path], kind: str, workers: int) -> Iterator[tuple]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def default_workers() -> int:
-    """The CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def _split_names(utterances: list[Utterance]) -> list[str]:
     """The utterances' split names, train and validation first, then the others by name."""
     return sorted({u.split for u in utterances if u.split != POOL_SPLIT},
@@ -302,15 +298,22 @@ def _roles(splits: list[str]) -> dict[str, Any]:
 
 
 def _label_terms(index: np.ndarray, train_code: int | None, attributes: tuple[str, ...]) -> dict[str, list[float]]:
-    terms = {}
     if train_code is None:
-        return terms
+        return {}
     rows = index[(index["split"] == train_code) & index["labeled"]]
-    for a in attributes:
-        values = rows[a][np.isfinite(rows[a])].astype(np.float64)
-        if len(values):
-            std = float(values.std())
-            terms[a] = [float(values.mean()), std if std > 0 else 1.0]
+    terms = label_terms(np.stack([rows[a] for a in attributes], axis=1), attributes)
+    return {a: list(t) for a, t in terms.items()}
+
+
+def label_terms(labels: np.ndarray, attributes: Iterable[str]) -> dict[str, tuple[float, float]]:
+    """attribute -> (mean, std) of its labels ([n, A], NaN = missing; std 0 -> 1); attributes without a label left out."""
+    terms = {}
+    for j, a in enumerate(attributes):
+        column = np.asarray(labels[:, j], dtype=np.float64)
+        column = column[np.isfinite(column)]
+        if len(column):
+            std = float(column.std())
+            terms[a] = (float(column.mean()), std if std > 0 else 1.0)
     return terms
 
 
@@ -388,7 +391,7 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, norm_terms, work
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        report = _build(corpus, tmp, spec, ref_terms, norm_terms, workers or default_workers(),
+        report = _build(corpus, tmp, spec, ref_terms, norm_terms, workers or usable_cpus(),
                         dtype, fp, progress, on_progress)
         report["store"] = str(out)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))

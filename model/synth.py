@@ -39,9 +39,10 @@ import numpy as np
 import scipy.fft
 
 from model.atomic_files import replace_dir
+from model.audio import SAMPLE_RATE
+from model.devices import usable_cpus
 from model.errors import UserError
 
-SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 2.75, 11.0
 MAX_COUNT = 1_000_000        # utterances (or unlabeled, or speakers) one synth call may ask for
 GENERATOR = "deepemocluster-tuner synth v1"  # recorded in synth.json: change it when the output changes
@@ -458,7 +459,7 @@ def _default_workers(jobs: int) -> int:
     """Two worker processes for big corpora, none inside a daemon process or for tiny ones."""
     if jobs < 48 or multiprocessing.current_process().daemon:
         return 1
-    return max(1, min(2, os.cpu_count() or 1))
+    return max(1, min(2, usable_cpus()))
 
 
 def synthesize_corpus(out: str | Path, utterances: int = 600, unlabeled: int = 200,

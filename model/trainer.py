@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import sys
 import time
@@ -30,14 +29,14 @@ from model.augment import SpecAugment
 from model.chunking import chunk_frames, chunk_starts, make_chunks
 from model.clustering import kmeans
 from model.config import TrainConfig
+from model.devices import resolve_device, resolve_precision, usable_cpus
 from model.errors import UserError
 from model.losses import ccc_loss, triplet_loss
-from model.metrics import ccc, nmi
+from model.metrics import ccc, nmi, plain
 from model.model_file import ModelInfo, build_network, save_model
 from model.sampling import sample_chunks, sample_sentences, split_labeled
 from model.transfer import init_network
 
-VALIDATION_SPLITS = ("Validation", "Development")
 STAGE_SSL, STAGE_LABELED = 1, 2
 # config keys that may differ between a checkpoint and the run that resumes it (no effect on results)
 RESUMABLE_CHANGES = ("epochs", "num_threads", "device", "embed_batch_chunks")
@@ -45,42 +44,6 @@ RESUMABLE_CHANGES = ("epochs", "num_threads", "device", "embed_batch_chunks")
 
 class TrainingDiverged(UserError):
     """The loss or the predictions became NaN/inf: the run stops; the last good checkpoint stays."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} was asked for but no CUDA device is available (use device=cpu or auto)")
-    return torch.device(name)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-        return " avx512_bf16" in flags or " amx_bf16" in flags
-    except OSError:
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except Exception:
-            return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device` (None = plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UserError("precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def stage_seed(seed: int, epoch: int, stage: int) -> int:
@@ -97,7 +60,7 @@ class Trainer:
         self.config = config
         self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
         self.device = resolve_device(config.device)
-        torch.set_num_threads(config.num_threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(config.num_threads or usable_cpus())
         self.amp_dtype = resolve_precision(config.precision, self.device)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -130,12 +93,12 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------------
     def _select_data(self) -> None:
         """Labeled Train subset, its normalised labels, the unlabeled pool and the validation set."""
+        from model.store import label_terms
+
         cfg, store = self.config, self.store
         C, attrs = cfg.chunks_per_sentence, list(cfg.attributes)
-        splits = list(store.splits)
-        roles = store.meta.get("roles") or {}
-        train_name = roles.get("train") or ("Train" if "Train" in splits else None)
-        val_name = roles.get("validation") or next((s for s in VALIDATION_SPLITS if s in splits), None)
+        splits, roles = list(store.splits), store.roles
+        train_name, val_name = roles["train"], roles["validation"]
         if train_name is None:
             raise UserError(f"{store.path}: the store has no Train split (splits: {', '.join(splits) or 'none'})")
         if val_name is None:
@@ -154,14 +117,11 @@ class Trainer:
             keep = split_labeled(store.index["speaker"][train], cfg.labeled_ratio, split_rng)
             train, dropped = train[keep], train[~keep]
         labels = np.asarray(store.labels(train, attrs), dtype=np.float64)
-        self.label_terms: dict[str, tuple[float, float]] = {}
-        for j, a in enumerate(attrs):
-            column = labels[:, j]
-            if np.isnan(column).all():
+        self.label_terms = label_terms(labels, attrs)   # over the labeled utterances this run keeps
+        for a in attrs:
+            if a not in self.label_terms:
                 raise UserError(f"attribute {a!r} has no labels in the Train split of {store.path} "
                                 f"({len(train)} labeled utterances kept); remove it from `attributes`")
-            mean, std = float(np.nanmean(column)), float(np.nanstd(column))
-            self.label_terms[a] = (mean, std if std > 0 else 1.0)
         if len(train) * C < cfg.num_clusters:
             raise UserError(f"the labeled training subset has {len(train)} utterances x C={C} = {len(train) * C} "
                             f"chunks, fewer than num_clusters={cfg.num_clusters}; lower num_clusters or raise "
@@ -448,7 +408,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):   # building a network draws init weights: keep the run's RNG
             network = build_network(self.config, self.n_mels)
         network.load_state_dict(self.best_state)
-        meta = {"epoch": self.best_epoch, "metrics": _plain(self.best_metrics or {}),
+        meta = {"epoch": self.best_epoch, "metrics": plain(self.best_metrics or {}),
                 "store": str(self.store.path), "validation_split": self.val_name}
         if self.init_report is not None:
             meta["init_model"] = self.init_report.to_dict()
@@ -468,9 +428,9 @@ class Trainer:
             "prev_assignments": None if self.prev_assignments is None else torch.from_numpy(self.prev_assignments),
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
-            "best_metrics": _plain(self.best_metrics) if self.best_metrics else None,
+            "best_metrics": plain(self.best_metrics) if self.best_metrics else None,
             "best_state": self.best_state,
-            "history": [_plain(m) for m in self.history],
+            "history": [plain(m) for m in self.history],
         }
         extra = {ckpt.BEST_MODEL_FILE: self.save_best_model} if self.best_state is not None else {}
         return ckpt.write_checkpoint(directory, state, extra)
@@ -501,18 +461,3 @@ class Trainer:
         self.best_metrics = state["best_metrics"]
         self.best_state = state["best_state"]
         self.history = list(state["history"])
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as plain Python numbers, strings, lists and dicts."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    return value

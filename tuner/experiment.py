@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from model.devices import usable_cpus
 from model.errors import UserError
 from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
@@ -32,10 +33,6 @@ MAX_FAILURES = 2
 # Ray's progress table shows the first four metrics a trial reports: these, after the searched ones.
 PROGRESS_COLUMNS = ("val_ccc_mean", "loss_total", "nmi", "time_epoch_s")
 REUSE_ACTORS = True  # a trial process keeps torch imported for the next trial: less start-up per trial
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> str:

@@ -24,9 +24,9 @@ from typing import Iterator
 
 from model.atomic_files import replace_dir
 from model.errors import StoreError
+from model.store import STORE_FILES
 from tuner.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
 
-STORE_FILES = ("frames.npy", "index.npy", "report.json", "meta.json")  # meta.json last on upload
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
 MARKER = "sync.json"               # written into a verified local copy before it is renamed into place
 CACHE_ENV = "DEEPEMOCLUSTER_STORE_CACHE"
@@ -204,8 +204,9 @@ def upload_store(local: str | os.PathLike, uri: str) -> dict:
     with _reaching(uri):
         fs.create_dir(root, recursive=True)
         manifest = {}
-        for name in STORE_FILES[:-1]:
-            manifest[name] = _upload_file(fs, src / name, f"{root}/{name}")
+        for name in STORE_FILES:
+            if name != "meta.json":
+                manifest[name] = _upload_file(fs, src / name, f"{root}/{name}")
         meta_bytes = (src / "meta.json").read_bytes()
         manifest["meta.json"] = {"size": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()}
         _write_remote(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())

@@ -7,7 +7,6 @@ checkpoint after every epoch so that a scheduler can stop it between epochs.
 """
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from typing import Any, Callable
@@ -28,22 +27,6 @@ def tag_for(metric: str) -> str:
         if metric.startswith(prefix):
             return tag + metric[len(prefix):]
     return f"other/{metric}"
-
-
-def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numbers of a Trainer metrics dict (booleans as 0/1), as plain floats."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            out[key] = float(value)
-        elif isinstance(value, (int, float)) or hasattr(value, "item"):
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(v):
-                out[key] = v
-    return out
 
 
 def trial_threads(cpus: float) -> int:
@@ -67,6 +50,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     from ray import tune
 
     from model.config import TrainConfig
+    from model.metrics import finite_metrics
     from model.trainer import Trainer
     from tuner.store_sync import ensure_local_store
 
@@ -84,7 +68,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
 
     while trainer.epoch < train_config.epochs:
         start = time.perf_counter()
-        metrics = numeric_metrics(trainer.run_epoch())
+        metrics = finite_metrics(trainer.run_epoch())
         epoch_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as directory:
             ckpt_start = time.perf_counter()

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 HELP = "predict emotional attributes (1..7) for audio files with a model file"
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def expand_inputs(items: list[str]) -> list[str]:
     """Files as given; a folder stands for its audio files (sorted, not recursive)."""
+    from model.corpora import AUDIO_EXTENSIONS
+
     out = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            out += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+            out += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
         else:
             out.append(item)
     return out
@@ -58,7 +59,7 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     also takes the audio files that follow the option)."""
     import yaml
 
-    from model.config import ATTRIBUTES
+    from model.corpora import ATTRIBUTES
     from model.errors import UserError
 
     choice: dict[str, str] = {}
@@ -98,7 +99,9 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_file
     from model.errors import UserError
-    from model.inference import predict_by_attribute, predict_files, resolve_device, resolve_models
+    from model.corpora import ATTRIBUTES, AUDIO_EXTENSIONS
+    from model.devices import resolve_device
+    from model.inference import predict_by_attribute, predict_files, resolve_models
 
     if args.batch_sentences < 1:
         raise UserError(f"--batch-sentences={args.batch_sentences} is invalid: expected an integer >= 1")
@@ -113,15 +116,15 @@ def main(args: argparse.Namespace) -> int:
     paths = expand_inputs(audio)
     if not paths:
         raise UserError("no audio files given (give MODEL, then audio files or folders; the folders named hold no "
-                        + "/".join(AUDIO_SUFFIXES) + " files)")
-    device = resolve_device(args.device)
+                        + "/".join(AUDIO_EXTENSIONS) + " files)")
+    device = resolve_device(args.device, "--device")
     if choice is None:
         members = resolve_models(args.inputs[0], device)
         attributes = list(members[0][1].config.attributes)
         rows, failures = predict_files(members, paths, device, args.batch_sentences)
     else:
         rows, failures = predict_by_attribute(choice, paths, device, args.batch_sentences)
-        attributes = [a for a in ("act", "dom", "val") if a in choice]
+        attributes = [a for a in ATTRIBUTES if a in choice]
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not rows:

@@ -36,11 +36,6 @@ def tensorboard_tag(key: str) -> str | None:
     return None if key in ("epoch", "is_best", "train_sentences", "ssl_sentences") else tag_for(key)
 
 
-def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Non-finite floats become null so that every line is valid JSON."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 def format_line(metrics: dict[str, Any], epochs: int, attributes: list[str]) -> str:
     """The one line printed per epoch."""
     ccc = " ".join(f"{a} {metrics[f'val_ccc_{a}']:.3f}" for a in attributes)
@@ -82,6 +77,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     from model.checkpoint import find_checkpoint
     from model.config import TrainConfig
     from model.errors import UserError
+    from model.metrics import finite_metrics, json_metrics
     from model.trainer import Trainer, TrainingDiverged
 
     held = [name for name in RUN_MARKERS if (out / name).exists()]
@@ -107,7 +103,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
     atomic_write(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
-    atomic_write(out / "metrics.jsonl", "".join(json.dumps(json_safe(m)) + "\n" for m in trainer.history))
+    atomic_write(out / "metrics.jsonl", "".join(json.dumps(json_metrics(m)) + "\n" for m in trainer.history))
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -116,13 +112,12 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
     def on_epoch(metrics: dict[str, Any]) -> bool:
         with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(json_safe(metrics)) + "\n")
+            f.write(json.dumps(json_metrics(metrics)) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        for key, value in metrics.items():
+        for key, value in finite_metrics(metrics).items():
             tag = tensorboard_tag(key)
-            if tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and math.isfinite(value):
+            if tag is not None:
                 writer.add_scalar(tag, value, metrics["epoch"])
         writer.flush()
         if metrics["is_best"]:
