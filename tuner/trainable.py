@@ -3,7 +3,8 @@
 The trial opens the feature store by path (memory-mapped in this process; the store never goes
 into Ray's object store), builds the Trainer from the sampled config, restores from the trial's
 last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
-checkpoint after every epoch so that a scheduler can stop it between epochs.
+checkpoint after every epoch (a callback of Trainer.fit, the one epoch loop) so that a scheduler can
+stop it between epochs.
 """
 from __future__ import annotations
 
@@ -66,10 +67,13 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(directory)
 
-    while trainer.epoch < train_config.epochs:
-        start = time.perf_counter()
-        metrics = finite_metrics(trainer.run_epoch())
-        epoch_s = time.perf_counter() - start
+    epoch_start = time.perf_counter()
+
+    def report(metrics: dict[str, Any]) -> None:
+        """After each epoch of Trainer.fit: checkpoint into a fresh folder and report both to Ray Tune."""
+        nonlocal epoch_start
+        metrics = finite_metrics(metrics)
+        epoch_s = time.perf_counter() - epoch_start
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as directory:
             ckpt_start = time.perf_counter()
             trainer.save_checkpoint(directory)
@@ -83,3 +87,6 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
                 metrics.update(finish(trainer, directory))
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        epoch_start = time.perf_counter()
+
+    trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
