@@ -1,16 +1,20 @@
 """TrainConfig: every hyperparameter of one DeepEmoCluster training run, validated.
 
 Loaded from YAML (a flat mapping of the keys below; a `metadata` mapping is allowed and ignored)
-and from `key=value` overrides. Errors name the key, the value and what is allowed.
+and from `key=value` overrides. Errors name the key, the value and what is allowed. Value types are
+checked against the fields' real type hints (typing.get_type_hints, resolved once at import; a
+field of a type with no check is an import error), not a validation library: the dataclass stays
+plain and the messages stay exactly ours.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -78,7 +82,7 @@ class TrainConfig:
                 continue
             if key not in known:
                 raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
-            kwargs[key] = _coerce(key, value, known[key].type, source)
+            kwargs[key] = _coerce(key, value, FIELD_TYPES[key], source)
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -198,20 +202,37 @@ class TrainConfig:
             bad("device", "auto, cpu, cuda or cuda:N")
 
 
-def _coerce(key: str, value: Any, annotation: str, source: str) -> Any:
-    """Check a raw YAML value against the field's annotation (ints are accepted for floats)."""
+def _optional(tp: Any) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) of an annotation such as `int | None`."""
+    if get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
+        rest = [a for a in get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return tp, False
+
+
+def _checked(tp: Any) -> bool:
+    """Whether _coerce has a check for values of type `tp`."""
+    base, _ = _optional(tp)
+    return base in (bool, int, float, str) or (get_origin(base), get_args(base)) in ((list, (str,)),
+                                                                                     (dict, (str, float)))
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    """Check a raw YAML value against the field's type hint (ints are accepted for floats)."""
     def fail(expected):
         raise ConfigError(f"{source}: {key}={value!r} is invalid: expected {expected}")
 
-    if annotation == "list[str]":
+    base, optional = _optional(tp)
+    if value is None and optional:
+        return None
+    if get_origin(base) is list:   # list[str]
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail("a list of strings")
         return value
-    if annotation == "dict[str, float] | None":
-        if value is None:
-            return None
+    if get_origin(base) is dict:   # dict[str, float]
         if isinstance(value, str):   # "act=2,val=1": a plain value a search space can list as a choice
             pairs = [item.partition("=") for item in value.split(",") if item.strip()]
             if not pairs or any(not sep for _, sep, _ in pairs):
@@ -225,25 +246,30 @@ def _coerce(key: str, value: Any, annotation: str, source: str) -> Any:
                 and math.isfinite(v) for k, v in value.items()):
             fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
         return {k: float(v) for k, v in value.items()}
-    if annotation == "str | None":
-        if value is None:
-            return None
-        annotation = "str"
-    if annotation == "int | None":
-        if value is None:
-            return None
-        annotation = "int"
-    if annotation == "bool":
+    if base is bool:
         if not isinstance(value, bool):
             fail("true or false")
-    elif annotation == "int":
+    elif base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             fail("an integer")
-    elif annotation == "float":
+    elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number")
         value = float(value)
-    elif annotation == "str":
+    elif base is str:
         if not isinstance(value, str):
             fail("a string")
     return value
+
+
+# Every field's resolved type hint. A field of a type _coerce cannot check fails here, at import,
+# never silently unchecked.
+FIELD_TYPES: dict[str, Any] = get_type_hints(TrainConfig)
+_unchecked = [f"{k}: {tp}" for k, tp in FIELD_TYPES.items() if not _checked(tp)]
+if _unchecked:
+    raise TypeError(f"TrainConfig fields without a type check in model.config._coerce: {', '.join(_unchecked)}")
+
+
+def field_type(key: str) -> tuple[Any, bool]:
+    """(type, None allowed) of a TrainConfig key: `unlabeled_pool: int | None` -> (int, True)."""
+    return _optional(FIELD_TYPES[key])

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from model import checkpoint as ckpt
 from model.augment import SpecAugment
 from model.chunking import chunk_frames, chunk_starts, make_chunks
-from model.clustering import kmeans
+from model.clustering import KMeansResult, kmeans
 from model.config import TrainConfig
 from model.devices import resolve_device, resolve_precision, usable_cpus
 from model.errors import UserError
@@ -36,6 +36,9 @@ from model.metrics import ccc, nmi, plain
 from model.model_file import ModelInfo, build_network, save_model
 from model.sampling import sample_chunks, sample_sentences, split_labeled
 from model.transfer import init_network
+
+if TYPE_CHECKING:   # imported in __init__ (the store module is not needed to import the trainer)
+    from model.store import FeatureStore
 
 STAGE_SSL, STAGE_LABELED = 1, 2
 # config keys that may differ between a checkpoint and the run that resumes it (no effect on results)
@@ -54,7 +57,7 @@ def stage_seed(seed: int, epoch: int, stage: int) -> int:
 class Trainer:
     """Trains one DeepEmoCluster model on a feature store; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, store):
+    def __init__(self, config: TrainConfig, store: FeatureStore | str | Path):
         from model.store import FeatureStore
 
         self.config = config
@@ -198,7 +201,7 @@ class Trainer:
                 preds[rows] = out.attributes.float().cpu().numpy()
         return feats, preds
 
-    def _cluster(self, ids: np.ndarray, stage: int, epoch: int, times: dict) -> Any:
+    def _cluster(self, ids: np.ndarray, stage: int, epoch: int, times: dict[str, float]) -> KMeansResult:
         """Embed `ids` and k-means the chunk features with this stage's seed."""
         cfg = self.config
         t = time.perf_counter()

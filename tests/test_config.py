@@ -61,3 +61,13 @@ def test_yaml_errors_name_the_file(tmp_path):
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         TrainConfig.load(listy)
+
+
+def test_value_types_come_from_the_type_hints():
+    from model.config import _checked, _coerce, field_type
+
+    assert field_type("unlabeled_pool") == (int, True) and field_type("width") == (float, False)
+    assert _coerce("k", None, float | None, "s") is None and _coerce("k", 2, float | None, "s") == 2.0
+    with pytest.raises(ConfigError, match=r"s: k='x' is invalid: expected a number"):
+        _coerce("k", "x", float | None, "s")   # a new optional float field is checked, not passed through
+    assert not _checked(tuple[int, int]) and not _checked(set[str])   # a field of such a type fails at import

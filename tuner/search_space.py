@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NoReturn
 
 import yaml
 
-from model.config import TrainConfig
+from model.config import TrainConfig, field_type
 from model.errors import ConfigError
 
+# The parser's error callback: fail(key, problem) raises SpaceError naming the file, the key and the problem.
+Fail = Callable[[str, str], NoReturn]
 SCHEDULERS = ("asha", "none", "median", "hyperband")
 SEARCHERS = ("tpe", "random", "multi_objective")
 MODES = ("max", "min")
@@ -225,7 +227,7 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
     """Validate the parsed YAML of a space; `source` names the file in messages."""
-    def fail(key: str, problem: str):
+    def fail(key: str, problem: str) -> NoReturn:
         raise SpaceError(f"{source}: {key}: {problem}")
 
     if not isinstance(raw, dict):
@@ -249,7 +251,7 @@ def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
     return SearchSpace(source, metrics, modes, budget, scheduler, searcher, resources, conditions, parameters)
 
 
-def _parse_searcher(raw: Any, fail) -> Searcher:
+def _parse_searcher(raw: Any, fail: Fail) -> Searcher:
     if raw is None:
         return Searcher()
     if isinstance(raw, str):
@@ -266,7 +268,7 @@ def _parse_searcher(raw: Any, fail) -> Searcher:
     return s
 
 
-def _parse_metric(metric: Any, mode: Any, searcher: Searcher, fail) -> tuple[list[str], list[str]]:
+def _parse_metric(metric: Any, mode: Any, searcher: Searcher, fail: Fail) -> tuple[list[str], list[str]]:
     metrics = metric if isinstance(metric, list) else [metric]
     if not metrics or not all(isinstance(m, str) for m in metrics):
         fail("metric", f"expected a metric name or a list of names, got {metric!r}")
@@ -288,7 +290,7 @@ def _parse_metric(metric: Any, mode: Any, searcher: Searcher, fail) -> tuple[lis
     return metrics, modes
 
 
-def _parse_scheduler(raw: Any, searcher: Searcher, fail) -> Scheduler:
+def _parse_scheduler(raw: Any, searcher: Searcher, fail: Fail) -> Scheduler:
     default = "none" if searcher.type == "multi_objective" else "asha"
     if raw is None:
         raw = {"type": default}
@@ -314,7 +316,7 @@ def _parse_scheduler(raw: Any, searcher: Searcher, fail) -> Scheduler:
     return s
 
 
-def _parse_budget(raw: Any, fail) -> Budget:
+def _parse_budget(raw: Any, fail: Fail) -> Budget:
     raw = _section(raw, BUDGET_KEYS, "budget", fail)
     b = Budget()
     b.num_samples = _int(raw.get("num_samples", b.num_samples), "budget.num_samples", fail, minimum=1)
@@ -326,7 +328,7 @@ def _parse_budget(raw: Any, fail) -> Budget:
     return b
 
 
-def _parse_resources(raw: Any, fail) -> Resources:
+def _parse_resources(raw: Any, fail: Fail) -> Resources:
     raw = _section(raw, RESOURCE_KEYS, "resources", fail)
     r = Resources()
     for key in ("cpu", "gpu"):
@@ -343,7 +345,7 @@ def _parse_resources(raw: Any, fail) -> Resources:
     return r
 
 
-def _parse_conditions(raw: Any, known: dict, fail) -> dict[str, list[Any]]:
+def _parse_conditions(raw: Any, known: dict, fail: Fail) -> dict[str, list[Any]]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -362,7 +364,7 @@ def _parse_conditions(raw: Any, known: dict, fail) -> dict[str, list[Any]]:
     return out
 
 
-def _parse_parameters(raw: Any, known: dict, conditions: dict, fail) -> list[Parameter]:
+def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail) -> list[Parameter]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -374,7 +376,7 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail) -> list[Par
         _check_name(name, known, key, fail)
         if name in conditions:
             fail(key, "is also a condition; a key is either swept as a condition or searched, not both")
-        p = _parse_parameter(str(name), spec, known[name].type, key, fail)
+        p = _parse_parameter(str(name), spec, key, fail)
         for other, allowed in p.when.items():
             if other in conditions:
                 bad = [v for v in allowed if v not in conditions[other]]
@@ -400,7 +402,7 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail) -> list[Par
     return params
 
 
-def _parse_parameter(name: str, spec: Any, annotation: str, key: str, fail) -> Parameter:
+def _parse_parameter(name: str, spec: Any, key: str, fail: Fail) -> Parameter:
     if not isinstance(spec, dict):
         # a bare value (or a bare list for list-typed keys such as attributes) is a fixed value
         _check_value(name, spec, key, fail)
@@ -431,13 +433,15 @@ def _parse_parameter(name: str, spec: Any, annotation: str, key: str, fail) -> P
         return Parameter(name, "categorical", choices=list(choices), when=when)
     if "low" not in spec or "high" not in spec:
         fail(key, "expected a distribution (low and high, or choices) or a fixed value (value: ...)")
-    kind = spec.get("type") or ("int" if annotation in ("int", "int | None") else "float")
+    hint, _ = field_type(name)   # the TrainConfig type hint, None allowed or not
+    shown = next(f.type for f in fields(TrainConfig) if f.name == name)   # as written in TrainConfig
+    kind = spec.get("type") or ("int" if hint is int else "float")
     if kind not in ("int", "float"):
         fail(f"{key}.type", f"{kind!r}: expected int or float (or categorical with choices)")
-    if kind == "float" and annotation not in ("float",):
-        fail(f"{key}.type", f"{name} is {annotation}, not a float")
-    if kind == "int" and annotation not in ("int", "int | None", "float"):
-        fail(f"{key}.type", f"{name} is {annotation}, not a number")
+    if kind == "float" and hint is not float:
+        fail(f"{key}.type", f"{name} is {shown}, not a float")
+    if kind == "int" and hint not in (int, float):
+        fail(f"{key}.type", f"{name} is {shown}, not a number")
     low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
     for k, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
@@ -459,7 +463,7 @@ def _parse_parameter(name: str, spec: Any, annotation: str, key: str, fail) -> P
     return Parameter(name, kind, low=low, high=high, log=log, step=step, when=when)
 
 
-def _parse_when(raw: Any, key: str, fail) -> dict[str, list[Any]]:
+def _parse_when(raw: Any, key: str, fail: Fail) -> dict[str, list[Any]]:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not raw:
@@ -473,14 +477,14 @@ def _parse_when(raw: Any, key: str, fail) -> dict[str, list[Any]]:
     return out
 
 
-def _check_name(name: Any, known: dict, key: str, fail) -> None:
+def _check_name(name: Any, known: dict, key: str, fail: Fail) -> None:
     if name in RESERVED:
         fail(key, f"is set by the search itself (from {RESERVED[name]}); remove it from the space")
     if name not in known or name == "metadata":
         fail(key, f"unknown parameter; expected a TrainConfig key: {', '.join(k for k in known if k not in RESERVED)}")
 
 
-def _check_value(name: str, value: Any, key: str, fail) -> None:
+def _check_value(name: str, value: Any, key: str, fail: Fail) -> None:
     """Reject a value TrainConfig would reject (type and range), naming the space key."""
     try:
         TrainConfig.from_dict({name: value}, source="value")
@@ -489,7 +493,7 @@ def _check_value(name: str, value: Any, key: str, fail) -> None:
         fail(key, msg)
 
 
-def _section(raw: Any, allowed, where: str, fail) -> dict:
+def _section(raw: Any, allowed, where: str, fail: Fail) -> dict:
     """`raw` as a mapping holding only `allowed` keys (absent = empty)."""
     if raw is None:
         return {}
@@ -499,7 +503,7 @@ def _section(raw: Any, allowed, where: str, fail) -> dict:
     return raw
 
 
-def _only(raw: dict, allowed, where: str, fail) -> None:
+def _only(raw: dict, allowed, where: str, fail: Fail) -> None:
     for k in raw:
         if k not in allowed:
             fail(f"{where.split()[0]}.{k}", f"unknown key; expected one of {', '.join(allowed)}")
