@@ -87,7 +87,7 @@ def main() -> int:
 
     from ray.tune.search.optuna import OptunaSearch
 
-    from tuner.commands.run import demo_store
+    from tuner.commands.common import demo_store
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
     from tuner.search_space import load_space

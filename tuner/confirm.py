@@ -214,7 +214,8 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
     """Train every (configuration, seed) of `plan` not trained yet; returns {interrupted, errored}."""
     from ray import tune
 
-    from tuner.experiment import _start, space_from_manifest
+    from tuner.experiment import _start
+    from tuner.run_dir import space_from_manifest
     from tuner.trial_records import read_condition
     from tuner.uris import display_uri
 

@@ -8,7 +8,6 @@ state comes back) and starts the ones that never began.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import tempfile
@@ -16,14 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from model.devices import usable_cpus
 from model.errors import UserError
 from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
-from tuner.run_dir import RunDir
-from tuner.search_space import SearchSpace, SpaceSampler, condition_label, parse_space
+from tuner.run_dir import RunDir, new_manifest, space_from_manifest
+from tuner.search_space import SearchSpace, SpaceSampler, condition_label
 from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
 
@@ -155,25 +152,6 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
     return tune.Tuner(make_trainable(space, store), tune_config=tune_config, run_config=run_config)
-
-
-def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
-                 optuna_storage: str = JOURNAL_STORAGE) -> dict[str, Any]:
-    """The manifest of a new run: the space (as text), the store, the Optuna storage and every condition, pending."""
-    return {
-        "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
-        "optuna_storage": optuna_storage,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
-        "metrics": space.metrics, "modes": space.modes,
-        "conditions": [{"label": condition_label(c), "values": c, "state": "pending"}
-                       for c in space.condition_values()],
-    }
-
-
-def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:
-    """The run's space, re-validated from the copy kept in the manifest."""
-    return parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])
 
 
 def _prepare_env() -> None:

@@ -18,8 +18,7 @@ import yaml
 from model.atomic_files import atomic_write
 from model.config import TrainConfig
 from model.errors import UserError
-from tuner.experiment import space_from_manifest
-from tuner.run_dir import RunDir
+from tuner.run_dir import RunDir, space_from_manifest
 from tuner.trainable import trial_threads
 from tuner.uris import join_uri
 from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials

@@ -13,10 +13,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.experiment import space_from_manifest
 from tuner.confirm_results import read_confirm
 from tuner.export import Pick, best_trials
-from tuner.run_dir import RunDir
+from tuner.run_dir import RunDir, space_from_manifest
 from tuner.run_summary import summarize
 from tuner.search_space import SearchSpace, SpaceSampler
 from tuner.trial_records import TrialRecord, read_trials

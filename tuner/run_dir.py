@@ -15,6 +15,7 @@ a UserError naming the URI (`check_writable` probes before a run starts).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -24,9 +25,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 from model.atomic_files import atomic_write
 from model.errors import UserError
 from model.locks import LockHeld, describe_holder, holder_info, writer_lock
+from tuner.search_space import SearchSpace, condition_label, parse_space
 from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
 
 MANIFEST = "run.json"
@@ -261,3 +265,23 @@ def open_run(name: str, storage: str | None) -> RunDir:
     run = RunDir(storage or DEFAULT_STORAGE, name)
     run.read_manifest()
     return run
+
+
+# ---- the manifest's content ----------------------------------------------------------------------
+def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
+                 optuna_storage: str) -> dict[str, Any]:
+    """The manifest of a new run: the space (as text), the store, the Optuna storage and every condition, pending."""
+    return {
+        "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
+        "optuna_storage": optuna_storage,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
+        "metrics": space.metrics, "modes": space.modes,
+        "conditions": [{"label": condition_label(c), "values": c, "state": "pending"}
+                       for c in space.condition_values()],
+    }
+
+
+def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:
+    """The run's space, re-validated from the copy kept in the manifest."""
+    return parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])

@@ -5,8 +5,7 @@ from collections import Counter
 from typing import Any
 
 from tuner.confirm_results import progress
-from tuner.experiment import space_from_manifest
-from tuner.run_dir import RunDir
+from tuner.run_dir import RunDir, space_from_manifest
 from tuner.trial_records import ranked, read_trials
 
 

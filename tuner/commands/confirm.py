@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from model.errors import UserError
-    from tuner.commands.run import check_top
+    from tuner.commands.common import check_top
     from tuner.confirm import EXPERIMENT, run_confirmation
     from tuner.confirm_results import CONFIRM_FILE, TABLE_FILE, collect, write_results
     from tuner.run_dir import open_run

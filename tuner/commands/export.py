@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_file
     from model.errors import UserError
-    from tuner.commands.run import check_top
+    from tuner.commands.common import check_top
     from tuner.export import export_best, export_confirmed
     from tuner.run_dir import open_run
 

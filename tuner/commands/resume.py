@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tuner.commands.run import check_top, finish
+    from tuner.commands.common import check_top, finish
     from tuner.experiment import resume_search
     from tuner.run_dir import open_run
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 
 from model.errors import UserError
@@ -20,8 +19,6 @@ from tuner.run_dir import add_storage_argument
 HELP = "run a hyperparameter search (Ray Tune + Optuna); with no arguments the synthetic demo"
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = REPO / "search_spaces" / "default.yaml"
-DEMO_CORPUS = Path("data") / "synthetic"
-DEMO_STORE = Path("data") / "synthetic.store"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,21 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: a journal file in the run folder")
 
 
-def demo_store() -> Path:
-    """The default synthetic corpus and its store under ./data/, built once and reused."""
-    from model.store import prepare_store
-    from model.synth import synthesize_corpus
-
-    corpus = synthesize_corpus(DEMO_CORPUS)
-    report = prepare_store(corpus, DEMO_STORE, progress=False, wait=True)
-    print(f"[tuner] store {DEMO_STORE}: {report['status']} ({report['labeled']} labelled, "
-          f"{report['unlabeled']} unlabeled utterances)")
-    return DEMO_STORE
-
-
 def main(args: argparse.Namespace) -> int:
     import yaml
 
+    from tuner.commands.common import check_top, demo_store, finish
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
     from tuner.search_space import absolute_model_paths, load_space, parse_space
@@ -90,48 +76,3 @@ def main(args: argparse.Namespace) -> int:
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
         outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage)
     return finish(run, outcome, args.top)
-
-
-def check_top(top: int) -> None:
-    """--top (best configs per condition) must be at least 1."""
-    if top < 1:
-        raise UserError(f"--top {top}: expected an integer >= 1")
-
-
-def finish(run, outcome: dict, top: int) -> int:
-    """Print the best configs, where results and TensorBoard logs are, and export the best configs."""
-    import shlex
-
-    import ray
-
-    from tuner.export import export_best
-    from tuner.run_summary import format_summary, summarize
-    from tuner.uris import display_uri
-
-    if ray.is_initialized():
-        ray.shutdown()
-    print()
-    print(format_summary(summarize(run)))
-    print(f"results:     {run}")
-    if run.local is not None:
-        print(f"tensorboard: tensorboard --logdir {run.local}   (or: python -m tuner tensorboard {run.name})")
-    else:  # TensorBoard reads local folders: the command mirrors the bucket's event files first
-        storage = shlex.quote(display_uri(run.storage))
-        print(f"tensorboard: python -m tuner tensorboard {run.name} --storage {storage} --launch")
-        print(f"export:      python -m tuner export {run.name} --storage {storage} --out best.yaml")
-    if outcome.get("interrupted"):
-        print(f"interrupted: continue with `python -m tuner resume {run.name}`")
-        return 130
-    if run.local is not None:
-        try:
-            paths = export_best(run, run.local / "best.yaml", top=top, force=True)
-        except UserError as exc:  # no trial reported a result: every one of them failed
-            print(f"error: {exc}; the trials' errors are in their error.txt files under {run.uri}",
-                  file=sys.stderr)
-            return 1
-        else:
-            print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
-            import yaml
-
-            print(f"retrain:     {yaml.safe_load(paths[0].read_text())['metadata']['retrain']}")
-    return 0

@@ -1,0 +1,68 @@
+"""Helpers several commands share (a command never imports another command)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from model.errors import UserError
+from tuner.run_dir import RunDir
+
+DEMO_CORPUS = Path("data") / "synthetic"
+DEMO_STORE = Path("data") / "synthetic.store"
+
+
+def demo_store() -> Path:
+    """The default synthetic corpus and its store under ./data/, built once and reused."""
+    from model.store import prepare_store
+    from model.synth import synthesize_corpus
+
+    corpus = synthesize_corpus(DEMO_CORPUS)
+    report = prepare_store(corpus, DEMO_STORE, progress=False, wait=True)
+    print(f"[tuner] store {DEMO_STORE}: {report['status']} ({report['labeled']} labelled, "
+          f"{report['unlabeled']} unlabeled utterances)")
+    return DEMO_STORE
+
+
+def check_top(top: int) -> None:
+    """--top (best configs per condition) must be at least 1."""
+    if top < 1:
+        raise UserError(f"--top {top}: expected an integer >= 1")
+
+
+def finish(run: RunDir, outcome: dict, top: int) -> int:
+    """Print the best configs, where results and TensorBoard logs are, and export the best configs."""
+    import shlex
+
+    import ray
+
+    from tuner.export import export_best
+    from tuner.run_summary import format_summary, summarize
+    from tuner.uris import display_uri
+
+    if ray.is_initialized():
+        ray.shutdown()
+    print()
+    print(format_summary(summarize(run)))
+    print(f"results:     {run}")
+    if run.local is not None:
+        print(f"tensorboard: tensorboard --logdir {run.local}   (or: python -m tuner tensorboard {run.name})")
+    else:  # TensorBoard reads local folders: the command mirrors the bucket's event files first
+        storage = shlex.quote(display_uri(run.storage))
+        print(f"tensorboard: python -m tuner tensorboard {run.name} --storage {storage} --launch")
+        print(f"export:      python -m tuner export {run.name} --storage {storage} --out best.yaml")
+    if outcome.get("interrupted"):
+        print(f"interrupted: continue with `python -m tuner resume {run.name}`")
+        return 130
+    if run.local is not None:
+        try:
+            paths = export_best(run, run.local / "best.yaml", top=top, force=True)
+        except UserError as exc:  # no trial reported a result: every one of them failed
+            print(f"error: {exc}; the trials' errors are in their error.txt files under {run.uri}",
+                  file=sys.stderr)
+            return 1
+        else:
+            print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
+            import yaml
+
+            print(f"retrain:     {yaml.safe_load(paths[0].read_text())['metadata']['retrain']}")
+    return 0
