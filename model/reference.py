@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from model.config import ATTRIBUTES, TrainConfig
+from model.config import TrainConfig
+from model.corpora import ATTRIBUTES
 from model.errors import UserError
 from model.features import FeatureSpec, load_reference_norm_terms
 from model.model_file import ModelInfo, build_network
