@@ -40,7 +40,7 @@ def machine() -> str:
 
 
 def ensure_store(cache: Path, utterances: int, unlabeled: int, seed: int) -> Path:
-    from model.store import prepare_store
+    from model.store_build import prepare_store
     from model.synth import synthesize_corpus
 
     corpus = cache / f"synth-{utterances}-{unlabeled}-{seed}"

@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     args = parser.parse_args()
 
-    from model.store import FeatureStore, prepare_store
+    from model.store import FeatureStore
+    from model.store_build import prepare_store
 
     print(f"machine: {describe_machine()}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="prepare_bench_"))

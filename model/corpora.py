@@ -2,7 +2,7 @@
 
 `read_corpus(path, unlabeled=())` returns a `Corpus`: the utterances to extract and the problems
 found while reading the label table (missing files, duplicate names, missing labels...). Problems
-found later, while reading audio, are added by model.store. Nothing is dropped silently.
+found later, while reading audio, are added by model.store_build. Nothing is dropped silently.
 
 Accepted inputs
 - MSP-Podcast: a folder with `Labels/labels_consensus.csv` (or the older `labels_concensus.csv`)

@@ -22,7 +22,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_store(tiny_corpus, tmp_path_factory) -> Path:
     """The feature store of `tiny_corpus` (logmel features)."""
-    from model.store import prepare_store
+    from model.store_build import prepare_store
 
     out = tmp_path_factory.mktemp("store") / "tiny.store"
     prepare_store(tiny_corpus, out, progress=False)

@@ -135,7 +135,7 @@ def test_reference_store_evaluation_matches_prediction_from_audio(tiny_corpus, r
     store's frames equals the CCC of predicting the same utterances from their audio files."""
     from conftest import REFERENCE_MODELS
     from model.inference import predict_files
-    from model.store import prepare_store
+    from model.store_build import prepare_store
 
     out = tmp_path / "reference.store"
     prepare_store(tiny_corpus, out, features="reference", norm_terms=REFERENCE_MODELS / "NormTerm",

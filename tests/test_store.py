@@ -16,7 +16,8 @@ from model.audio import load_audio
 from model.chunking import make_chunks
 from model.errors import CorpusError, StoreError
 from model.features import NormAccumulator, extract, load_reference_norm_terms
-from model.store import FORMAT, FeatureStore, prepare_store
+from model.store import FORMAT, FeatureStore
+from model.store_build import prepare_store
 
 REPO = Path(__file__).resolve().parents[1]
 NORM_TERMS = REPO.parent / "shared" / "reference" / "deepemoclusters-msp-podcast-v1.6" / "NormTerm"

@@ -14,7 +14,7 @@ EPOCHS = {"none": 6, "gru": 6, "cnn": 6, "transformer": 6, "triplet": 10}
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
     """160 labelled utterances of 16 speakers (about 110 Train, 20 Validation), no unlabeled pool."""
-    from model.store import prepare_store
+    from model.store_build import prepare_store
     from model.synth import synthesize_corpus
 
     root = tmp_path_factory.mktemp("learn")

@@ -14,7 +14,7 @@ from test_trainer import config
 @pytest.fixture(scope="module")
 def reference_store(tiny_corpus, tmp_path_factory):
     """The tiny corpus with the reference's features and normalisation terms."""
-    from model.store import prepare_store
+    from model.store_build import prepare_store
 
     out = tmp_path_factory.mktemp("refstore") / "reference.store"
     prepare_store(tiny_corpus, out, features="reference", norm_terms=REFERENCE_MODELS / "NormTerm",

@@ -13,7 +13,7 @@ DEMO_STORE = Path("data") / "synthetic.store"
 
 def demo_store() -> Path:
     """The default synthetic corpus and its store under ./data/, built once and reused."""
-    from model.store import prepare_store
+    from model.store_build import prepare_store
     from model.synth import synthesize_corpus
 
     corpus = synthesize_corpus(DEMO_CORPUS)

@@ -59,7 +59,7 @@ def summary(report: dict) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from model.corpora import LABEL_RANGE
-    from model.store import DEFAULT_DTYPE, prepare_store
+    from model.store_build import DEFAULT_DTYPE, prepare_store
 
     if args.workers is not None and args.workers < 1:
         from model.errors import UserError
