@@ -20,7 +20,7 @@ from model.errors import UserError
 from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
 from tuner.run_dir import RunDir, new_manifest, space_from_manifest
-from tuner.search_space import SearchSpace, SpaceSampler, condition_label
+from tuner.space_schema import SearchSpace, SpaceSampler, condition_label
 from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
 

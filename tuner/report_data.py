@@ -17,7 +17,7 @@ from tuner.confirm_results import read_confirm
 from tuner.export import Pick, best_trials
 from tuner.run_dir import RunDir, space_from_manifest
 from tuner.run_summary import summarize
-from tuner.search_space import SearchSpace, SpaceSampler
+from tuner.space_schema import SearchSpace, SpaceSampler
 from tuner.trial_records import TrialRecord, read_trials
 
 TOP_CONFIGS = 3          # best configurations listed per condition

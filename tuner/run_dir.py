@@ -30,7 +30,8 @@ import yaml
 from model.atomic_files import atomic_write
 from model.errors import UserError
 from model.locks import LockHeld, describe_holder, holder_info, writer_lock
-from tuner.search_space import SearchSpace, condition_label, parse_space
+from tuner.search_space import parse_space
+from tuner.space_schema import SearchSpace, condition_label
 from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
 
 MANIFEST = "run.json"
