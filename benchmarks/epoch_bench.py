@@ -30,6 +30,8 @@ from bench_machine import describe_machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from model.devices import usable_cpus  # noqa: E402
+
 REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}   # reference, 300 Train + 100 Validation utts, 2 cores
 
 
@@ -217,7 +219,7 @@ def main() -> int:
     p.add_argument("--table-modes", default="FSL,SSL", help="FSL, SSL or both (comma-separated)")
     args = p.parse_args()
 
-    threads = args.threads or len(os.sched_getaffinity(0))
+    threads = args.threads or usable_cpus()
     args.threads = threads
     print("machine:", machine(), flush=True)
     if not args.skip_throughput and not args.table:

@@ -38,6 +38,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_machine import describe_machine  # noqa: E402
 
+from model.devices import usable_cpus  # noqa: E402
+
 PARTS = ("environment", "kmeans", "encoder", "epoch", "sharing")
 SHARING_GOAL = 3.5
 MSP_CHUNKS = 1_650_000  # MSP-Podcast scale: ~150,000 sentences x C 11
@@ -167,7 +169,7 @@ def part_kmeans(args) -> dict:
     from model.clustering import _faiss_gpus
 
     s = SETTINGS[args.mode]["kmeans"]
-    threads = len(os.sched_getaffinity(0))
+    threads = usable_cpus()
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     x = embeddings(s["n"], seed=1)
@@ -260,7 +262,7 @@ def run_trial(args, epochs: int, threads: int, seed: int = 0) -> dict:
 def part_epoch(args) -> dict:
     device_for(args.mode)
     return {"config": SETTINGS[args.mode]["trial"],
-            **run_trial(args, SETTINGS[args.mode]["epoch_epochs"], len(os.sched_getaffinity(0)))}
+            **run_trial(args, SETTINGS[args.mode]["epoch_epochs"], usable_cpus())}
 
 
 def part_trial(args) -> dict:
@@ -280,7 +282,7 @@ def part_sharing(args) -> dict:
     device_for(args.mode)
     s = SETTINGS[args.mode]
     share, epochs = s["share"], s["share_epochs"]
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cpus()
     threads = max(1, min(4, cores // share))  # paper.yaml: cpu 4 per trial
     ensure_store(args)  # built once here, not by the workers at the same time
     work = Path(args.work) / "sharing"

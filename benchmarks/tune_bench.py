@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_machine import describe_machine  # noqa: E402
+
+from model.devices import usable_cpus  # noqa: E402
 os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
 
 
@@ -134,7 +136,7 @@ def main() -> int:
     trial_s = sum(r.results[-1].get("time_total_s", 0.0) for r in trials if r.results)
     first_iter_s = [r.results[0]["time_this_iter_s"] - r.results[0].get("time_run_epoch_s", 0.0)
                     for r in trials if r.results]
-    concurrency = space.resources.max_concurrent_trials or int((args.num_cpus or len(os.sched_getaffinity(0)))
+    concurrency = space.resources.max_concurrent_trials or int((args.num_cpus or usable_cpus())
                                                                // space.resources.cpu)
     rss = [max(row.get("peak_rss_mb", 0.0) for row in r.results) for r in trials if r.results]
 
