@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model.atomic_files import atomic_write
 from model.errors import UserError
 from tuner.run_dir import RunDir
 
@@ -83,10 +84,7 @@ def fetch_journal(run: RunDir) -> None:
     data = run.read_text(JOURNAL).encode()  # the journal is JSON lines
     if local.exists() and local.stat().st_size >= len(data):
         return
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f"{local.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, local)
+    atomic_write(local, data)
 
 
 def storage_setting(manifest: dict[str, Any]) -> str | None:
