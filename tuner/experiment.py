@@ -87,15 +87,16 @@ def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int, run
                          epochs=space.budget.max_epochs, condition=condition)
 
 
-def make_scheduler(space: SearchSpace):
-    """ASHA (default), HyperBand, median stopping or none (FIFO), on training iterations (= epochs);
-    metric and mode reach it through TuneConfig."""
-    from ray.tune.schedulers import (ASHAScheduler, FIFOScheduler, HyperBandScheduler,
-                                     MedianStoppingRule)
+def make_scheduler(space: SearchSpace, run: RunDir, label: str):
+    """ASHA (default; rungs rebuilt on resume, tuner.scheduler_state), HyperBand, median stopping or none
+    (FIFO), on training iterations (= epochs); metric and mode reach it through TuneConfig."""
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    from tuner.scheduler_state import ResumableASHA
 
     s, max_t = space.scheduler, space.budget.max_epochs
     if s.type == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+        return ResumableASHA(run, label, time_attr="training_iteration", max_t=max_t,
                              grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor)
@@ -139,7 +140,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
     single = not space.multi_objective
     tune_config = tune.TuneConfig(
         metric=space.metric if single else None, mode=space.mode if single else None,
-        search_alg=make_searcher(space, condition, index, run, storage_setting), scheduler=make_scheduler(space),
+        search_alg=make_searcher(space, condition, index, run, storage_setting), scheduler=make_scheduler(space, run, condition_label(condition)),
         num_samples=space.budget.num_samples, time_budget_s=space.budget.time_limit_s,
         max_concurrent_trials=space.resources.max_concurrent_trials or None, reuse_actors=REUSE_ACTORS,
         trial_dirname_creator=trial_dirname)
@@ -203,6 +204,22 @@ def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | 
     check_resources(space, where)
 
 
+def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]:
+    """Trials Ray would resume that the condition's Optuna study had finished (the driver died between
+    the scheduler's decision and Ray's next snapshot): they stay finished."""
+    from tuner.optuna_studies import load_studies
+    from tuner.scheduler_state import finished_in_study
+
+    if storage_setting(run.read_manifest()) is None:
+        return frozenset()
+    study = load_studies(run).get(label)
+    ids = finished_in_study(read_condition(run, label, space.metric, space.mode), study)
+    if ids:
+        print(f"[tuner] condition {label}: {len(ids)} trial(s) the study had already finished (stopped early or "
+              f"complete) stay finished: {', '.join(sorted(ids))}")
+    return frozenset(ids)
+
+
 def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -> dict[str, Any]:
     """Run (or restore) each condition's study in turn, recording its state in the manifest."""
     from ray import tune
@@ -220,8 +237,9 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
         start = time.perf_counter()
         if resume and tune.Tuner.can_restore(exp_uri):
             print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
-            tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store), resume_unfinished=True,
-                                       resume_errored=True)
+            finished = kept_finished(run, label, space)
+            tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, finished=finished),
+                                       resume_unfinished=True, resume_errored=True)
         else:
             print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
             tuner = make_tuner(space, condition, index, run, store, setting)

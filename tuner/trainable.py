@@ -41,14 +41,20 @@ def _peak_rss_mb() -> float:
 
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
-                first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None) -> None:
+                first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
+                finished: frozenset[str] = frozenset()) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
-    `first_keys` come first in every report (Ray's progress table shows the first four).
+    `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
+    `finished` (resumed, but already finished before the driver died) returns at once: Ray ends it
+    with its last result.
     `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
     before it is reported: it may add files to that checkpoint and returns metrics to report with it."""
     import torch
     from ray import tune
+
+    if tune.get_context().get_trial_id() in finished:
+        return
 
     from model.config import TrainConfig
     from model.metrics import finite_metrics

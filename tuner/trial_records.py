@@ -39,7 +39,8 @@ def _newest_state_file(run: RunDir, label: str) -> str | None:
     return max(names) if names else None
 
 
-def _results(run: RunDir, label: str, folder: str) -> list[dict[str, Any]]:
+def trial_results(run: RunDir, label: str, folder: str) -> list[dict[str, Any]]:
+    """Every result row of one trial folder, in order (a line cut short at the end is dropped)."""
     if not run.exists(label, folder, "result.json"):
         return []
     rows = []
@@ -76,7 +77,7 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
         rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=data.get("status", "PENDING"),
                           config=dict(data.get("config") or {}), folder=folder)
         if folder:
-            rec.results = _results(run, label, folder)
+            rec.results = trial_results(run, label, folder)
             rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
         for row in rec.results:
             if better(row.get(metric), rec.best_value(metric), mode):

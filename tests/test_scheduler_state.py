@@ -1,0 +1,82 @@
+"""ASHA across a resume. Ray restores a scheduler as it was made (empty rungs); these tests pin down what
+that does to restored and new trials, and that ResumableASHA's rebuilt rungs keep the decisions."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from tuner.run_dir import RunDir
+from tuner.scheduler_state import ResumableASHA, finished_in_study
+from tuner.trial_records import TrialRecord
+
+METRIC = "val_ccc_mean"
+
+
+def record(trial_id: str, values: list[float], status: str = "RUNNING") -> TrialRecord:
+    rows = [{"training_iteration": i + 1, METRIC: v} for i, v in enumerate(values)]
+    return TrialRecord("all", trial_id, status, {}, f"trial_{trial_id}", results=rows)
+
+
+# before the driver died: a, b, c passed epoch 1; a and b passed epoch 2 (milestones 1, 2, 4 of max_t 6)
+BEFORE = [record("a", [0.5, 0.6, 0.65]), record("b", [0.4, 0.45], "TERMINATED"), record("c", [0.1], "TERMINATED")]
+
+
+def scheduler(kind, tmp_path):
+    kwargs = dict(time_attr="training_iteration", max_t=6, grace_period=1, reduction_factor=2)
+    s = ResumableASHA(RunDir(tmp_path, "r"), "all", **kwargs) if kind == "rebuilt" else ASHAScheduler(**kwargs)
+    s.set_search_properties(METRIC, "max")
+    if kind == "rebuilt":
+        assert s.rebuild(BEFORE) == {1: 3, 2: 2, 4: 0}   # what on_trial_add does with each restored trial
+    return s
+
+
+def trial(trial_id: str) -> SimpleNamespace:
+    """What ASHA reads of a Ray Trial (a new one: no result yet)."""
+    return SimpleNamespace(trial_id=trial_id, last_result={}, relative_logdir=None)
+
+
+def result(epoch: int, value: float) -> dict:
+    return {"training_iteration": epoch, METRIC: value}
+
+
+def test_rays_restored_asha_starts_empty_and_misjudges(tmp_path):
+    """Ray's behaviour: rungs start empty; the restored trial's first result (epoch 4) is recorded only
+    in rung 4, and a new trial far below every trial from before the kill passes rung 1."""
+    s = scheduler("plain", tmp_path)
+    a, new = trial("a"), trial("new")
+    s.on_trial_add(None, a)
+    s.on_trial_add(None, new)
+    assert s.on_trial_result(None, a, result(4, 0.7)) == TrialScheduler.CONTINUE
+    rungs = dict(s._brackets[0]._rungs)
+    assert rungs[4] == {"a": 0.7} and rungs[2] == {} and rungs[1] == {}   # rung 4 first; 1 and 2 stay empty
+    assert s.on_trial_result(None, new, result(1, 0.01)) == TrialScheduler.CONTINUE
+
+
+def test_rebuilt_rungs_keep_early_stopping_consistent(tmp_path):
+    s = scheduler("rebuilt", tmp_path)
+    a, new, good = (trial(t) for t in ("a", "new", "good"))
+    for t in (a, new, good):
+        s.on_trial_add(None, t)
+    rungs = dict(s._brackets[0]._rungs)
+    assert rungs[1] == {"a": 0.5, "b": 0.4, "c": 0.1} and rungs[2] == {"a": 0.6, "b": 0.45}
+    # the restored trial is not re-judged at rungs it passed; at rung 4 it is the first
+    assert s.on_trial_result(None, a, result(4, 0.7)) == TrialScheduler.CONTINUE
+    assert dict(s._brackets[0]._rungs)[2] == {"a": 0.6, "b": 0.45}
+    # a new trial is judged against every trial from before the kill
+    assert s.on_trial_result(None, new, result(1, 0.01)) == TrialScheduler.STOP
+    assert s.on_trial_result(None, good, result(1, 0.55)) == TrialScheduler.CONTINUE
+
+
+def test_trials_the_study_finished_stay_finished():
+    study = optuna.create_study(direction="maximize")
+    states = {"a": optuna.trial.TrialState.PRUNED, "b": optuna.trial.TrialState.RUNNING,
+              "c": optuna.trial.TrialState.COMPLETE, "d": optuna.trial.TrialState.PRUNED}
+    for tid, state in states.items():
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=0.1 if state == optuna.trial.TrialState.COMPLETE else None,
+            intermediate_values={1: 0.1}, user_attrs={"ray_trial_id": tid}))
+    records = [record("a", [0.1]), record("b", [0.1]), record("c", [0.1]), record("d", [0.1], "TERMINATED")]
+    # a: pruned after Ray's snapshot; c: completed after it; b still running; d: Ray knows it ended
+    assert finished_in_study(records, study) == {"a", "c"}
