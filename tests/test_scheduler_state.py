@@ -34,7 +34,7 @@ def scheduler(kind, tmp_path):
 
 def trial(trial_id: str) -> SimpleNamespace:
     """What ASHA reads of a Ray Trial (a new one: no result yet)."""
-    return SimpleNamespace(trial_id=trial_id, last_result={}, relative_logdir=None)
+    return SimpleNamespace(trial_id=trial_id, relative_logdir=None)
 
 
 def result(epoch: int, value: float) -> dict:

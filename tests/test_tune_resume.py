@@ -65,6 +65,9 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
         unfinished = [t["trial_id"] for t in before if t["status"] != "TERMINATED"]
         assert finished and unfinished
         params_before = {t["trial_id"]: t["config"] for t in before}
+        reached = {m: sum(1 for t in before if any(r["training_iteration"] == m
+                                                   for r in result_rows(exp_dir / t["relative_logdir"])))
+                   for m in (2, 4)}   # ASHA's milestones (grace 2, factor 2, 6 epochs)
 
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
@@ -74,9 +77,6 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
                         ray_tmp=ray_tmp, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         # ASHA's rungs (milestones 2 and 4) came back: every trial's value at the epoch, as before the kill
-        reached = {m: sum(1 for t in before if any(r["training_iteration"] == m
-                                                   for r in result_rows(exp_dir / t["relative_logdir"])))
-                   for m in (2, 4)}
         assert (f"ASHA rungs rebuilt from the recorded results: epoch 2: {reached[2]} trial(s), "
                 f"epoch 4: {reached[4]} trial(s)") in resumed.stdout
 

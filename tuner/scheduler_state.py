@@ -47,7 +47,7 @@ class ResumableASHA(ASHAScheduler):
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        if trial.last_result and trial.relative_logdir:   # a restored trial (a new one has no result yet)
+        if trial.relative_logdir:   # a restored trial's results (a new trial has none; the snapshot may lag)
             storage, name, label = self._source
             rows = trial_results(RunDir(storage, name), label, trial.relative_logdir)
             self.rebuild([TrialRecord(label, trial.trial_id, trial.status, {}, trial.relative_logdir, rows)])
@@ -61,13 +61,13 @@ class ResumableASHA(ASHAScheduler):
         self._rebuilt = {m: len(r) for m, r in sorted(rungs)}
         return self._rebuilt
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+    def choose_trial_to_run(self, tune_controller):
         if self._rebuilt is not None:   # once, after Ray re-added every restored trial
             storage, name, label = self._source
             print(f"[tuner] condition {label}: ASHA rungs rebuilt from the recorded results: "
                   + ", ".join(f"epoch {m:g}: {n} trial(s)" for m, n in self._rebuilt.items()), flush=True)
             self._rebuilt = None
-        return super().on_trial_result(tune_controller, trial, result)
+        return super().choose_trial_to_run(tune_controller)
 
 
 def finished_in_study(records: list[TrialRecord], study) -> set[str]:
