@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -130,19 +131,27 @@ def hparam_names(space: SearchSpace) -> list[str]:
 
 
 def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str,
-               storage_setting: str):
-    """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>."""
+               storage_setting: str, side_by_side: bool = False):
+    """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>.
+
+    `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.side_by_side)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from tuner.tensorboard_log import TensorBoardCallback
 
     single = not space.multi_objective
+    label = condition_label(condition)
+    searcher, limit = make_searcher(space, condition, index, run, storage_setting), space.resources.max_concurrent_trials
+    if side_by_side and limit:
+        from tuner.side_by_side import RunWideLimiter
+
+        searcher, limit = RunWideLimiter(searcher, run.uri, label, limit), None
     tune_config = tune.TuneConfig(
         metric=space.metric if single else None, mode=space.mode if single else None,
-        search_alg=make_searcher(space, condition, index, run, storage_setting), scheduler=make_scheduler(space, run, condition_label(condition)),
+        search_alg=searcher, scheduler=make_scheduler(space, run, label),
         num_samples=space.budget.num_samples, time_budget_s=space.budget.time_limit_s,
-        max_concurrent_trials=space.resources.max_concurrent_trials or None, reuse_actors=REUSE_ACTORS,
+        max_concurrent_trials=limit or None, reuse_actors=REUSE_ACTORS,
         trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=condition_label(condition), storage_path=run.uri,
@@ -163,10 +172,12 @@ def _prepare_env() -> None:
 
 
 def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, address: str | None,
-               num_cpus: int | None = None, optuna_storage: str | None = None) -> dict[str, Any]:
+               num_cpus: int | None = None, optuna_storage: str | None = None,
+               side_by_side: bool = True) -> dict[str, Any]:
     """Start run `run`: write its manifest, then run every condition's study.
 
-    `optuna_storage`: an RDB URL for the studies; default a journal file in the run (tuner.optuna_studies)."""
+    `optuna_storage`: an RDB URL for the studies; default a journal file in the run (tuner.optuna_studies).
+    `side_by_side`: the conditions' studies at the same time (tuner.side_by_side), else one after another."""
     from tuner.tensorboard_log import hparam_metric_tags, write_experiment_summary
 
     if run.has_manifest():
@@ -177,7 +188,7 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     if setting != JOURNAL_STORAGE:
         open_storage(run, setting)  # an unreachable database fails here, before anything is written
     _start(space, store, address, num_cpus)  # fails before anything is written
-    manifest = new_manifest(space, space_text, store, run.name, setting)
+    manifest = new_manifest(space, space_text, store, run.name, setting, side_by_side)
     run.write_manifest(manifest)
     with tempfile.TemporaryDirectory(prefix="hparams-") as tmp:  # a local file, then into the run (any storage)
         write_experiment_summary(tmp, space, hparam_metric_tags(space.metrics))
@@ -221,40 +232,74 @@ def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]
 
 
 def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -> dict[str, Any]:
-    """Run (or restore) each condition's study in turn, recording its state in the manifest."""
-    from ray import tune
-
+    """Run (or restore) the conditions' studies, side by side (the default) or one after another,
+    recording each one's state in the manifest."""
     manifest = run.read_manifest()
     states = {c["label"]: c["state"] for c in manifest["conditions"]}
     setting = storage_setting(manifest) or JOURNAL_STORAGE  # None: a run made before studies were kept
-    timings: dict[str, float] = {}
+    side_by_side = manifest.get("side_by_side", False)
+    todo = []
     for index, condition in enumerate(space.condition_values()):
-        label = condition_label(condition)
-        if states.get(label) == "done":
-            print(f"[tuner] condition {label}: finished earlier, kept")
-            continue
-        exp_uri = run.child_uri(label)
-        start = time.perf_counter()
-        if resume and tune.Tuner.can_restore(exp_uri):
-            print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
-            finished = kept_finished(run, label, space)
-            tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, finished=finished),
-                                       resume_unfinished=True, resume_errored=True)
+        if states.get(condition_label(condition)) == "done":
+            print(f"[tuner] condition {condition_label(condition)}: finished earlier, kept")
         else:
-            print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
-            tuner = make_tuner(space, condition, index, run, store, setting)
-        run.set_condition_state(label, "running")
-        try:
-            tuner.fit()
-        finally:
-            upload_journal(run)  # bucket storage: the local journal into the run folder
-        timings[label] = time.perf_counter() - start
-        # a stopped driver (Ctrl+C) leaves RUNNING/PENDING trials; HyperBand may end with PAUSED ones
-        unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)
-                      if r.status in ("RUNNING", "PENDING")]
-        if unfinished:  # interrupted (Ctrl+C): keep the study resumable
-            print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s); "
-                  f"continue with `python -m tuner resume {run.name}`", file=sys.stderr)
-            return {"run": run.uri, "timings": timings, "interrupted": True}
-        run.set_condition_state(label, "done")
-    return {"run": run.uri, "timings": timings, "interrupted": False}
+            todo.append((index, condition))
+    timings: dict[str, float] = {}
+    interrupted = False
+    if side_by_side and len(todo) > 1:
+        from tuner.side_by_side import run_in_threads
+
+        print(f"[tuner] {len(todo)} studies side by side, at most "
+              f"{space.resources.max_concurrent_trials or 'unlimited'} trial(s) at a time in the run")
+        outcomes = run_in_threads({condition_label(c): (lambda i=i, c=c: _run_condition(
+            space, store, run, i, c, resume, setting, side_by_side)) for i, c in todo})
+        timings = {label: seconds for label, (seconds, _) in outcomes.items()}
+        interrupted = any(stopped for _, stopped in outcomes.values())
+    else:
+        for index, condition in todo:
+            seconds, interrupted = _run_condition(space, store, run, index, condition, resume, setting, side_by_side)
+            timings[condition_label(condition)] = seconds
+            if interrupted:
+                break
+    return {"run": run.uri, "timings": timings, "interrupted": interrupted}
+
+
+def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, condition: dict[str, Any],
+                   resume: bool, setting: str, side_by_side: bool) -> tuple[float, bool]:
+    """Run or restore one condition's study; returns (seconds, interrupted)."""
+    from ray import tune
+
+    label = condition_label(condition)
+    exp_uri = run.child_uri(label)
+    start = time.perf_counter()
+    if resume and tune.Tuner.can_restore(exp_uri):
+        print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
+        finished = kept_finished(run, label, space)
+        tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, finished=finished),
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
+        tuner = make_tuner(space, condition, index, run, store, setting, side_by_side)
+    _set_state(run, label, "running")
+    try:
+        tuner.fit()
+    finally:
+        upload_journal(run)  # bucket storage: the local journal into the run folder
+    seconds = time.perf_counter() - start
+    # a stopped driver (Ctrl+C) leaves RUNNING/PENDING trials; HyperBand may end with PAUSED ones
+    unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)
+                  if r.status in ("RUNNING", "PENDING")]
+    if unfinished:  # interrupted (Ctrl+C): keep the study resumable
+        print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s); "
+              f"continue with `python -m tuner resume {run.name}`", file=sys.stderr)
+        return seconds, True
+    _set_state(run, label, "done")
+    return seconds, False
+
+
+_MANIFEST_LOCK = threading.Lock()   # the studies' threads update one manifest
+
+
+def _set_state(run: RunDir, label: str, state: str) -> None:
+    with _MANIFEST_LOCK:
+        run.set_condition_state(label, state)

@@ -270,11 +270,12 @@ def open_run(name: str, storage: str | None) -> RunDir:
 
 # ---- the manifest's content ----------------------------------------------------------------------
 def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
-                 optuna_storage: str) -> dict[str, Any]:
-    """The manifest of a new run: the space (as text), the store, the Optuna storage and every condition, pending."""
+                 optuna_storage: str, side_by_side: bool = True) -> dict[str, Any]:
+    """The manifest of a new run: the space (as text), the store, the Optuna storage, whether the
+    conditions' studies run side by side, and every condition, pending."""
     return {
         "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
-        "optuna_storage": optuna_storage,
+        "optuna_storage": optuna_storage, "side_by_side": side_by_side,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
         "metrics": space.metrics, "modes": space.modes,

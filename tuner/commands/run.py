@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optuna-storage", default=None, metavar="URL",
                         help="RDB URL for the run's Optuna studies (sqlite:///studies.db, postgresql://...); "
                              "default: a journal file in the run folder")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the conditions' studies one after another (default: side by side, "
+                             "sharing max_concurrent_trials and the cluster)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,5 +77,6 @@ def main(args: argparse.Namespace) -> int:
     name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = RunDir(args.storage, name)
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
-        outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage)
+        outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage,
+                             side_by_side=not args.sequential)
     return finish(run, outcome, args.top)

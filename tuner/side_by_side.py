@@ -1,0 +1,148 @@
+"""The conditions' studies at the same time: one Tuner.fit() per condition, each in a thread of the driver.
+
+Each condition keeps its own Tuner: its own Optuna study, scheduler, results folder and Ray experiment
+state (so `resume` restores each one as before). What they share is the run's limits:
+- trials' resources (CPUs, GPU slices) come from the one Ray cluster, so Ray's scheduler shares them;
+- `max_concurrent_trials` is run-wide: every condition's searcher is wrapped in `RunWideLimiter`,
+  which takes a slot from the run's `RunSlots` (a lock and a set of live trials, one per run in this
+  process) before it suggests a trial and gives it back when the trial completes. Slots are shared
+  fairly: while other conditions wait, a condition holding its share (limit / waiting conditions)
+  gets no new slot, so the studies advance together and none waits for another to finish. Ray's own
+  ConcurrencyLimiter is per Tuner, so TuneConfig.max_concurrent_trials is left unset.
+Ctrl+C stops every study the way it stops one (Ray saves its state, trials stay resumable): Ray
+installs its SIGINT handler only in the main thread, so the studies' threads share one stop event
+(`INTERRUPTED`), handed to Ray through its private `ray.tune.tune._setup_signal_catching` hook, and
+Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from ray.tune.search import Searcher
+from ray.tune.search.util import _set_search_properties_backwards_compatible
+
+_SLOTS: dict[str, "RunSlots"] = {}
+_SLOTS_LOCK = threading.Lock()
+INTERRUPTED = threading.Event()
+
+
+class RunSlots:
+    """The live trials of a whole run (all conditions) against its max_concurrent_trials."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.live: set[tuple[str, str]] = set()   # (condition label, trial id)
+        self.waiting: set[str] = set()             # conditions refused a slot since their last trial began
+
+    def may_take(self, label: str) -> bool:
+        """A free slot, and no fewer slots left for the other waiting conditions than their fair share."""
+        if len(self.live) >= self.limit:
+            return False
+        others = self.waiting - {label}
+        held = sum(1 for lab, _ in self.live if lab == label)
+        return not others or held < self.limit // (len(others) + 1)
+
+
+def run_slots(key: str, limit: int) -> RunSlots:
+    """The run's shared slots (created on first use; one per run URI in this process)."""
+    with _SLOTS_LOCK:
+        if key not in _SLOTS:
+            _SLOTS[key] = RunSlots(limit)
+        return _SLOTS[key]
+
+
+class RunWideLimiter(Searcher):
+    """Wraps a condition's searcher: suggests only while the run has fewer live trials than its limit."""
+
+    def __init__(self, searcher: Searcher, run_key: str, label: str, limit: int):
+        self.searcher, self._run_key, self._label, self._limit = searcher, run_key, label, limit
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    @property
+    def slots(self) -> RunSlots:
+        return run_slots(self._run_key, self._limit)   # looked up, never pickled (it holds a lock)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return _set_search_properties_backwards_compatible(self.searcher.set_search_properties, metric, mode,
+                                                           config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        slots = self.slots
+        with slots.lock:
+            if not slots.may_take(self._label):
+                slots.waiting.add(self._label)
+                return None   # Ray asks again later
+            config = self.searcher.suggest(trial_id)
+            if config not in (None, Searcher.FINISHED):
+                slots.live.add((self._label, trial_id))
+            slots.waiting.discard(self._label)   # it got a trial, or it has none left to start
+            return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.slots.live.add((self._label, trial_id))   # a restored running trial holds a slot too
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.slots.live.discard((self._label, trial_id))
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def get_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "searcher"}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+
+def run_in_threads(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run each job (a condition's study) in its own thread; Ctrl+C stops them all, Ray-style.
+
+    Returns label -> the job's return value; the first exception of a job is raised after all ended."""
+    import ray.tune.registry as registry_module
+    import ray.tune.tune as tune_module
+
+    INTERRUPTED.clear()
+    original = tune_module._setup_signal_catching
+    tune_module._setup_signal_catching = lambda: INTERRUPTED   # every study's loop watches the shared event
+    registry = registry_module._global_registry   # Tuner.fit registers its trainable: not thread-safe in Ray
+    register, register_lock = registry.register, threading.Lock()
+
+    def locked_register(*args, **kwargs):
+        with register_lock:
+            return register(*args, **kwargs)
+
+    registry.register = locked_register
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def work(label: str, job: Callable[[], Any]) -> None:
+        try:
+            results[label] = job()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+            INTERRUPTED.set()   # one study failed: stop the others (resumable)
+
+    threads = [threading.Thread(target=work, args=item, name=f"study-{item[0]}") for item in jobs.items()]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            try:
+                for t in threads:
+                    t.join(timeout=0.5)
+            except KeyboardInterrupt:
+                print("[tuner] stopping every study (Ray saves their state; continue with `resume`)", flush=True)
+                INTERRUPTED.set()
+    finally:
+        tune_module._setup_signal_catching = original
+        del registry.register   # the class's own method again
+    if errors:
+        raise errors[0]
+    return results
