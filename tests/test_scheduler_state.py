@@ -16,7 +16,8 @@ METRIC = "val_ccc_mean"
 
 def record(trial_id: str, values: list[float], status: str = "RUNNING") -> TrialRecord:
     rows = [{"training_iteration": i + 1, METRIC: v} for i, v in enumerate(values)]
-    return TrialRecord("all", trial_id, status, {}, f"trial_{trial_id}", results=rows)
+    return TrialRecord("all", trial_id, status, {}, f"trial_{trial_id}", results=rows,
+                       snapshot_result=rows[-1] if rows else {})
 
 
 # before the driver died: a, b, c passed epoch 1; a and b passed epoch 2 (milestones 1, 2, 4 of max_t 6)
@@ -77,6 +78,9 @@ def test_trials_the_study_finished_stay_finished():
         study.add_trial(optuna.trial.create_trial(
             state=state, value=0.1 if state == optuna.trial.TrialState.COMPLETE else None,
             intermediate_values={1: 0.1}, user_attrs={"ray_trial_id": tid}))
-    records = [record("a", [0.1]), record("b", [0.1]), record("c", [0.1]), record("d", [0.1], "TERMINATED")]
-    # a: pruned after Ray's snapshot; c: completed after it; b still running; d: Ray knows it ended
-    assert finished_in_study(records, study) == {"a", "c"}
+    records = [record("a", [0.1]), record("b", [0.1]), record("c", [0.1]), record("d", [0.1], "TERMINATED"),
+               record("e", [])]
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"ray_trial_id": "e"}))
+    # a: pruned after Ray's snapshot; c: completed after it; b still running; d: Ray knows it ended;
+    # e: pruned, but Ray's snapshot has no result of it to end it with, so Ray runs it again
+    assert finished_in_study(records, study, METRIC) == {"a", "c"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, searcher_study, short_tmp, tuner,
-                          tuner_env)
+from tune_helpers import (SMOKE, check_study_matches_ray, experiment_trials, kill_session, result_rows, searcher_study,
+                          short_tmp, tuner, tuner_env)
 
 NAME = "killed"
 
@@ -98,10 +98,11 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
         assert continued >= 1
         # the durable Optuna study continued: one study trial per Ray trial, no duplicates, none left running
         study = searcher_study(exp_dir)
-        assert len(study.trials) == 5
+        check_study_matches_ray(study, list(by_id))
         owners = [t.user_attrs["ray_trial_id"] for t in study.trials]
-        assert sorted(owners) == sorted(by_id)
         for t in study.trials:
+            if t.user_attrs["ray_trial_id"] not in by_id:
+                continue   # finished after Ray's last snapshot, forgotten by Ray (see check_study_matches_ray)
             rows = result_rows(exp_dir / by_id[t.user_attrs["ray_trial_id"]]["relative_logdir"])
             epochs = len({r["training_iteration"] for r in rows})
             assert t.state.name == ("COMPLETE" if epochs == 6 else "PRUNED"), (t.number, t.state, epochs)

@@ -95,3 +95,13 @@ def kill_session(proc: subprocess.Popen, timeout: float = 60) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
+
+
+def check_study_matches_ray(study, ray_trial_ids) -> None:
+    """Each Ray trial is exactly one study trial; any other study trial is one Ray forgot when its driver
+    died (it finished after Ray's last snapshot), finished and listed in `trials_ray_lost`."""
+    owners = [t.user_attrs["ray_trial_id"] for t in study.trials]
+    assert all(owners.count(r) == 1 for r in ray_trial_ids), (owners, ray_trial_ids)
+    extra = [t for t in study.trials if t.user_attrs["ray_trial_id"] not in set(ray_trial_ids)]
+    assert all(t.state.is_finished() for t in extra)
+    assert sorted(t.number for t in extra) == sorted(study.user_attrs.get("trials_ray_lost", []))

@@ -224,7 +224,7 @@ def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]
     if storage_setting(run.read_manifest()) is None:
         return frozenset()
     study = load_studies(run).get(label)
-    ids = finished_in_study(read_condition(run, label, space.metric, space.mode), study)
+    ids = finished_in_study(read_condition(run, label, space.metric, space.mode), study, space.metric)
     if ids:
         print(f"[tuner] condition {label}: {len(ids)} trial(s) the study had already finished (stopped early or "
               f"complete) stay finished: {', '.join(sorted(ids))}")
@@ -275,6 +275,14 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
     if resume and tune.Tuner.can_restore(exp_uri):
         print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
         finished = kept_finished(run, label, space)
+        if side_by_side and space.resources.max_concurrent_trials:
+            # Ray restarts these without asking the searcher: they hold their run-wide slots from the start
+            from tuner.side_by_side import run_slots
+
+            slots = run_slots(run.uri, space.resources.max_concurrent_trials)
+            with slots.lock:
+                slots.live |= {(label, r.trial_id) for r in read_condition(run, label, space.metric, space.mode)
+                               if r.status not in ("TERMINATED",) and r.trial_id not in finished}
         tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, finished=finished),
                                    resume_unfinished=True, resume_errored=True)
     else:

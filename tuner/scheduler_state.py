@@ -70,9 +70,13 @@ class ResumableASHA(ASHAScheduler):
         return super().choose_trial_to_run(tune_controller)
 
 
-def finished_in_study(records: list[TrialRecord], study) -> set[str]:
-    """Ray trials that Ray will resume but that the Optuna study had already finished (PRUNED or COMPLETE)."""
-    resumed = {r.trial_id for r in records if r.status not in ("TERMINATED", "ERROR")}
+def finished_in_study(records: list[TrialRecord], study, metric: str) -> set[str]:
+    """Ray trials that Ray will resume but that the Optuna study had already finished (PRUNED or COMPLETE).
+
+    Only trials whose last result in Ray's snapshot holds the metric: Ray ends a trial that returns
+    without reporting with that result, and refuses one without the metric."""
+    resumed = {r.trial_id for r in records if r.status not in ("TERMINATED", "ERROR")
+               and metric in r.snapshot_result}
     if study is None:
         return set()
     return {t.user_attrs["ray_trial_id"] for t in study.get_trials(deepcopy=False)

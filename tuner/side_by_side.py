@@ -6,8 +6,8 @@ state (so `resume` restores each one as before). What they share is the run's li
 - `max_concurrent_trials` is run-wide: every condition's searcher is wrapped in `RunWideLimiter`,
   which takes a slot from the run's `RunSlots` (a lock and a set of live trials, one per run in this
   process) before it suggests a trial and gives it back when the trial completes. Slots are shared
-  fairly: while other conditions wait, a condition holding its share (limit / waiting conditions)
-  gets no new slot, so the studies advance together and none waits for another to finish. Ray's own
+  fairly: a free slot goes to the asking condition holding the fewest slots (then the one waiting
+  longest), so the studies advance together and none waits for another to finish. Ray's own
   ConcurrencyLimiter is per Tuner, so TuneConfig.max_concurrent_trials is left unset.
 Ctrl+C stops every study the way it stops one (Ray saves its state, trials stay resumable): Ray
 installs its SIGINT handler only in the main thread, so the studies' threads share one stop event
@@ -17,11 +17,13 @@ Ray's trainable registry (which each Tuner.fit writes to, without a lock) is ser
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from ray.tune.search import Searcher
 from ray.tune.search.util import _set_search_properties_backwards_compatible
 
+STALE_S = 10.0   # a condition that has not asked for this long (its study ended) is no longer waiting
 _SLOTS: dict[str, "RunSlots"] = {}
 _SLOTS_LOCK = threading.Lock()
 INTERRUPTED = threading.Event()
@@ -34,15 +36,22 @@ class RunSlots:
         self.limit = limit
         self.lock = threading.Lock()
         self.live: set[tuple[str, str]] = set()   # (condition label, trial id)
-        self.waiting: set[str] = set()             # conditions refused a slot since their last trial began
+        self.waiting: dict[str, tuple[float, float]] = {}   # label -> (refused since, last asked)
 
     def may_take(self, label: str) -> bool:
-        """A free slot, and no fewer slots left for the other waiting conditions than their fair share."""
+        """A free slot, and this condition is next in turn: of the conditions asking (in the last
+        STALE_S seconds), the one holding the fewest slots, then the one waiting longest."""
         if len(self.live) >= self.limit:
             return False
-        others = self.waiting - {label}
-        held = sum(1 for lab, _ in self.live if lab == label)
-        return not others or held < self.limit // (len(others) + 1)
+        now = time.monotonic()
+        asking = {lab: since for lab, (since, last) in self.waiting.items() if now - last < STALE_S}
+        asking.setdefault(label, now)
+        held = {lab: sum(1 for owner, _ in self.live if owner == lab) for lab in asking}
+        return min(asking, key=lambda lab: (held[lab], asking[lab])) == label
+
+    def refused(self, label: str) -> None:
+        since = self.waiting.get(label, (time.monotonic(), 0.0))[0]
+        self.waiting[label] = (since, time.monotonic())
 
 
 def run_slots(key: str, limit: int) -> RunSlots:
@@ -72,16 +81,16 @@ class RunWideLimiter(Searcher):
         slots = self.slots
         with slots.lock:
             if not slots.may_take(self._label):
-                slots.waiting.add(self._label)
+                slots.refused(self._label)
                 return None   # Ray asks again later
             config = self.searcher.suggest(trial_id)
             if config not in (None, Searcher.FINISHED):
                 slots.live.add((self._label, trial_id))
-            slots.waiting.discard(self._label)   # it got a trial, or it has none left to start
+            slots.waiting.pop(self._label, None)   # it got a trial, or it has none left to start
             return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.slots.live.add((self._label, trial_id))   # a restored running trial holds a slot too
+        self.slots.live.add((self._label, trial_id))   # a restored trial holds its slot (also added at resume)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -10,7 +10,9 @@ training iteration (single objective) and tells the final value. This subclass a
   the Ray trial -> Optuna trial map is rebuilt from trial ids. Trials the study started after Ray's
   last experiment snapshot (the driver died in between) stay RUNNING in the study without a Ray
   trial; the next trials Ray creates take them over (same parameters), so a resumed search never
-  duplicates a trial in the study.
+  duplicates a trial in the study. Trials that even finished after that snapshot are unknown to the
+  restored Ray experiment (Ray trains replacements); the study keeps them and lists their numbers in
+  its user attribute `trials_ray_lost`.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class StudySearcher(OptunaSearch):
         self._ot_study.set_user_attr("condition", {k: v for k, v in condition.items()})
         self._ot_study.set_user_attr("results", self._trial_base)
         self._ot_study.set_user_attr("metrics", metric if isinstance(metric, list) else [metric])
+        self._note_lost(set())   # a study begun before the driver died, before Ray's first snapshot
         with warnings.catch_warnings():  # experimental in Optuna; the dashboard names the objectives with it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(metric if isinstance(metric, list) else [metric])
@@ -60,8 +63,11 @@ class StudySearcher(OptunaSearch):
         state["_ot_trial_ids"] = {rid: t._trial_id for rid, t in self.__dict__.get("_ot_trials", {}).items()}
         return state
 
-    def _reattach(self, state: dict[str, Any]) -> None:
-        """Re-open the study from the run's storage and map Ray trials to their Optuna trials again."""
+    def _reattach(self, state: dict[str, Any], snapshot: bool = True) -> None:
+        """Re-open the study from the run's storage and map Ray trials to their Optuna trials again.
+
+        `snapshot`: the state is Ray's latest searcher snapshot (restore), not the copy in tuner.pkl
+        from when the study began; only then are lost and orphaned trials looked for."""
         ids = state.pop("_ot_trial_ids", {})
         self.__dict__.update(state)
         self._storage = self._open()
@@ -72,13 +78,25 @@ class StudySearcher(OptunaSearch):
                            if tid in by_id and by_id[tid].state == TrialState.RUNNING}
         self._completed_trials |= {rid for rid, tid in ids.items()
                                    if tid in by_id and by_id[tid].state != TrialState.RUNNING}
-        self._find_orphans()
+        self._orphans = []
+        if snapshot:
+            self._note_lost(set(ids))
+            self._find_orphans()
+
+    def _note_lost(self, known: set[str]) -> None:
+        """List the finished study trials Ray does not know: they began and finished between Ray's last
+        snapshot and the driver's death (or before Ray's first one); Ray trains replacements."""
+        listed = self._ot_study.user_attrs.get("trials_ray_lost", [])
+        lost = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.state.is_finished()
+                and t.user_attrs.get("ray_trial_id") not in known and t.number not in listed]
+        if lost:
+            self._ot_study.set_user_attr("trials_ray_lost", sorted([*listed, *lost]))
 
     def __getstate__(self) -> dict[str, Any]:
         return self._state()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._reattach(dict(state))
+        self._reattach(dict(state), snapshot=False)   # tuner.pkl; Ray's snapshot follows through restore()
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's experiment snapshot (every >= 10 s): the searcher state, and for a bucket run the journal

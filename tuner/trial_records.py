@@ -25,6 +25,7 @@ class TrialRecord:
     results: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    snapshot_result: dict[str, Any] = field(default_factory=dict)   # Ray's last_result in the experiment state
 
     @property
     def epochs(self) -> int:
@@ -76,6 +77,10 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
         folder = data.get("relative_logdir") or ""
         rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=data.get("status", "PENDING"),
                           config=dict(data.get("config") or {}), folder=folder)
+        try:
+            rec.snapshot_result = dict(json.loads(entry[1]).get("last_result") or {})
+        except (IndexError, TypeError, ValueError, AttributeError):
+            pass
         if folder:
             rec.results = trial_results(run, label, folder)
             rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
