@@ -1,10 +1,11 @@
 """The search driver: Ray start-up, resource checks, one Tuner (one Optuna study) per condition.
 
 `run_search` starts a run, `resume_search` continues one after the driver died; both go through
-`_run_conditions`, which runs the conditions' studies one after another and records each one's
-state in the run manifest, so that a resume skips finished studies, restores the interrupted one
-(Tuner.restore: unfinished and errored trials continue from their checkpoints, the searcher's
-state comes back) and starts the ones that never began.
+`_run_conditions`, which runs the conditions' studies side by side (tuner.side_by_side; or one after
+another with `run --sequential`) and records each one's state in the run manifest, so that a resume
+skips finished studies, restores interrupted ones (Tuner.restore: unfinished and errored trials
+continue from their checkpoints, the searcher re-opens its durable Optuna study, ASHA gets its rungs
+back) and starts the ones that never began.
 """
 from __future__ import annotations
 
