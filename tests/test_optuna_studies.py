@@ -52,3 +52,31 @@ def test_bad_optuna_storage_url_is_refused_before_anything_is_written(tiny_store
     assert proc.returncode == 2
     assert "error: --optuna-storage 'not a url': expected an RDB URL" in proc.stderr
     assert not (tmp_path / "results" / "x").exists()
+
+
+def test_bucket_run_keeps_a_local_journal_and_copies_it_into_the_run(s3_server, tmp_path, monkeypatch):
+    """With --storage s3://... the journal is written locally, uploaded into the run folder, and a
+    machine without the local copy (another cache) reads the studies from the bucket's copy."""
+    import uuid
+
+    import optuna
+
+    from tuner import optuna_studies
+    from tuner.optuna_studies import JOURNAL, journal_path, load_studies, open_storage, study_name, upload_journal
+    from tuner.run_dir import RunDir
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
+    run = RunDir(s3_server.uri(f"results-{uuid.uuid4().hex[:6]}"), "b")
+    run.write_manifest({"name": "b", "optuna_storage": "journal", "conditions": [{"label": "all"}]})
+    study = optuna.create_study(study_name=study_name("b", "all"), storage=open_storage(run, "journal"),
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    assert journal_path(run).is_relative_to(tmp_path / "driver-cache") and not run.exists(JOURNAL)
+    upload_journal(run)
+    assert run.exists(JOURNAL)
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "other-machine"))
+    monkeypatch.setattr(optuna_studies, "_OPEN", {})   # a fresh process on another machine
+    studies = load_studies(RunDir(run.storage, "b"))
+    assert [t.value for t in studies["all"].trials] == [0.5]
+    assert journal_path(run).is_relative_to(tmp_path / "other-machine")
