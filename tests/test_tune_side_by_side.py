@@ -13,8 +13,8 @@ import time
 
 import yaml
 
-from tune_helpers import (SMOKE, check_study_matches_ray, experiment_trials, result_rows, searcher_study,
-                          short_tmp, tuner, tuner_env)
+from tune_helpers import (SMOKE, check_study_matches_ray, experiment_trials, kill_session, result_rows,
+                          searcher_study, short_tmp, tuner, tuner_env)
 
 NAME = "both"
 CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
@@ -51,8 +51,7 @@ def test_side_by_side_shares_the_run_limit_and_resumes_both(tiny_store, tmp_path
             time.sleep(0.2)
         else:
             raise AssertionError("the two studies never both finished a trial")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_session(proc)   # the driver and every Ray process it started
         restored = {t["trial_id"] for c in CONDITIONS for t in experiment_trials(storage / NAME / c)
                     if t["status"] != "TERMINATED"}
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
