@@ -315,7 +315,7 @@ def test_dashboard_serves_the_studies_on_loopback(search):
         assert sorted(s["study_name"] for s in listed) == [f"{NAME}/{c}" for c in CONDITIONS]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{listed[0]['study_id']}", timeout=10) as r:
             assert len(json.loads(r.read())["trials"]) == 4
-        proc.send_signal(signal.SIGINT)   # Ctrl+C stops it cleanly
+        proc.send_signal(signal.SIGTERM)   # stops it cleanly, as Ctrl+C does
         assert proc.wait(timeout=30) == 0
         assert "dashboard stopped" in proc.stdout.read()
     finally:

@@ -1,6 +1,6 @@
 """`python -m tuner dashboard NAME [--port P] [--storage DIR_OR_URI]`: optuna-dashboard on the run's studies.
 
-Serves on 127.0.0.1 only (forward the port over SSH to look from elsewhere) until Ctrl+C. A journal
+Serves on 127.0.0.1 only (forward the port over SSH to look from elsewhere) until Ctrl+C or SIGTERM. A journal
 study file is read live; for a bucket run it is the copy in the run folder, fetched when the command
 starts. With `run --optuna-storage URL` the dashboard shows every study in that database.
 """
@@ -20,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt   # SIGTERM stops the server like Ctrl+C
+
+
 def main(args: argparse.Namespace) -> int:
+    import signal
+
     from optuna_dashboard import run_server
 
     from model.errors import UserError
@@ -34,11 +40,13 @@ def main(args: argparse.Namespace) -> int:
     storage = open_storage(run, storage_setting(run.read_manifest()))
     print(f"optuna-dashboard for run {run.name} ({len(studies)} studies: {', '.join(studies) or 'none yet'})")
     print(f"open http://{HOST}:{args.port}/dashboard   (Ctrl+C stops it)", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored
+    signal.signal(signal.SIGTERM, _stop)
     try:
         run_server(storage, host=HOST, port=args.port)
     except OSError as exc:
         raise UserError(f"--port {args.port}: cannot listen on {HOST}: {exc.strerror}; choose another port") from None
-    except KeyboardInterrupt:  # Ctrl+C (bottle usually catches it itself and returns)
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM (bottle usually catches it itself and returns)
         pass
     print("dashboard stopped")
     return 0
