@@ -24,6 +24,7 @@ from model.network import TEMPORAL_MODULES
 
 OPTIMIZERS = ("reference", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CV_GROUPS = ("speaker", "session")     # store columns cross-validation folds can group by
 
 
 @dataclass
@@ -40,6 +41,8 @@ class TrainConfig:
     unlabeled_pool: int | None = None     # unlabeled sentences used per run: None = all, 0 = no SSL
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTES))  # trained jointly
     attribute_weights: dict[str, float] | None = None  # loss weight per trained attribute (missing: 1); "act=2,val=1"
+    cv_folds: int = 0                     # k >= 2: k models on grouped folds of Train + Validation; 0 = the store's split
+    cv_group: str = "speaker"             # what a fold keeps together: speaker | session (a store column)
     epochs: int = 30
     init_model: str | None = None          # start from this model file (encoder, and heads that fit); None = fresh
     freeze_encoder_epochs: int = 0         # keep the encoder frozen (eval mode, no updates) for the first n epochs
@@ -164,6 +167,10 @@ class TrainConfig:
             bad("init_model", "a model file path or null")
         if self.freeze_encoder_epochs < 0:
             bad("freeze_encoder_epochs", "an integer >= 0")
+        if self.cv_folds != 0 and self.cv_folds < 2:
+            bad("cv_folds", "0 (train on Train, select on Validation) or an integer >= 2 (folds)")
+        if self.cv_group not in CV_GROUPS:
+            bad("cv_group", "one of " + ", ".join(CV_GROUPS))
         if self.epochs < 1:
             bad("epochs", "an integer >= 1")
         if self.batch_size < 1:

@@ -50,9 +50,10 @@ MANIFEST_COLUMNS = {
     "val": ("val", "valence", "emoval"),
     "split": ("split", "split_set", "set", "partition"),
     "speaker": ("speaker", "speaker_id", "spkrid", "spk"),
+    "session": ("session", "session_id", "sessionid", "fold", "cv_fold"),
 }
 MSP_COLUMNS = {"path": ("filename",), "act": ("emoact",), "dom": ("emodom",), "val": ("emoval",),
-               "split": ("split_set",), "speaker": ("spkrid",)}
+               "split": ("split_set",), "speaker": ("spkrid",), "session": MANIFEST_COLUMNS["session"]}
 
 # Problem reasons; KEPT_REASONS keep the utterance (it is counted, not rejected).
 MISSING_FILE = "missing_file"
@@ -82,6 +83,7 @@ class Utterance:
     split: str = POOL_SPLIT   # e.g. Train, Validation, Test1; "" = unlabeled pool
     speaker: str | None = None
     labeled: bool = False     # every attribute the corpus provides is present
+    session: str | None = None  # optional session or fold id (cross-validation groups; cv_group=session)
 
 
 @dataclass(frozen=True)
@@ -326,10 +328,11 @@ def _add_rows(corpus: Corpus, table: Path, rows: list[dict[str, str]], cols: dic
                                            f"{where}: no split; kept in the unlabeled pool"))
             labeled = False
         speaker = _speaker(row.get(cols["speaker"])) if "speaker" in cols else None
+        session = _speaker(row.get(cols["session"])) if "session" in cols else None
         seen.add(name)
         seen_files[_identity(audio)] = audio
         corpus.utterances.append(Utterance(name, audio, labels.get("act", math.nan), labels.get("dom", math.nan),
-                                           labels.get("val", math.nan), split, speaker, labeled))
+                                           labels.get("val", math.nan), split, speaker, labeled, session))
 
 
 def _strip_audio_ext(name: str) -> str:

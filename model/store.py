@@ -26,7 +26,12 @@ def index_dtype(name_bytes: int) -> np.dtype:
     """The structured dtype of index.npy."""
     return np.dtype([("name", f"S{max(1, name_bytes)}"), ("offset", np.int64), ("length", np.int32),
                      ("act", np.float32), ("dom", np.float32), ("val", np.float32),
-                     ("split", np.int8), ("speaker", np.int32), ("labeled", np.bool_)])
+                     ("split", np.int8), ("speaker", np.int32), ("labeled", np.bool_), ("session", np.int32)])
+
+
+# index columns every store has (`session` came later: a store without it opens, and has no sessions)
+REQUIRED_INDEX_COLUMNS = ("name", "offset", "length", "act", "dom", "val", "split", "speaker", "labeled")
+GROUP_COLUMNS = ("speaker", "session")   # index columns that group utterances (cross-validation folds)
 
 
 def open_hint(path: Path) -> str:
@@ -78,7 +83,7 @@ class FeatureStore:
             raise StoreError(f"{path}/meta.json: incomplete (missing {exc}); {open_hint(path)}") from None
         if (frames.ndim != 2 or frames.shape != (n_frames, n_mels) or frames.dtype.name != meta["dtype"]
                 or index.shape != (n_utts,) or index.dtype.names is None
-                or set(index_dtype(1).names) - set(index.dtype.names)):
+                or set(REQUIRED_INDEX_COLUMNS) - set(index.dtype.names)):
             raise StoreError(f"{path}: frames.npy {frames.shape} {frames.dtype} / index.npy {index.shape} do not "
                              f"match meta.json ({meta['frames']} x {n_mels} {meta['dtype']}, {meta['utterances']} "
                              f"utterances); {open_hint(path)}")
@@ -110,6 +115,16 @@ class FeatureStore:
     @property
     def speakers(self) -> list[str]:
         return list(self.meta["speakers"])
+
+    def groups(self, idx, column: str = "speaker") -> np.ndarray:
+        """Group codes (int) of utterances `idx` by an index column (speaker or session); -1 = unknown."""
+        if column not in GROUP_COLUMNS:
+            raise StoreError(f"{self.path}: {column!r} is not a grouping column; expected one of "
+                             f"{', '.join(GROUP_COLUMNS)}")
+        if column not in self.index.dtype.names or not self.meta.get(column + "s"):
+            raise StoreError(f"{self.path}: the store has no {column} ids (add a {column} column to the label "
+                             "table or manifest and run `python -m tuner prepare` again)")
+        return np.asarray(self.index[column][np.asarray(idx, dtype=np.int64)], dtype=np.int64)
 
     @property
     def roles(self) -> dict[str, Any]:

@@ -202,6 +202,8 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, norm_terms, work
     """prepare_store's work once the lock on `out` is held."""
     settings = {"feature_spec": spec.to_dict(), "dtype": dtype, "norm_terms": _norm_files_digest(norm_terms),
                 "short_frames": SHORT_FRAMES, "label_range": list(corpus.label_range)}
+    if any(u.session is not None for u in corpus.utterances):
+        settings["sessions"] = 1    # stores built before sessions were read are rebuilt for such corpora
     fp = fingerprint(corpus, settings)
     if not force and (out / "meta.json").is_file():
         try:
@@ -239,9 +241,9 @@ def _build(corpus: Corpus, tmp: Path, spec, ref_terms, norm_dir, workers: int, d
     extracted = _extract_pass(corpus, tmp, spec, ref_terms, train_split, workers, progress, on_progress, problems)
     terms, norm_source = _norm_terms(extracted, ref_terms, norm_dir, train_split)
     normalise_s = _normalise_pass(tmp, extracted.lengths, spec.n_mels, terms, dtype)
-    index, splits, speakers = _write_index(corpus.utterances, extracted.lengths, tmp)
+    index, splits, groups = _write_index(corpus.utterances, extracted.lengths, tmp)
     hours = extracted.samples / spec.sample_rate / 3600
-    meta = _meta(corpus, spec, dtype, index, splits, speakers, terms, norm_source, hours, fp)
+    meta = _meta(corpus, spec, dtype, index, splits, groups, terms, norm_source, hours, fp)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return _report(corpus, spec, dtype, index, splits, problems, hours, workers, extracted, normalise_s)
 
@@ -321,17 +323,20 @@ def _normalise_pass(tmp: Path, lengths: np.ndarray, n_mels: int, terms, dtype: s
     return time.perf_counter() - start
 
 
-def _write_index(utts: list[Utterance], lengths: np.ndarray, tmp: Path) -> tuple[np.ndarray, list[str], list[str]]:
+def _write_index(utts: list[Utterance], lengths: np.ndarray,
+                 tmp: Path) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
     """index.npy: the kept utterances in corpus order (offsets follow the raw file's, the same order);
-    returns the index, the split names and the speaker names its codes point into."""
+    returns the index, the split names and {"speakers": names, "sessions": names} its codes point into."""
     keep = np.flatnonzero(lengths > 0)
     offsets = np.zeros(len(utts), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     kept = [utts[i] for i in keep]
     splits = _split_names(kept)
     speakers = sorted({u.speaker for u in kept if u.speaker is not None})
+    sessions = sorted({u.session for u in kept if u.session is not None})
     split_code = {s: i for i, s in enumerate(splits)}
     speaker_code = {s: i for i, s in enumerate(speakers)}
+    session_code = {s: i for i, s in enumerate(sessions)}
     index = np.zeros(len(kept), dtype=index_dtype(max((len(u.name.encode()) for u in kept), default=1)))
     index["name"] = [u.name.encode() for u in kept]
     index["offset"], index["length"] = offsets[keep], lengths[keep]
@@ -340,11 +345,12 @@ def _write_index(utts: list[Utterance], lengths: np.ndarray, tmp: Path) -> tuple
     index["split"] = [split_code.get(u.split, -1) for u in kept]
     index["speaker"] = [speaker_code.get(u.speaker, -1) if u.speaker is not None else -1 for u in kept]
     index["labeled"] = [u.labeled for u in kept]
+    index["session"] = [session_code.get(u.session, -1) if u.session is not None else -1 for u in kept]
     np.save(tmp / "index.npy", index)
-    return index, splits, speakers
+    return index, splits, {"speakers": speakers, "sessions": sessions}
 
 
-def _meta(corpus: Corpus, spec, dtype: str, index: np.ndarray, splits: list[str], speakers: list[str], terms,
+def _meta(corpus: Corpus, spec, dtype: str, index: np.ndarray, splits: list[str], groups: dict[str, list[str]], terms,
           norm_source: str, hours: float, fp: str) -> dict[str, Any]:
     """meta.json's content."""
     roles = split_roles(splits)
@@ -363,7 +369,7 @@ def _meta(corpus: Corpus, spec, dtype: str, index: np.ndarray, splits: list[str]
         "label_range": list(corpus.label_range),
         "splits": splits,
         "roles": roles,
-        "speakers": speakers,
+        **groups,                      # speakers, sessions: the names the index's codes point into
         "fingerprint": fp,
         "corpus": {"path": str(corpus.root), "kind": corpus.kind,
                    "label_table": str(corpus.label_table) if corpus.label_table else None,

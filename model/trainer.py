@@ -31,6 +31,7 @@ from model.clustering import KMeansResult, kmeans
 from model.config import TrainConfig
 from model.devices import resolve_device, resolve_precision, usable_cpus
 from model.errors import UserError
+from model.folds import DataSplit
 from model.losses import ccc_loss, triplet_loss
 from model.metrics import ccc, nmi, plain
 from model.model_file import ModelInfo, build_network, save_model
@@ -57,10 +58,13 @@ def stage_seed(seed: int, epoch: int, stage: int) -> int:
 class Trainer:
     """Trains one DeepEmoCluster model on a feature store; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, store: FeatureStore | str | Path):
+    def __init__(self, config: TrainConfig, store: FeatureStore | str | Path, split: DataSplit | None = None):
+        """`split`: the labeled utterances to train and validate on (a CV fold); default: the store's
+        Train and Validation splits."""
         from model.store import FeatureStore
 
         self.config = config
+        self.split = split
         self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
         self.device = resolve_device(config.device)
         torch.set_num_threads(config.num_threads or usable_cpus())
@@ -100,15 +104,10 @@ class Trainer:
 
         cfg, store = self.config, self.store
         C, attrs = cfg.chunks_per_sentence, list(cfg.attributes)
-        splits, roles = list(store.splits), store.roles
-        train_name, val_name = roles["train"], roles["validation"]
-        if train_name is None:
-            raise UserError(f"{store.path}: the store has no Train split (splits: {', '.join(splits) or 'none'})")
-        if val_name is None:
-            raise UserError(f"{store.path}: the store has no Validation (or Development) split "
-                            f"(splits: {', '.join(splits) or 'none'}); training needs one to pick the best model")
-        train = np.asarray(store.ids(train_name, labeled=True), dtype=np.int64)
-        valid = np.asarray(store.ids(val_name, labeled=True), dtype=np.int64)
+        if self.split is not None:
+            train, valid, val_name = self.split.train, self.split.validation, self.split.name
+        else:
+            train, valid, val_name = self._store_splits()
         if len(train) == 0:
             raise UserError(f"{store.path}: the Train split holds no labeled utterances")
         if len(valid) == 0:
@@ -148,6 +147,19 @@ class Trainer:
                                 f"fewer than num_clusters={cfg.num_clusters}; set unlabeled_pool=0 to train "
                                 "without SSL or lower num_clusters")
         self.pool_ids = pool
+
+    def _store_splits(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The labeled utterances of the store's Train and Validation splits, and the validation split's name."""
+        store = self.store
+        splits, roles = list(store.splits), store.roles
+        train_name, val_name = roles["train"], roles["validation"]
+        if train_name is None:
+            raise UserError(f"{store.path}: the store has no Train split (splits: {', '.join(splits) or 'none'})")
+        if val_name is None:
+            raise UserError(f"{store.path}: the store has no Validation (or Development) split "
+                            f"(splits: {', '.join(splits) or 'none'}); training needs one to pick the best model")
+        return (np.asarray(store.ids(train_name, labeled=True), dtype=np.int64),
+                np.asarray(store.ids(val_name, labeled=True), dtype=np.int64), val_name)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -418,9 +430,9 @@ class Trainer:
         save_model(path, network, self.model_info(meta))
         return True
 
-    def save_checkpoint(self, directory: str | Path) -> Path:
-        """Everything needed to continue from the next epoch exactly, plus best_model.pt (atomic)."""
-        state = {
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue from the next epoch exactly, as plain data."""
+        return {
             "epoch": self.epoch,
             "config": self.config.to_dict(),
             "store": {"path": str(self.store.path), "fingerprint": str(self.store.meta.get("fingerprint", ""))},
@@ -435,21 +447,23 @@ class Trainer:
             "best_state": self.best_state,
             "history": [plain(m) for m in self.history],
         }
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """checkpoint_state() plus best_model.pt, written atomically as the folder `directory`."""
         extra = {ckpt.BEST_MODEL_FILE: self.save_best_model} if self.best_state is not None else {}
-        return ckpt.write_checkpoint(directory, state, extra)
+        return ckpt.write_checkpoint(directory, self.checkpoint_state(), extra)
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Continue from a checkpoint written by save_checkpoint with a compatible config."""
         state = ckpt.read_checkpoint(directory)
-        saved = state["config"]
-        for key, value in self.config.to_dict().items():
-            if key not in RESUMABLE_CHANGES and saved.get(key) != value:
-                raise UserError(f"{state['_path']}: the checkpoint was trained with {key}={saved.get(key)!r}, "
-                                f"this run has {key}={value!r}; only {', '.join(RESUMABLE_CHANGES)} may change "
-                                "on resume")
+        self.restore_state(state, state["_path"])
+
+    def restore_state(self, state: dict[str, Any], where: str) -> None:
+        """Continue from checkpoint_state() data (`where` names its file in errors)."""
+        check_resumable(state["config"], self.config, where)
         fingerprint = str(self.store.meta.get("fingerprint", ""))
         if state["store"]["fingerprint"] != fingerprint:
-            raise UserError(f"{state['_path']}: the checkpoint was trained on a different store "
+            raise UserError(f"{where}: the checkpoint was trained on a different store "
                             f"({state['store']['path']}) than {self.store.path}")
         self.network.load_state_dict(state["network"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
@@ -464,3 +478,15 @@ class Trainer:
         self.best_metrics = state["best_metrics"]
         self.best_state = state["best_state"]
         self.history = list(state["history"])
+
+
+def check_resumable(saved: dict[str, Any], config: TrainConfig, where: str) -> None:
+    """UserError unless a checkpoint's config equals `config` up to RESUMABLE_CHANGES (a key that an older
+    checkpoint lacks counts as its default)."""
+    defaults = TrainConfig().to_dict()
+    for key, value in config.to_dict().items():
+        before = saved.get(key, defaults[key])
+        if key not in RESUMABLE_CHANGES and before != value:
+            raise UserError(f"{where}: the checkpoint was trained with {key}={before!r}, "
+                            f"this run has {key}={value!r}; only {', '.join(RESUMABLE_CHANGES)} may change "
+                            "on resume")

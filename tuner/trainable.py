@@ -17,8 +17,8 @@ from typing import Any, Callable
 TAG_PREFIXES = (("best_val_", "val/best_"), ("kmeans_objective", "cluster/objective"),
                 ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
                 ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
-                ("nmi", "cluster/nmi"), ("is_best", "val/is_best"), ("peak_rss_mb", "resources/peak_rss_mb"),
-                ("peak_gpu_mb", "resources/peak_gpu_mb"))
+                ("nmi", "cluster/nmi"), ("fold", "folds/fold"), ("is_best", "val/is_best"),
+                ("peak_rss_mb", "resources/peak_rss_mb"), ("peak_gpu_mb", "resources/peak_gpu_mb"))
 TRAINER_PEAK_RSS = "peak_rss_mb"
 
 
@@ -57,8 +57,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         return
 
     from model.config import TrainConfig
+    from model.cv import make_trainer
     from model.metrics import finite_metrics
-    from model.trainer import Trainer
     from tuner.store_sync import ensure_local_store
 
     threads = trial_threads(cpus)
@@ -66,7 +66,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
     train_config = TrainConfig.from_dict(values, source="trial config")
     # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
-    trainer = Trainer(train_config, str(ensure_local_store(store_path)))
+    trainer = make_trainer(train_config, str(ensure_local_store(store_path)))   # CVTrainer for cv_folds
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

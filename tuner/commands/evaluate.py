@@ -5,11 +5,11 @@ import argparse
 import json
 import sys
 
-HELP = "CCC per attribute of a model file on a feature store split (prints JSON)"
+HELP = "CCC per attribute of a model file (or a folder of fold models, averaged) on a store split (prints JSON)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a model file")
+    parser.add_argument("model", help="a model file, or a folder of model files (e.g. a cv_folds run's best_model/)")
     parser.add_argument("--store", required=True, help="a feature store prepared with the model's features")
     parser.add_argument("--split", default="Test1", help="the split to evaluate on (default Test1)")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")

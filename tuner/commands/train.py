@@ -1,7 +1,8 @@
 """`python -m tuner train --store STORE [--config FILE.yaml] [--set key=value ...] --out DIR [--resume]`.
 
 Trains one DeepEmoCluster model. DIR receives config.yaml, metrics.jsonl (one JSON object per
-epoch), TensorBoard events, checkpoint/ (every epoch), best_model.pt and status.json.
+epoch), TensorBoard events, checkpoint/ (every epoch), best_model.pt (a cv_folds run: best_model/, the
+fold models) and status.json.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from tuner.cli import add_set_argument
 
 HELP = "train one DeepEmoCluster model on a feature store (resumable)"
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt")
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt", "best_model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,8 +78,9 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     from model.checkpoint import find_checkpoint
     from model.config import TrainConfig
     from model.errors import UserError
+    from model.cv import best_model_name, make_trainer
     from model.metrics import finite_metrics, json_metrics
-    from model.trainer import Trainer, TrainingDiverged
+    from model.trainer import TrainingDiverged
 
     held = [name for name in RUN_MARKERS if (out / name).exists()]
     if args.resume:
@@ -94,12 +96,13 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                             "or choose another --out")
         config = TrainConfig.load(args.config, args.set)
 
-    trainer = Trainer(config, args.store)   # checks the store before anything is written to --out
+    trainer = make_trainer(config, args.store)   # checks the store before anything is written to --out
+    best = out / best_model_name(config)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoint"
     if args.resume and find_checkpoint(checkpoint_dir) is not None:
         trainer.load_checkpoint(checkpoint_dir)
-        trainer.save_best_model(out / "best_model.pt")
+        trainer.save_best_model(best)
         print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
     atomic_write(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
@@ -121,7 +124,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                 writer.add_scalar(tag, value, metrics["epoch"])
         writer.flush()
         if metrics["is_best"]:
-            trainer.save_best_model(out / "best_model.pt")
+            trainer.save_best_model(best)
         _write_status(out, "running", metrics["epoch"])
         print(format_line(metrics, config.epochs, attributes), flush=True)
         return False
@@ -142,11 +145,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         raise
     finally:
         writer.close()
-    if not (out / "best_model.pt").exists():
-        trainer.save_best_model(out / "best_model.pt")
+    if not best.exists():
+        trainer.save_best_model(best)
     _write_status(out, "completed", trainer.epoch)
     print(f"done: {summary['epochs']} epochs, best val_ccc_mean {summary['best_val_ccc_mean']:.4f} "
-          f"at epoch {summary['best_epoch']}; model: {out / 'best_model.pt'}", flush=True)
+          f"at epoch {summary['best_epoch']}; model: {best}", flush=True)
     return 0
 
 
