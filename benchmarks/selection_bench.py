@@ -79,7 +79,8 @@ def done_keys(results: Path) -> set[str]:
 def train_and_test(config: dict, store: Path, work: Path) -> dict:
     """Train `config`; its selection score, best epoch, test CCC (an ensemble for cv_folds) and time."""
     from model.config import TrainConfig
-    from model.cv import best_model_name, make_trainer
+    from model.checkpoint import best_model_name
+    from model.cv import make_trainer
     from model.inference import evaluate_store
 
     start = time.perf_counter()

@@ -26,6 +26,14 @@ from model.safe_load import load_torch
 FORMAT = "deepemocluster-checkpoint/1"
 STATE_FILE = "state.pt"
 BEST_MODEL_FILE = "best_model.pt"
+CV_BEST_MODEL = "best_model"      # a cv_folds run's best model: a folder of fold models (model.cv)
+
+
+def best_model_name(config) -> str:
+    """The name of a run's best model in its run folder and checkpoints: the file best_model.pt, or the
+    folder best_model/ of a cv_folds run (`config`: a TrainConfig or a trial's config mapping)."""
+    folds = config.get("cv_folds") if isinstance(config, dict) else config.cv_folds
+    return CV_BEST_MODEL if folds else BEST_MODEL_FILE
 
 
 def write_checkpoint(directory: str | Path, state: dict[str, Any],

@@ -20,24 +20,19 @@ import numpy as np
 
 from model import checkpoint as ckpt
 from model.atomic_files import replace_dir
+from model.checkpoint import CV_BEST_MODEL
 from model.config import TrainConfig
 from model.errors import UserError
 from model.folds import cv_splits
 from model.metrics import plain
 from model.trainer import Trainer, check_resumable
 
-CV_BEST_MODEL = "best_model"          # a folder of fold models (a single run's is best_model.pt)
 SUMMED = ("cluster_empty", "ssl_cluster_empty")
 
 
 def fold_seed(seed: int, fold: int) -> int:
     """The seed of fold `fold` (0-based) of a run seeded `seed`."""
     return int(np.random.SeedSequence([seed, 0xCF, fold]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def best_model_name(config: TrainConfig) -> str:
-    """The name of a run's best model in its run folder and checkpoints: a file, or a folder of fold models."""
-    return CV_BEST_MODEL if config.cv_folds else ckpt.BEST_MODEL_FILE
 
 
 def make_trainer(config: TrainConfig, store) -> "Trainer | CVTrainer":
@@ -76,6 +71,8 @@ class CVTrainer:
         splits = cv_splits(self.store, config.cv_folds, config.cv_group, config.seed)
         self.folds = [Trainer(config.replace(seed=fold_seed(config.seed, i)), self.store, split)
                       for i, split in enumerate(splits)]
+        self.device = self.folds[0].device
+        self.val_name = f"{config.cv_folds}-fold CV of Train + Validation ({config.cv_group})"
         self.epoch = 0
         self.best_metric = -math.inf
         self.best_epoch = 0

@@ -148,3 +148,17 @@ def test_a_checkpoint_from_before_the_new_keys_resumes(tiny_store, tmp_path):
     resumed = Trainer(config(epochs=2), tiny_store)
     resumed.load_checkpoint(tmp_path / "old")
     assert resumed.epoch == 1 and "cv_folds" not in read_checkpoint(tmp_path / "old")["config"]
+
+
+def test_confirm_evaluates_a_cv_configuration_with_its_fold_ensemble(tiny_store, tmp_path):
+    from tuner.confirm import EVALUATION_FILE, evaluate_seed
+
+    cv = CVTrainer(config(epochs=1, cv_folds=2, unlabeled_pool=0), tiny_store)
+    cv.run_epoch()
+    cv.save_checkpoint(tmp_path / "ck")
+    summary = evaluate_seed(cv, str(tmp_path / "ck"), ["Test1"])
+    evaluation = json.loads((tmp_path / "ck" / EVALUATION_FILE).read_text())
+    assert evaluation["validation"] == {"ccc_mean": cv.best_metric, "cv_folds": 2}
+    assert evaluation["test"]["Test1"]["models"] == 2
+    assert summary["confirm_Test1_ccc_mean"] == evaluation["test"]["Test1"]["ccc_mean"]
+    assert evaluation["validation_split"] == "2-fold CV of Train + Validation (speaker)"

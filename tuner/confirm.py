@@ -119,21 +119,25 @@ def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str, float]:
     """After the last epoch: evaluate best_model.pt in the checkpoint `directory` on the validation
-    and test splits; write evaluation.json and predictions-<split>.npz there; return summary metrics."""
-    from model.checkpoint import BEST_MODEL_FILE
-    from model.inference import evaluate_store
-    from model.model_file import load_model
+    and test splits; write evaluation.json and predictions-<split>.npz there; return summary metrics.
+    A cv_folds configuration's best model is its folder of fold models (averaged); its validation
+    is the best mean-over-folds CCC (the store's Validation split was part of its folds)."""
+    from model.checkpoint import best_model_name
+    from model.inference import evaluate_store, resolve_models
 
     store = trainer.store
     test_splits = list(splits) if splits is not None else list(store.roles["test"])
     evaluation: dict[str, Any] = {"best_epoch": trainer.best_epoch, "validation_split": trainer.val_name,
                                   "test_splits": test_splits, "validation": None, "test": {}}
-    best = Path(directory) / BEST_MODEL_FILE
+    best = Path(directory) / best_model_name(trainer.config)
     if not best.exists():  # validation CCC never finite: no model to evaluate
         evaluation["error"] = "no best model: the validation CCC was never a finite number"
     else:
-        model = load_model(best, trainer.device)
-        evaluation["validation"] = evaluate_store(model, store, trainer.val_name, trainer.device)
+        model = resolve_models(best, trainer.device)
+        if trainer.config.cv_folds:
+            evaluation["validation"] = {"ccc_mean": trainer.best_metric, "cv_folds": trainer.config.cv_folds}
+        else:
+            evaluation["validation"] = evaluate_store(model, store, trainer.val_name, trainer.device)
         for split in test_splits:
             result = evaluate_store(model, store, split, trainer.device, predictions=True)
             per_utt = result.pop("predictions")

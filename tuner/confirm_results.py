@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from model.checkpoint import best_model_name
 from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan
 from tuner.run_dir import RunDir
 from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, PAIRED_T, RESAMPLES, holm,
@@ -148,7 +149,7 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
                 if evaluation.get("error"):
                     entry.update(status="failed", error=evaluation["error"])
                 else:
-                    entry["best_model"] = run.child_uri(EXPERIMENT, rec.folder, ckpt, "best_model.pt")
+                    entry["best_model"] = run.child_uri(EXPERIMENT, rec.folder, ckpt, best_model_name(c["config"]))
                     entry["validation"], entry["test"] = evaluation["validation"], evaluation["test"]
                     val_split = val_split or evaluation["validation_split"]
                     test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]

@@ -17,7 +17,7 @@ import yaml
 
 from model.atomic_files import atomic_write
 from model.config import TrainConfig
-from model.cv import best_model_name
+from model.checkpoint import best_model_name
 from model.errors import UserError
 from tuner.run_dir import RunDir, space_from_manifest
 from tuner.trainable import trial_threads
@@ -83,7 +83,7 @@ def document(run: RunDir, manifest: dict[str, Any], pick: Pick, target: Path) ->
         "objective": {m: mode for m, mode in zip(manifest["metrics"], manifest["modes"])},
         "best_epoch": int(best.get("training_iteration", 0)) or None, "metrics": reported,
         "checkpoint": ckpt_uri,
-        "best_model": join_uri(ckpt_uri, best_model_name(TrainConfig.from_dict(config_values(rec))))
+        "best_model": join_uri(ckpt_uri, best_model_name(rec.config))
         if ckpt_uri else None,   # a cv_folds trial's is the folder of its fold models
         "retrain": retrain,
     }

@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from model.checkpoint import best_model_name
 from tuner.optuna_studies import open_storage, study_name
 from tuner.run_dir import RunDir
 from tuner.uris import join_uri
@@ -157,7 +158,8 @@ class StudySearcher(OptunaSearch):
                     trial.set_user_attr("best_epoch", int(result.get("training_iteration", 0)))
                     if result.get("checkpoint_dir_name"):
                         trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
-                                                                   result["checkpoint_dir_name"], "best_model.pt"))
+                                                                   result["checkpoint_dir_name"],
+                                                                   best_model_name(result.get("config") or {})))
         except optuna.exceptions.UpdateFinishedTrialError:
             # told before the driver died, after Ray's last snapshot: Ray re-runs it, the study keeps it
             self._completed_trials.add(trial_id)

@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     from model.checkpoint import find_checkpoint
     from model.config import TrainConfig
     from model.errors import UserError
-    from model.cv import best_model_name, make_trainer
+    from model.checkpoint import best_model_name
+    from model.cv import make_trainer
     from model.metrics import finite_metrics, json_metrics
     from model.trainer import TrainingDiverged
 
