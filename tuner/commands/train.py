@@ -75,11 +75,10 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     import yaml
 
     from model.atomic_files import atomic_write
-    from model.checkpoint import find_checkpoint
+    from model.checkpoint import best_model_name, find_checkpoint
     from model.config import TrainConfig
-    from model.errors import UserError
-    from model.checkpoint import best_model_name
     from model.cv import make_trainer
+    from model.errors import UserError
     from model.metrics import finite_metrics, json_metrics
     from model.trainer import TrainingDiverged
 
