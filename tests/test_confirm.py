@@ -14,7 +14,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
+from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, session_processes, short_tmp, tuner,
+                          tuner_env)
 
 NAME = "tiny"
 SPLIT = "Validation"   # the tiny store's Test1 holds one utterance (no CCC); Validation holds 11
