@@ -72,7 +72,7 @@ def main() -> None:
     try:
         store = args.store
         if store is None:
-            from model.store import prepare_store
+            from model.store_build import prepare_store
             from model.synth import synthesize_corpus
 
             corpus = synthesize_corpus(work / "corpus", utterances=96, unlabeled=32, speakers=8, seed=1)
