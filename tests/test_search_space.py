@@ -150,6 +150,10 @@ MALFORMED = [
      "scheduler.grace_period", "unknown key"),
     ("grace period beyond max epochs", variant(scheduler={"type": "asha", "grace_period": 5}),
      "scheduler.grace_period", "larger than budget.max_epochs"),
+    ("unknown rank_by", variant(scheduler={"type": "asha", "rank_by": "last"}), "scheduler.rank_by",
+     "expected current"),
+    ("rank_by without a scheduler", variant(scheduler={"type": "none", "rank_by": "best"}), "scheduler.rank_by",
+     "unknown key"),
     ("bad searcher", variant(searcher={"type": "bohb"}), "searcher.type", "not a searcher"),
     ("unknown metric", variant(metric="val_acc"), "metric", "not a reported metric"),
     ("bad mode", variant(mode="maximize"), "mode", "expected max or min"),
@@ -219,3 +223,30 @@ def test_readme_documents_every_key():
     assert blocks
     for block in blocks:
         parse_space(yaml.safe_load(textwrap.dedent(block)), "README example")
+
+
+def test_rank_by_best_points_the_scheduler_at_the_best_so_far_metric(tmp_path):
+    """ASHA / median / HyperBand judge best_<metric>; TuneConfig then names no metric (Ray refuses two)."""
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from tuner.experiment import make_scheduler
+    from tuner.run_dir import RunDir
+
+    run = RunDir(tmp_path, "r")
+    current = parse_space(variant(scheduler={"type": "asha", "grace_period": 2}))
+    assert current.scheduler.rank_by == "current" and make_scheduler(current, run, "all")._metric is None
+    for kind, cls in (("asha", ASHAScheduler), ("median", MedianStoppingRule)):
+        space = parse_space(variant(scheduler={"type": kind, "rank_by": "best"}, metric="loss_total", mode="min"))
+        scheduler = make_scheduler(space, run, "all")
+        assert isinstance(scheduler, cls)
+        assert (scheduler._metric, scheduler._mode) == ("best_loss_total", "min")
+
+
+def test_best_so_far_follows_the_mode_and_skips_missing_values():
+    from tuner.trainable import best_so_far, tag_for
+
+    history = [{"val_ccc_mean": 0.2}, {"val_ccc_mean": float("nan")}, {"loss_total": 1.0}, {"val_ccc_mean": 0.1}]
+    assert best_so_far(history, "val_ccc_mean", "max") == 0.2
+    assert best_so_far(history, "val_ccc_mean", "min") == 0.1
+    assert best_so_far(history[:0], "val_ccc_mean", "max") is None
+    assert tag_for("best_val_ccc_mean") == "val/best_ccc_mean" and tag_for("best_loss_total") == "best/loss_total"

@@ -22,7 +22,7 @@ from model.errors import UserError
 from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
 from tuner.run_dir import RunDir, new_manifest, space_from_manifest
-from tuner.space_schema import SearchSpace, SpaceSampler, condition_label
+from tuner.space_schema import SearchSpace, SpaceSampler, best_metric, condition_label
 from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
 
@@ -97,14 +97,17 @@ def make_scheduler(space: SearchSpace, run: RunDir, label: str):
     from tuner.scheduler_state import ResumableASHA
 
     s, max_t = space.scheduler, space.budget.max_epochs
+    # rank_by best: the scheduler judges best_<metric> (its own metric; TuneConfig then has none)
+    ranked = {"metric": best_metric(space.metric), "mode": space.mode} if s.rank_by == "best" else {}
     if s.type == "asha":
         return ResumableASHA(run, label, time_attr="training_iteration", max_t=max_t,
-                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+                             grace_period=s.grace_period, reduction_factor=s.reduction_factor, **ranked)
     if s.type == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor)
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor,
+                                  **ranked)
     if s.type == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period,
-                                  min_samples_required=s.min_samples_required)
+                                  min_samples_required=s.min_samples_required, **ranked)
     return FIFOScheduler()
 
 
@@ -120,8 +123,9 @@ def make_trainable(space: SearchSpace, store: str, trainable=None, **params):
 
     from tuner.trainable import train_trial
 
-    fn = tune.with_parameters(trainable or train_trial, store_path=store, cpus=space.resources.cpu,
-                              gpus=space.resources.gpu,
+    if trainable is None:  # train_trial reports best_<metric> for scheduler.rank_by: best
+        trainable, params = train_trial, {"ranked": tuple(zip(space.metrics, space.modes)), **params}
+    fn = tune.with_parameters(trainable, store_path=store, cpus=space.resources.cpu, gpus=space.resources.gpu,
                               first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4], **params)
     return tune.with_resources(fn, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
 
@@ -141,7 +145,8 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
 
     from tuner.tensorboard_log import TensorBoardCallback
 
-    single = not space.multi_objective
+    # the searcher has its metric; TuneConfig passes one to the scheduler unless it judges its own
+    single = not space.multi_objective and space.scheduler.rank_by == "current"
     label = condition_label(condition)
     searcher, limit = make_searcher(space, condition, index, run, storage_setting), space.resources.max_concurrent_trials
     if side_by_side and limit:

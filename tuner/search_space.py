@@ -26,10 +26,13 @@ MODES = ("max", "min")
 TOP_LEVEL_KEYS = ("metric", "mode", "budget", "scheduler", "searcher", "resources", "conditions", "parameters")
 BUDGET_KEYS = ("num_samples", "max_epochs", "time_limit_s")
 RESOURCE_KEYS = ("cpu", "gpu", "max_concurrent_trials")
-SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"),
-                  "hyperband": ("type", "reduction_factor"),
-                  "median": ("type", "grace_period", "min_samples_required"),
+SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "rank_by"),
+                  "hyperband": ("type", "reduction_factor", "rank_by"),
+                  "median": ("type", "grace_period", "min_samples_required", "rank_by"),
                   "none": ("type",)}
+# What an early-stopping scheduler compares: the metric of the epoch just finished, or the trial's
+# best so far (reported as best_<metric> every epoch; see docs/search.md, "Early stopping on signal").
+RANK_BY = ("current", "best")
 SEARCHER_KEYS = ("type", "seed", "n_startup_trials")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "value", "when")
 # Keys the search owns: the budget sets the epochs, the trial's resources set threads and device.
@@ -185,6 +188,10 @@ def _parse_scheduler(raw: Any, searcher: Searcher, fail: Fail) -> Scheduler:
         fail("scheduler.type", f"{s.type!r} stops trials early on one metric; a multi_objective search "
              "needs scheduler: none")
     s.grace_period = _int(raw.get("grace_period", 1), "scheduler.grace_period", fail, minimum=1)
+    s.rank_by = raw.get("rank_by", "current")
+    if s.rank_by not in RANK_BY:
+        fail("scheduler.rank_by", f"{s.rank_by!r}: expected current (the epoch's metric) or best (the trial's "
+             "best so far)")
     s.min_samples_required = _int(raw.get("min_samples_required", 3), "scheduler.min_samples_required",
                                   fail, minimum=1)
     rf = raw.get("reduction_factor", 2)

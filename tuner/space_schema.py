@@ -35,6 +35,7 @@ class Scheduler:
     grace_period: int = 1
     reduction_factor: float = 2.0
     min_samples_required: int = 3
+    rank_by: str = "current"          # current: the epoch's metric; best: the trial's best so far
 
 
 @dataclass
@@ -90,6 +91,11 @@ class SearchSpace:
         for name, values in self.conditions.items():
             combos = [{**c, name: v} for c in combos for v in values]
         return combos
+
+
+def best_metric(metric: str) -> str:
+    """The name under which a trial reports its best value so far of `metric` (scheduler.rank_by: best)."""
+    return f"best_{metric}"
 
 
 def condition_label(condition: dict[str, Any]) -> str:

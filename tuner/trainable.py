@@ -8,13 +8,14 @@ stop it between epochs.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from typing import Any, Callable
 
 # Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
 # cluster/ or time/ (tuner.tensorboard_log writes them).
-TAG_PREFIXES = (("best_val_", "val/best_"), ("kmeans_objective", "cluster/objective"),
+TAG_PREFIXES = (("best_val_", "val/best_"), ("best_", "best/"), ("kmeans_objective", "cluster/objective"),
                 ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
                 ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
                 ("nmi", "cluster/nmi"), ("fold", "folds/fold"), ("is_best", "val/is_best"),
@@ -35,6 +36,14 @@ def trial_threads(cpus: float) -> int:
     return max(1, int(cpus))
 
 
+def best_so_far(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
+    """The best finite value of `metric` over a trial's epochs (None before any)."""
+    values = [float(m[metric]) for m in history if metric in m and math.isfinite(float(m[metric]))]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
 def _peak_rss_mb() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -42,14 +51,16 @@ def _peak_rss_mb() -> float:
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
-                finished: frozenset[str] = frozenset()) -> None:
+                finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = ()) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
     `finished` (resumed, but already finished before the driver died) returns at once: Ray ends it
     with its last result.
     `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
-    before it is reported: it may add files to that checkpoint and returns metrics to report with it."""
+    before it is reported: it may add files to that checkpoint and returns metrics to report with it.
+    For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
+    (scheduler.rank_by: best)."""
     import torch
     from ray import tune
 
@@ -89,6 +100,10 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
                 metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
             metrics["epoch"] = float(trainer.epoch)
+            for metric, mode in ranked:
+                best = best_so_far(trainer.history, metric, mode)
+                if best is not None:
+                    metrics[f"best_{metric}"] = best
             if finish is not None and trainer.epoch >= train_config.epochs:
                 metrics.update(finish(trainer, directory))
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
