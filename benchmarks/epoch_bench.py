@@ -32,7 +32,9 @@ import torch  # noqa: E402
 
 from model.devices import usable_cpus  # noqa: E402
 
-REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}   # reference, 300 Train + 100 Validation utts, 2 cores
+# the reference's epoch, 300 Train + 100 Validation utts, 2 cores, timed on ANOTHER machine: the "vs ref" column is
+# indicative only (side by side on one machine the reference took 69-71 s: docs/training.md)
+REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}
 
 
 def machine() -> str:
