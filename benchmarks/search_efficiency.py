@@ -130,6 +130,7 @@ def main() -> int:
     p.add_argument("--asha", default="1:current,2:current,2:best", help="GRACE:RANK_BY settings of TPE + ASHA")
     p.add_argument("--asha-trials", type=int, default=12, help="TPE + ASHA trials per seed")
     p.add_argument("--utterances", type=int, default=300, help="labelled utterances of the synthetic corpus")
+    p.add_argument("--store", help="a feature store to search on instead of the synthetic corpus (e.g. a sample of yours)")
     p.add_argument("--cache", default="/tmp/deepemocluster-bench")
     p.add_argument("--storage", default=None, help="results folder of the searches (default: a temporary one)")
     p.add_argument("--num-cpus", type=int, default=2)
@@ -147,7 +148,8 @@ def main() -> int:
     results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     results.update(args=vars(args), machine=describe_machine())
     base = yaml.safe_load((REPO / "search_spaces" / "default.yaml").read_text())
-    store = ensure_store(Path(args.cache), args.utterances, 0, 0)  # FSL: no unlabeled pool
+    # FSL: no unlabeled pool
+    store = Path(args.store).resolve() if args.store else ensure_store(Path(args.cache), args.utterances, 0, 0)
     storage = Path(args.storage or tempfile.mkdtemp(prefix="search_efficiency-"))
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = []
