@@ -129,6 +129,9 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=6, help="epochs per trial (budget.max_epochs)")
     p.add_argument("--asha", default="1:current,2:current,2:best", help="GRACE:RANK_BY settings of TPE + ASHA")
     p.add_argument("--asha-trials", type=int, default=12, help="TPE + ASHA trials per seed")
+    p.add_argument("--asha-seed-offset", type=int, default=0,
+                   help="TPE's seed is the random search's plus this; with 0 (as measured in docs/search.md) TPE's "
+                        "random start-up trials repeat the random search's first configurations")
     p.add_argument("--utterances", type=int, default=300, help="labelled utterances of the synthetic corpus")
     p.add_argument("--store", help="a feature store to search on instead of the synthetic corpus (e.g. a sample of yours)")
     p.add_argument("--cache", default="/tmp/deepemocluster-bench")
@@ -160,7 +163,7 @@ def main() -> int:
         for setting in [s for s in args.asha.split(",") if s]:
             grace, rank_by = setting.split(":")
             scheduler = {"type": "asha", "grace_period": int(grace), "reduction_factor": 3, "rank_by": rank_by}
-            searcher = {"type": "tpe", "seed": seed, "n_startup_trials": 5}
+            searcher = {"type": "tpe", "seed": seed + args.asha_seed_offset, "n_startup_trials": 5}
             plan.append((f"asha-g{grace}{rank_by}-{seed}",
                          space_for(base, searcher, scheduler, args.asha_trials, args.epochs, 2)))
     for key, raw in plan:
