@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/epoch_bench.py --variants gru,triplet --utterances 300 --skip-ccc
     .venv/bin/python benchmarks/epoch_bench.py --throughput-only    # fp32 / channels-last / bf16 fwd+bwd
     .venv/bin/python benchmarks/epoch_bench.py --table --table-epochs 10   # CCC per variant, FSL and SSL
+    git worktree add /tmp/old main && .venv/bin/python benchmarks/epoch_bench.py --compare /tmp/old \
+        --reference-setting --variants gru       # this checkout against another, epochs interleaved
 
 Prints the machine (CPU model, cores, load), then:
 1. throughput of one forward+backward pass of the network (m 62, C 11, batch 32 sentences = 352 chunks)
@@ -145,6 +147,116 @@ def epoch_speed(store: Path, variants: list[str], args) -> None:
               f"load {os.getloadavg()[0]:.2f})", flush=True)
 
 
+def reference_setting_store(cache: Path) -> Path:
+    """A store of exactly 300 Train + 100 Validation utterances (the reference's timing setting), FSL."""
+    import csv
+
+    from model.store import prepare_store
+    from model.synth import synthesize_corpus
+
+    store = cache / "reference-300-100.store"
+    if (store / "meta.json").exists():
+        return store
+    source = cache / "synth-700-0-0"
+    if not (source / "Labels").exists():
+        synthesize_corpus(source, utterances=700, unlabeled=0, seed=0)
+    corpus = cache / "reference-300-100"
+    (corpus / "Labels").mkdir(parents=True, exist_ok=True)
+    if not (corpus / "Audio").exists():
+        (corpus / "Audio").symlink_to(source / "Audio")
+    with open(source / "Labels" / "labels_consensus.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = {"Train": 300, "Validation": 100}
+    picked = []
+    # Validation first, then Test1 utterances (other speakers than Train, like Validation) fill it to 100
+    for split in ("Train", "Validation", "Test1"):
+        for row in rows:
+            role = "Validation" if split == "Test1" else split
+            if row["Split_Set"] == split and keep[role] > 0:
+                keep[role] -= 1
+                picked.append({**row, "Split_Set": role})
+    if any(keep.values()):
+        raise RuntimeError(f"the synthetic corpus has too few utterances for 300 Train + 100 Validation: {keep}")
+    with open(corpus / "Labels" / "labels_consensus.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(picked)
+    prepare_store(corpus, store, progress=False)
+    return store
+
+
+# Runs in a fresh process with a checkout's model/ first on sys.path: only the public Trainer API, so that
+# it times old checkouts too. argv: config JSON, store, epochs.
+EPOCH_WORKER = """
+import json, sys, time
+from model.config import TrainConfig
+from model.trainer import Trainer
+cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+start = time.perf_counter()
+trainer = Trainer(cfg, sys.argv[2])
+setup = time.perf_counter() - start
+keys = ("time_epoch_s", "time_embed_s", "time_kmeans_s", "time_train_s", "time_validate_s", "val_ccc_mean")
+epochs = []
+for _ in range(int(sys.argv[3])):
+    cpu = time.process_time()
+    m = trainer.run_epoch()
+    epochs.append({**{k: m[k] for k in keys if k in m}, "cpu_s": time.process_time() - cpu})
+print("RESULT " + json.dumps({"setup_s": setup, "epochs": epochs}))
+"""
+
+
+def time_checkout(checkout: Path, config: dict, store: Path, epochs: int) -> dict:
+    """Train `epochs` epochs with `checkout`'s code in a new process; its per-epoch times and CCC."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    out = subprocess.run([sys.executable, "-c", EPOCH_WORKER, json.dumps(config), str(store), str(epochs)],
+                         cwd=checkout, env=env, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{checkout}: the epoch worker failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def compare_checkouts(other: Path, store: Path, args) -> None:
+    """Epochs of this checkout and `other` interleaved (ABAB..., the order alternating by round) on one store."""
+    here = Path(__file__).resolve().parents[1]
+    seeds = [int(s) for s in args.compare_seeds.split(",")]
+    config = {"temporal": args.variants.split(",")[0], "chunk_frames": args.m, "chunks_per_sentence": args.C,
+              "batch_size": args.batch, "width": args.width, "precision": args.precision, "num_threads": args.threads,
+              "num_clusters": args.k, "unlabeled_pool": None if args.ssl else 0, "epochs": args.compare_epochs}
+    print(f"\n== this checkout ({here}) against {other}, interleaved; {config}, seeds {seeds}, "
+          f"{args.compare_epochs} epochs per run ==")
+    print(f"{'seed':>4} {'code':>5} {'epoch s (each)':>24} {'steady s':>8} {'CPU s':>7} {'best CCC':>8} {'load':>5}")
+    results: dict[str, list[dict]] = {"this": [], "other": []}
+    for i, seed in enumerate(seeds):
+        order = [("this", here), ("other", other)]
+        for name, checkout in (order if i % 2 == 0 else order[::-1]):
+            r = time_checkout(checkout, {**config, "seed": seed}, store, args.compare_epochs)
+            times = [e["time_epoch_s"] for e in r["epochs"]]
+            r["steady_s"] = float(np.median(times[1:] if len(times) > 1 else times))
+            cpu = [e["cpu_s"] for e in r["epochs"]]
+            r["steady_cpu_s"] = float(np.median(cpu[1:] if len(cpu) > 1 else cpu))
+            r["best_ccc"] = max(e["val_ccc_mean"] for e in r["epochs"])
+            results[name].append(r)
+            print(f"{seed:>4} {name:>5} {' '.join(f'{t:.1f}' for t in times):>24} {r['steady_s']:8.1f} "
+                  f"{r['steady_cpu_s']:7.1f} {r['best_ccc']:8.3f} {os.getloadavg()[0]:5.1f}", flush=True)
+    steady = {k: float(np.median([r["steady_s"] for r in v])) for k, v in results.items()}
+    first = {k: float(np.median([r["epochs"][0]["time_epoch_s"] for r in v])) for k, v in results.items()}
+    cpu = {k: float(np.median([r["steady_cpu_s"] for r in v])) for k, v in results.items()}
+    ccc = {k: [r["best_ccc"] for r in v] for k, v in results.items()}
+    print(f"median steady epoch (epochs after the first): this {steady['this']:.1f} s, other {steady['other']:.1f} s "
+          f"-> this checkout's throughput {steady['other'] / steady['this']:.2f}x the other's")
+    print(f"median steady epoch CPU time (this process; less sensitive to other jobs' load): this {cpu['this']:.1f} s, "
+          f"other {cpu['other']:.1f} s -> {cpu['other'] / cpu['this']:.2f}x")
+    print(f"median first epoch: this {first['this']:.1f} s, other {first['other']:.1f} s "
+          f"-> {first['other'] / first['this']:.2f}x")
+    for k in ("this", "other"):
+        print(f"best val_ccc_mean over seeds, {k}: {np.mean(ccc[k]):.3f} +- {np.std(ccc[k]):.3f} "
+              f"({', '.join(f'{c:.3f}' for c in ccc[k])})")
+
+
 def ccc_comparison(store: Path, args) -> None:
     from model.config import TrainConfig
     from model.trainer import Trainer
@@ -215,6 +327,15 @@ def main() -> int:
     p.add_argument("--ccc-seeds", default="0,1,2")
     p.add_argument("--ccc-epochs", type=int, default=3)
     p.add_argument("--ccc-precisions", default="fp32,bf16")
+    p.add_argument("--compare", metavar="CHECKOUT",
+                   help="time this checkout against another one (e.g. a `git worktree` of an older commit), epochs "
+                        "interleaved on the same store; the config is --variants' first, --m, --C, --batch, "
+                        "--width, --k, --precision, --threads, --ssl")
+    p.add_argument("--compare-seeds", default="0,1,2", help="one run per seed and checkout")
+    p.add_argument("--compare-epochs", type=int, default=2, help="epochs per run (the first includes warm-up)")
+    p.add_argument("--reference-setting", action="store_true",
+                   help="use a store of exactly 300 Train + 100 Validation utterances (the reference's timing setting)")
+    p.add_argument("--k", type=int, default=10, help="num_clusters")
     p.add_argument("--table", action="store_true",
                    help="only the table of validation CCC per variant, FSL and SSL (docs/training.md)")
     p.add_argument("--table-epochs", type=int, default=10)
@@ -224,11 +345,19 @@ def main() -> int:
     threads = args.threads or usable_cpus()
     args.threads = threads
     print("machine:", machine(), flush=True)
-    if not args.skip_throughput and not args.table:
+    if not args.skip_throughput and not args.table and not args.compare:
         throughput(args.width, args.m, args.C, args.batch, threads, args.steps)
     if args.throughput_only:
         return 0
-    store = Path(args.store) if args.store else ensure_store(Path(args.cache), args.utterances, args.unlabeled, 0)
+    if args.store:
+        store = Path(args.store)
+    elif args.reference_setting:
+        store = reference_setting_store(Path(args.cache))
+    else:
+        store = ensure_store(Path(args.cache), args.utterances, args.unlabeled, 0)
+    if args.compare:
+        compare_checkouts(Path(args.compare).resolve(), store, args)
+        return 0
     if args.table:
         ccc_table(store, [v for v in args.variants.split(",") if v], args)
         return 0

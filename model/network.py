@@ -4,6 +4,7 @@ Input: chunks [B*C, 1, m, 128] (C consecutive chunks per sentence, m frames, 128
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -123,6 +124,25 @@ class DeepEmoCluster(nn.Module):
             h = h.reshape(n, -1)
         feats = self.classifier(h)
         return Output(emb, feats, self.top_layer(feats), self.attribute_head(self.regressor(h)))
+
+
+def inference_copy(network: DeepEmoCluster) -> DeepEmoCluster:
+    """An eval-mode copy of `network` with each encoder BatchNorm folded into its convolution.
+
+    The same function as `network.eval()` (up to rounding) with one pass less over every conv output;
+    for no-grad passes (embedding for k-means, validation). `network` itself is left untouched."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(network).eval()
+    layers, fused = list(net.encoder.conv), []
+    for i in range(0, len(layers), 3):  # (Conv2d, BatchNorm2d, ReLU) triples
+        conv, bn, relu = layers[i:i + 3]
+        folded = fuse_conv_bn_eval(conv, bn)
+        if conv.weight.is_contiguous(memory_format=torch.channels_last):
+            folded = folded.to(memory_format=torch.channels_last)
+        fused += [folded, relu]
+    net.encoder.conv = nn.Sequential(*fused)
+    return net
 
 
 def _init_weights(m: nn.Module) -> None:

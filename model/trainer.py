@@ -35,6 +35,7 @@ from model.folds import DataSplit
 from model.losses import ccc_loss, triplet_loss
 from model.metrics import ccc, nmi, plain
 from model.model_file import ModelInfo, build_network, save_model
+from model.network import inference_copy
 from model.sampling import sample_chunks, sample_sentences, split_labeled
 from model.transfer import init_network
 
@@ -203,11 +204,11 @@ class Trainer:
         per = max(1, self.config.embed_batch_chunks // C)
         feats = np.empty((len(ids) * C, self.network.top_layer.in_features), dtype=np.float32)
         preds = np.empty((len(ids) * C, len(self.config.attributes)), dtype=np.float32)
-        self.network.eval()
+        network = inference_copy(self.network)  # eval mode, BatchNorm folded into the convolutions
         with torch.inference_mode(), self._oom_guard("embedding chunks"), self._autocast():
             for s in range(0, len(ids), per):
                 batch = ids[s:s + per]
-                out = self.network(self._sentence_chunks(batch))
+                out = network(self._sentence_chunks(batch))
                 rows = slice(s * C, (s + len(batch)) * C)
                 feats[rows] = out.features.float().cpu().numpy()
                 preds[rows] = out.attributes.float().cpu().numpy()

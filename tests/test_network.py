@@ -43,3 +43,26 @@ def test_reference_initialisation_and_top_layer_reset():
     torch.manual_seed(1)
     net.reset_top_layer()
     assert not torch.equal(before, net.top_layer.weight)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_copy_folds_batchnorm_and_matches_eval_mode(channels_last):
+    from model.network import inference_copy
+
+    torch.manual_seed(0)
+    net = DeepEmoCluster("gru", 4, 20, 4, 3, width=0.25)
+    if channels_last:
+        net.encoder.conv.to(memory_format=torch.channels_last)
+    with torch.no_grad():  # training-mode passes give the BatchNorm layers non-trivial running statistics
+        for _ in range(3):
+            net(torch.randn(16, 1, 20, 128) * 2 + 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = inference_copy(net)
+    assert net.training and not folded.training  # the original keeps its mode
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.encoder.modules())
+    x = torch.randn(8, 1, 20, 128)
+    with torch.no_grad():
+        expected, got = net.eval()(x), folded(x)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # weights untouched
