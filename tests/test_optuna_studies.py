@@ -2,15 +2,25 @@
 over the study trials started after that snapshot (no duplicates), and a bad --optuna-storage is refused."""
 from __future__ import annotations
 
+import json
+
 import yaml
 
 from tune_helpers import SMOKE
+
+LABEL = "labeled_ratio=1.0"
 
 
 def make_searcher(run, space):
     from tuner.experiment import make_searcher as make
 
     return make(space, {"labeled_ratio": 1.0}, 0, run, "journal")
+
+
+def write_ray_snapshot(run, trials: dict[str, str]) -> None:
+    """The newest experiment state Ray restores from: its trial table (trial id -> status)."""
+    entries = [[json.dumps({"trial_id": tid, "status": status}), "{}"] for tid, status in trials.items()]
+    run.write_bytes(json.dumps({"trial_data": entries}).encode(), LABEL, "experiment_state-2026-01-01_00-00-00.json")
 
 
 def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_path):
@@ -20,13 +30,14 @@ def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_pa
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")
-    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": "labeled_ratio=1.0"}]})
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": LABEL}]})
     first = make_searcher(run, space)
     configs = {tid: first.suggest(tid) for tid in ("a", "b")}
     first.on_trial_result("a", {"val_ccc_mean": 0.1, "training_iteration": 1})
     first.on_trial_complete("a", {"val_ccc_mean": 0.2, "training_iteration": 4})
     first.save(str(tmp_path / "searcher.pkl"))          # Ray's snapshot: trials a (done) and b (running)
     lost = first.suggest("c")                           # asked after the snapshot, then the driver dies
+    write_ray_snapshot(run, {"a": "TERMINATED", "b": "RUNNING"})
 
     restored = make_searcher(run, space)                # Tuner.restore: the searcher from tuner.pkl ...
     restored.restore(str(tmp_path / "searcher.pkl"))    # ... and its state from the snapshot
@@ -34,13 +45,47 @@ def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_pa
     assert restored.suggest("e") not in (lost, configs["a"], configs["b"])
     restored.on_trial_complete("b", {"val_ccc_mean": 0.3, "training_iteration": 4})
 
-    study = load_studies(run)["labeled_ratio=1.0"]
-    assert study.study_name == "r/labeled_ratio=1.0"
+    study = load_studies(run)[LABEL]
+    assert study.study_name == f"r/{LABEL}"
     trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
     assert len(study.trials) == 4 and set(trials) == {"a", "b", "d", "e"}
     assert trials["a"].state.name == "COMPLETE" and trials["a"].intermediate_values == {1: 0.1, 4: 0.2}
     assert trials["b"].state.name == "COMPLETE" and trials["b"].value == 0.3
     assert trials["d"].state.name == trials["e"].state.name == "RUNNING"
+
+
+def test_a_trial_in_ray_snapshot_but_not_in_the_searchers_is_finished_by_its_ray_trial(tmp_path):
+    """A driver killed while Ray uploaded a snapshot can leave the snapshot's experiment state (trials a, b, c)
+    next to the previous snapshot's searcher state (a, b): c is Ray's, restored and run by Ray, and its
+    study trial must follow it to COMPLETE (not be left RUNNING, nor be handed to a new trial)."""
+    from tuner.optuna_studies import load_studies
+    from tuner.run_dir import RunDir
+    from tuner.search_space import parse_space
+
+    space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
+    run = RunDir(tmp_path, "r")
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": LABEL}]})
+    first = make_searcher(run, space)
+    for tid in ("a", "b"):
+        first.suggest(tid)
+    first.on_trial_complete("a", {"val_ccc_mean": 0.2, "training_iteration": 4})
+    first.save(str(tmp_path / "searcher.pkl"))          # snapshot 1: its searcher state reached the storage
+    first.suggest("c")                                  # snapshot 2's experiment state did, its searcher state not
+    write_ray_snapshot(run, {"a": "TERMINATED", "b": "RUNNING", "c": "RUNNING"})
+
+    restored = make_searcher(run, space)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    new = restored.suggest("d")                         # a new trial gets a new study trial, not c's
+    for tid, first_value, value in (("b", 0.25, 0.3), ("c", 0.35, 0.4), ("d", 0.45, 0.5)):
+        restored.on_trial_result(tid, {"val_ccc_mean": first_value, "training_iteration": 1})
+        restored.on_trial_complete(tid, {"val_ccc_mean": value, "training_iteration": 4})
+
+    study = load_studies(run)[LABEL]
+    trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == 4 and set(trials) == {"a", "b", "c", "d"}
+    assert {tid: t.state.name for tid, t in trials.items()} == dict.fromkeys("abcd", "COMPLETE")
+    assert trials["c"].value == 0.4 and trials["c"].intermediate_values == {1: 0.35, 4: 0.4}
+    assert trials["d"].params == {k: v for k, v in new.items() if k in trials["d"].params}
 
 
 def test_bad_optuna_storage_url_is_refused_before_anything_is_written(tiny_store, tmp_path):

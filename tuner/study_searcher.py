@@ -7,12 +7,16 @@ training iteration (single objective) and tells the final value. This subclass a
 - PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
 - a study that survives the driver: Ray pickles the searcher into its experiment state, but the
   storage is never pickled; it is re-opened from the run (journal file or RDB URL) on restore, and
-  the Ray trial -> Optuna trial map is rebuilt from trial ids. Trials the study started after Ray's
-  last experiment snapshot (the driver died in between) stay RUNNING in the study without a Ray
-  trial; the next trials Ray creates take them over (same parameters), so a resumed search never
-  duplicates a trial in the study. Trials that even finished after that snapshot are unknown to the
-  restored Ray experiment (Ray trains replacements); the study keeps them and lists their numbers in
-  its user attribute `trials_ray_lost`.
+  the Ray trial -> Optuna trial map is rebuilt from the study's `ray_trial_id` links and the trial
+  table of the experiment state Ray restores from (not from the pickled searcher state: a driver
+  killed while Ray uploaded a snapshot can leave that snapshot's experiment state next to the
+  previous snapshot's searcher state; the study is never older than either, its journal being
+  uploaded before each snapshot). Trials the study started after Ray's last experiment snapshot
+  (the driver died in between) stay RUNNING in the study without a Ray trial; the next trials Ray
+  creates take them over (same parameters), so a resumed search never duplicates a trial in the
+  study. Trials that even finished after that snapshot are unknown to the restored Ray experiment
+  (Ray trains replacements); the study keeps them and lists their numbers in its user attribute
+  `trials_ray_lost`.
 """
 from __future__ import annotations
 
@@ -60,28 +64,34 @@ class StudySearcher(OptunaSearch):
         return open_storage(RunDir(self._run_storage, self._run_name), self._storage_setting)
 
     def _state(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
-        state["_ot_trial_ids"] = {rid: t._trial_id for rid, t in self.__dict__.get("_ot_trials", {}).items()}
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
 
     def _reattach(self, state: dict[str, Any], snapshot: bool = True) -> None:
-        """Re-open the study from the run's storage and map Ray trials to their Optuna trials again.
+        """Re-open the study from the run's storage and map the Ray trials of the experiment state Ray
+        restores from to their Optuna trials (by the study trials' `ray_trial_id`).
 
         `snapshot`: the state is Ray's latest searcher snapshot (restore), not the copy in tuner.pkl
         from when the study began; only then are lost and orphaned trials looked for."""
-        ids = state.pop("_ot_trial_ids", {})
+        from tuner.trial_records import trial_ids
+
+        state.pop("_ot_trial_ids", None)   # the map pickled by earlier versions: the study's links replace it
         self.__dict__.update(state)
         self._storage = self._open()
         self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage,
                                            sampler=self._sampler, pruner=optuna.pruners.NopPruner())
-        by_id = {t._trial_id: t for t in self._ot_study.get_trials(deepcopy=False)}
-        self._ot_trials = {rid: optuna.trial.Trial(self._ot_study, tid) for rid, tid in ids.items()
-                           if tid in by_id and by_id[tid].state == TrialState.RUNNING}
-        self._completed_trials |= {rid for rid, tid in ids.items()
-                                   if tid in by_id and by_id[tid].state != TrialState.RUNNING}
+        ray_trials = set(trial_ids(RunDir(self._run_storage, self._run_name), self._label))
+        self._ot_trials = {}
+        for t in self._ot_study.get_trials(deepcopy=False):
+            rid = t.user_attrs.get("ray_trial_id")
+            if rid not in ray_trials:
+                continue   # lost by Ray or an orphan (below), or a taken-over trial's first owner
+            if t.state == TrialState.RUNNING:
+                self._ot_trials[rid] = optuna.trial.Trial(self._ot_study, t._trial_id)
+            else:
+                self._completed_trials.add(rid)
         self._orphans = []
         if snapshot:
-            self._note_lost(set(ids))
+            self._note_lost(ray_trials)
             self._find_orphans()
 
     def _note_lost(self, known: set[str]) -> None:
@@ -118,7 +128,7 @@ class StudySearcher(OptunaSearch):
             self._reattach(pickle.load(f))
 
     def _find_orphans(self) -> None:
-        """RUNNING study trials that no Ray trial owns: started just before a driver died."""
+        """RUNNING study trials that no Ray trial owns: started after the last snapshot of a driver that died."""
         owned = {t._trial_id for t in self._ot_trials.values()}
         self._orphans = [t._trial_id for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                          if t._trial_id not in owned]

@@ -65,14 +65,24 @@ def better(a: float | None, b: float | None, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
-def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[TrialRecord]:
-    """The trials of one condition's experiment, in creation order ([] before it started)."""
+def _trial_data(run: RunDir, label: str) -> list[list[str]]:
+    """The `trial_data` of a condition's newest experiment state (the one Ray restores from; [] before Ray's
+    first snapshot): per trial, its JSON (trial_id, status, config, relative_logdir) and its run metadata's."""
     state_file = _newest_state_file(run, label)
     if state_file is None:
         return []
-    state = json.loads(run.read_text(label, state_file))
+    return json.loads(run.read_text(label, state_file)).get("trial_data", [])
+
+
+def trial_ids(run: RunDir, label: str) -> list[str]:
+    """The trial ids of a condition's newest experiment state, the trials Ray restores ([] before its first)."""
+    return [json.loads(entry[0])["trial_id"] for entry in _trial_data(run, label)]
+
+
+def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[TrialRecord]:
+    """The trials of one condition's experiment, in creation order ([] before it started)."""
     records = []
-    for entry in state.get("trial_data", []):
+    for entry in _trial_data(run, label):
         data = json.loads(entry[0])
         folder = data.get("relative_logdir") or ""
         rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=data.get("status", "PENDING"),
