@@ -187,9 +187,10 @@ def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, An
 def make_confirm_tuner(space, run: RunDir, store: str, plan: dict[str, Any]):
     """A Tuner over the grid configuration x seed: FIFO (no early stopping), the run's resources."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.logger import CSVLoggerCallback
 
     from tuner.experiment import MAX_FAILURES, REUSE_ACTORS, trial_dirname
+    from tuner.result_log import ResultJsonLogger
     from tuner.tensorboard_log import TensorBoardCallback
 
     param_space = {"config_id": tune.grid_search([c["id"] for c in plan["configurations"]]),
@@ -200,7 +201,7 @@ def make_confirm_tuner(space, run: RunDir, store: str, plan: dict[str, Any]):
         name=EXPERIMENT, storage_path=run.uri,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),   # the last one holds the evaluation
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+        callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(["val_ccc_mean"], ["max"], ["config_id", "seed"])])
     return tune.Tuner(make_confirm_trainable(space, run, store, plan), param_space=param_space,
                       tune_config=tune_config, run_config=run_config)

@@ -141,8 +141,9 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
 
     `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.side_by_side)."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.logger import CSVLoggerCallback
 
+    from tuner.result_log import ResultJsonLogger
     from tuner.tensorboard_log import TensorBoardCallback
 
     # the searcher has its metric; TuneConfig passes one to the scheduler unless it judges its own
@@ -165,7 +166,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
                                                 checkpoint_score_attribute=space.metric,
                                                 checkpoint_score_order=space.mode),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+        callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
     return tune.Tuner(make_trainable(space, store), tune_config=tune_config, run_config=run_config)
 
