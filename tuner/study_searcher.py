@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 from model.checkpoint import best_model_name
 from tuner.optuna_studies import open_storage, study_name
 from tuner.run_dir import RunDir
+from tuner.trial_records import trial_ids
 from tuner.uris import join_uri
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ class StudySearcher(OptunaSearch):
 
         `snapshot`: the state is Ray's latest searcher snapshot (restore), not the copy in tuner.pkl
         from when the study began; only then are lost and orphaned trials looked for."""
-        from tuner.trial_records import trial_ids
-
         state.pop("_ot_trial_ids", None)   # the map pickled by earlier versions: the study's links replace it
         self.__dict__.update(state)
         self._storage = self._open()
