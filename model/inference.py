@@ -212,6 +212,7 @@ def evaluate_store(model, store, split: str = "Test1", device: str | torch.devic
     members = resolve_models(model, device)
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
+    store.verify()
     for _, info in members:
         check_store_matches(info, store)
     if split not in store.splits:
@@ -219,6 +220,7 @@ def evaluate_store(model, store, split: str = "Test1", device: str | torch.devic
     idx = store.ids(split=split, labeled=True)
     if len(idx) == 0:
         raise UserError(f"{store.path}: split {split!r} has no labeled utterances")
+    store.check_frames(idx)   # every frame it evaluates: a NaN would turn into a CCC of 0
     attributes = list(members[0][1].config.attributes)
     batches = np.array_split(idx, -(-len(idx) // batch_sentences))
     preds = np.mean([np.concatenate([_predict_member(net, info, lambda m, C: make_chunks(store, b, m, C))

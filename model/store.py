@@ -8,18 +8,23 @@ and speaker names, corpus fingerprint) and `report.json` (counts and problems by
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from model.corpora import ATTRIBUTES, POOL_SPLIT, TRAIN
+from model.corpora import ATTRIBUTES, LABEL_RANGE, POOL_SPLIT, TRAIN
 from model.errors import StoreError, UserError
 
 FORMAT = "deepemocluster-store/1"
 STORE_FILES = ("frames.npy", "index.npy", "meta.json", "report.json")
 VALIDATION_NAMES = ("validation", "development", "dev", "valid", "val")   # a validation split, by name
+CHECK_ROWS = 1 << 16             # frames checked for NaN/inf per step
+REPORT_KEYS = ("store", "utterances", "labeled", "unlabeled", "hours", "frames", "dtype", "by_split", "rejected",
+               "problems")
+VERIFY_SAMPLE = 256              # utterances whose frames FeatureStore.verify checks
 
 
 def index_dtype(name_bytes: int) -> np.dtype:
@@ -91,6 +96,85 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    # ---- in-depth checks (run, train, evaluate and sync-store --upload build on them) -----------
+    def _corrupt(self, file: str, problem: str) -> StoreError:
+        return StoreError(f"{self.path / file}: corrupt feature store: {problem}; rebuild it with "
+                          f"`python -m tuner prepare CORPUS --out {self.path} --force`")
+
+    def verify(self, sample: int | None = None) -> "FeatureStore":
+        """Check that meta.json, index.npy and frames.npy agree (types, codes, offsets, labels) and that the
+        frames of `sample` utterances spread over the store are finite; StoreError naming the file."""
+        meta, index, n_frames = self.meta, self.index, len(self.frames)
+        n_mels = self.frames.shape[1]
+        splits, speakers = meta["splits"], meta["speakers"]
+        if not (isinstance(splits, list) and all(isinstance(x, str) for x in splits)
+                and isinstance(speakers, list) and all(isinstance(x, str) for x in speakers)):
+            raise self._corrupt("meta.json", "splits and speakers must be lists of names")
+        terms = meta["norm_terms"]
+        try:
+            mean, std = (np.asarray(terms[k], dtype=np.float64) for k in ("mean", "std"))
+        except (KeyError, TypeError, ValueError):
+            raise self._corrupt("meta.json", "norm_terms must hold lists `mean` and `std`") from None
+        if mean.shape != (n_mels,) or std.shape != (n_mels,) or not np.isfinite(mean).all() \
+                or not (np.isfinite(std).all() and (std > 0).all()):
+            raise self._corrupt("meta.json", f"norm_terms must be {n_mels} finite means and positive stds")
+        try:
+            label_terms = {a: (float(m), float(s)) for a, (m, s) in meta["label_terms"].items()}
+        except (AttributeError, TypeError, ValueError):
+            raise self._corrupt("meta.json", "label_terms must map attributes to [mean, std]") from None
+        if any(not (math.isfinite(m) and math.isfinite(s) and s > 0) for m, s in label_terms.values()):
+            raise self._corrupt("meta.json", f"label_terms {label_terms} must be finite, stds > 0")
+        for field, kind in (("offset", "i"), ("length", "i"), ("split", "i"), ("speaker", "i"), ("act", "f"),
+                            ("dom", "f"), ("val", "f"), ("labeled", "b")):
+            if index.dtype[field].kind != kind:
+                raise self._corrupt("index.npy", f"field {field!r} has type {index.dtype[field]}")
+        offset, length = index["offset"].astype(np.int64), index["length"].astype(np.int64)
+        bad = np.flatnonzero((offset < 0) | (length < 1) | (offset + length > n_frames))
+        if len(bad):
+            i = int(bad[0])
+            raise self._corrupt("index.npy", f"utterance {self.names([i])[0]!r} (row {i}) spans frames "
+                                f"{offset[i]}..{offset[i] + length[i]} of the {n_frames} in frames.npy")
+        for field, names in (("split", splits), ("speaker", speakers)):
+            codes = index[field]
+            if len(codes) and (codes.min() < -1 or codes.max() >= len(names)):
+                raise self._corrupt("index.npy", f"{field} codes {int(codes.min())}..{int(codes.max())} outside "
+                                    f"-1..{len(names) - 1} (the {len(names)} {field}s of meta.json)")
+        low, high = meta.get("label_range") or LABEL_RANGE
+        for a in ATTRIBUTES:
+            values = index[a]
+            wrong = np.flatnonzero(~np.isnan(values) & ((values < low) | (values > high) | ~np.isfinite(values)))
+            if len(wrong):
+                i = int(wrong[0])
+                raise self._corrupt("index.npy", f"utterance {self.names([i])[0]!r} has {a}={float(values[i])}, "
+                                    f"outside the label range {low:g}..{high:g} ({len(wrong)} such labels)")
+        sample = VERIFY_SAMPLE if sample is None else sample
+        picks = np.unique(np.linspace(0, len(index) - 1, min(sample, len(index))).astype(np.int64))
+        self.check_frames(picks)
+        return self
+
+    def check_frames(self, ids=None, block_rows: int = CHECK_ROWS) -> None:
+        """StoreError naming the first utterance (of `ids`, default all) whose frames are not finite."""
+        index = self.index if ids is None else self.index[np.asarray(ids, dtype=np.int64)]
+        rows = np.asarray(ids, dtype=np.int64) if ids is not None else np.arange(len(self.index))
+        order = np.argsort(index["offset"], kind="stable")
+        start = 0
+        while start < len(order):   # utterances in file order, about block_rows frames at a time
+            stop, frames = start, 0
+            while stop < len(order) and (frames == 0 or frames + index["length"][order[stop]] <= block_rows):
+                frames += int(index["length"][order[stop]])
+                stop += 1
+            group = order[start:stop]
+            lo = int(index["offset"][group].min())
+            hi = int((index["offset"][group] + index["length"][group]).max())
+            block = np.asarray(self.frames[lo:hi])
+            if not np.isfinite(block).all():
+                for k in group:
+                    a = int(index["offset"][k]) - lo
+                    if not np.isfinite(block[a:a + int(index["length"][k])]).all():
+                        raise self._corrupt("frames.npy", f"the frames of utterance "
+                                            f"{self.names([rows[k]])[0]!r} hold NaN or inf")
+            start = stop
 
     @property
     def feature_spec(self) -> dict[str, Any]:
@@ -180,8 +264,17 @@ class FeatureStore:
 
     @property
     def report(self) -> dict[str, Any]:
-        """report.json: counts and problems by reason."""
-        return json.loads((self.path / "report.json").read_text())
+        """report.json: counts and problems by reason (StoreError when missing or damaged)."""
+        try:
+            report = json.loads((self.path / "report.json").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: incomplete feature store (no report.json); {open_hint(self.path)}") from None
+        except (OSError, ValueError) as exc:
+            raise self._corrupt("report.json", f"not readable JSON ({exc})") from None
+        missing = [k for k in REPORT_KEYS if not isinstance(report, dict) or k not in report]
+        if missing:
+            raise self._corrupt("report.json", f"no {', '.join(missing)}")
+        return report
 
 
 def split_roles(splits: list[str]) -> dict[str, Any]:

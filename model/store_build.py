@@ -208,7 +208,7 @@ def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, norm_terms, work
     if not force and (out / "meta.json").is_file():
         try:
             store = FeatureStore.open(out)
-            if store.meta.get("fingerprint") == fp:
+            if store.meta.get("fingerprint") == fp and store.verify():   # a damaged store is rebuilt
                 report = store.report
                 report["status"] = "unchanged"
                 return report

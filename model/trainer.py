@@ -66,7 +66,7 @@ class Trainer:
 
         self.config = config
         self.split = split
-        self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+        self.store = (store if isinstance(store, FeatureStore) else FeatureStore.open(store)).verify()
         self.device = resolve_device(config.device)
         torch.set_num_threads(config.num_threads or usable_cpus())
         self.amp_dtype = resolve_precision(config.precision, self.device)
@@ -244,6 +244,8 @@ class Trainer:
                 torch.optim.SGD(self.network.top_layer.parameters(), lr=cfg.lr_top, weight_decay=cfg.weight_decay)]
 
     def _diverged(self, reason: str):
+        # NaN/inf in the store's frames is a corrupt store (StoreError), not a divergence
+        self.store.check_frames(np.concatenate([self.train_ids, self.pool_ids, self.val_ids]))
         self.failed = reason
         cfg = self.config
         raise TrainingDiverged(f"training diverged: {reason} (temporal={cfg.temporal}, lr_sgd={cfg.lr_sgd}, "

@@ -20,12 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_store(path: Path, seed: int = 0, frames: int = 500) -> Path:
-    """A folder with the four store files (shapes like a real store; the content is random)."""
+    """A folder with the four store files, consistent as a real store (the frames are random)."""
+    from model.store import FORMAT, index_dtype
+
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True)
     np.save(path / "frames.npy", rng.standard_normal((frames, 128)).astype(np.float16))
-    np.save(path / "index.npy", np.arange(10, dtype=np.int64))
-    (path / "meta.json").write_text(json.dumps({"version": 1, "fingerprint": f"corpus-{seed}"}))
+    index = np.zeros(10, dtype=index_dtype(4))
+    index["name"] = [f"u{i}".encode() for i in range(10)]
+    index["length"] = frames // 10
+    index["offset"] = np.arange(10) * (frames // 10)
+    index["act"] = index["dom"] = index["val"] = 4.0
+    index["labeled"], index["speaker"] = True, -1
+    np.save(path / "index.npy", index)
+    (path / "meta.json").write_text(json.dumps({
+        "format": FORMAT, "fingerprint": f"corpus-{seed}", "feature_spec": {"n_mels": 128}, "dtype": "float16",
+        "frames": frames, "utterances": 10, "splits": ["Train"], "speakers": [],
+        "norm_terms": {"mean": [0.0] * 128, "std": [1.0] * 128}, "label_terms": {"act": [4.0, 1.0]}}))
     (path / "report.json").write_text(json.dumps({"utterances": 10}))
     return path
 

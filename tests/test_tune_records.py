@@ -40,7 +40,8 @@ def test_damaged_manifest_is_a_clear_error(tmp_path):
 
 def test_manifest_writes_are_atomic_and_round_trip(tmp_path):
     run = RunDir(tmp_path, "r")
-    run.write_manifest({"conditions": [{"label": "all", "values": {}, "state": "pending"}]})
+    run.write_manifest({"metrics": ["val_ccc_mean"], "modes": ["max"],
+                        "conditions": [{"label": "all", "values": {}, "state": "pending"}]})
     run.set_condition_state("all", "done")
     assert run.read_manifest()["conditions"][0]["state"] == "done"
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["run.json"]  # no temporary left

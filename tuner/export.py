@@ -9,6 +9,7 @@ next to it, `<stem>.<condition>.rank<k>.yaml`, listed in FILE's metadata.
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from model.errors import UserError
 from tuner.run_dir import RunDir, space_from_manifest
 from tuner.trainable import trial_threads
 from tuner.uris import join_uri
-from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials
+from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
 
@@ -40,6 +41,8 @@ def best_trials(run: RunDir, manifest: dict[str, Any], top: int = 1) -> list[Pic
     """The `top` best trials of every condition (multi-objective: from the Pareto front)."""
     metrics, modes = manifest["metrics"], manifest["modes"]
     trials = read_trials(run, manifest)
+    for warning in trial_warnings(trials):   # a trial whose results cannot be read is not left out silently
+        print(f"warning: {warning}", file=sys.stderr)
     picks = []
     for cond in manifest["conditions"]:
         records = trials.get(cond["label"], [])

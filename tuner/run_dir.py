@@ -223,11 +223,17 @@ class RunDir:
                             f"start one with `python -m tuner run --name {self.name}`")
         try:
             manifest = json.loads(self.read_text(MANIFEST))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{self.path(MANIFEST)}: damaged manifest: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise UserError(f"{self.path(MANIFEST)}: damaged manifest: expected a JSON object, "
+                            f"found {type(manifest).__name__}")
         if manifest.get("version") != MANIFEST_VERSION:
             raise UserError(f"{self.path(MANIFEST)}: manifest version {manifest.get('version')!r}, "
                             f"expected {MANIFEST_VERSION}")
+        problem = manifest_problem(manifest)
+        if problem:
+            raise UserError(f"{self.path(MANIFEST)}: damaged manifest: {problem}")
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -241,6 +247,23 @@ class RunDir:
                 c["state"] = state
         self.write_manifest(manifest)
         return manifest
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's structure (None when every reader will find what it needs)."""
+    metrics, modes, conditions = manifest.get("metrics"), manifest.get("modes"), manifest.get("conditions")
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
+        return f"metrics {metrics!r}: expected a non-empty list of metric names"
+    if not (isinstance(modes, list) and len(modes) == len(metrics) and all(m in ("max", "min") for m in modes)):
+        return f"modes {modes!r}: expected max or min per metric"
+    if not isinstance(conditions, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("values"), dict)
+            and isinstance(c.get("state"), str) for c in conditions):
+        return "conditions: expected a list of {label, values, state}"
+    for key in ("space_yaml", "space_file", "store", "name"):
+        if key in manifest and not isinstance(manifest[key], str):
+            return f"{key} {manifest[key]!r}: expected a string"
+    return None
 
 
 def _gone(holder: dict[str, Any]) -> bool:

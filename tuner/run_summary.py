@@ -6,7 +6,7 @@ from typing import Any
 
 from tuner.confirm_results import progress
 from tuner.run_dir import RunDir, space_from_manifest
-from tuner.trial_records import ranked, read_trials
+from tuner.trial_records import ranked, read_trials, trial_warnings
 
 
 def summarize(run: RunDir) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def summarize(run: RunDir) -> dict[str, Any]:
         })
     return {"name": run.name, "path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
             "metric": metric, "mode": mode, "metrics": manifest["metrics"], "conditions": conditions,
-            "confirmation": progress(run)}
+            "confirmation": progress(run),
+            "warnings": trial_warnings(trials)}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -57,6 +58,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                      + ("; confirm.json written" if c["confirm_json"] else ""))
         for row in c["configurations"]:
             lines.append(f"  {row['id']}: {row['done']}/{row['planned']} seeds done")
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 from model.atomic_files import replace_dir
 from model.errors import StoreError
-from model.store import STORE_FILES
+from model.store import STORE_FILES, FeatureStore
 from tuner.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
 
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
@@ -122,7 +122,9 @@ def check_store(uri: str | os.PathLike) -> str:
     """Check that `uri` holds a feature store without copying it (for the driver); returns its fingerprint."""
     uri = str(uri)
     if not is_uri(uri):
-        return fingerprint((_check_local_store(Path(uri).expanduser(), uri) / "meta.json").read_bytes())
+        path = _check_local_store(Path(uri).expanduser(), uri)
+        FeatureStore.open(path).verify()   # meta, index and frames agree: refused here, before Ray starts
+        return fingerprint((path / "meta.json").read_bytes())
     fs, root = _filesystem(uri)
     _remote_sizes(fs, root, uri)
     return fingerprint(_read_remote(fs, f"{root}/meta.json", uri))
@@ -198,6 +200,7 @@ def _verify(uri: str, tmp: Path, sizes: dict, hashes: dict, manifest: dict | Non
 def upload_store(local: str | os.PathLike, uri: str) -> dict:
     """Copy a local store folder to a bucket URI with a sha256 manifest; returns the manifest."""
     src = _check_local_store(Path(local).expanduser(), str(local))
+    FeatureStore.open(src).verify()   # never upload a corrupt store
     if not is_uri(uri):
         raise StoreError(f"upload target {display_uri(uri)!r}: expected a bucket URI (s3://, gs:// or file://)")
     fs, root = _filesystem(uri)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.errors import UserError
 from tuner.run_dir import RunDir
 
 
@@ -26,6 +27,7 @@ class TrialRecord:
     checkpoints: list[str] = field(default_factory=list)
     best: dict[str, Any] | None = None
     snapshot_result: dict[str, Any] = field(default_factory=dict)   # Ray's last_result in the experiment state
+    problems: list[str] = field(default_factory=list)   # why some of its results could not be read
 
     @property
     def epochs(self) -> int:
@@ -40,19 +42,37 @@ def _newest_state_file(run: RunDir, label: str) -> str | None:
     return max(names) if names else None
 
 
-def trial_results(run: RunDir, label: str, folder: str) -> list[dict[str, Any]]:
-    """Every result row of one trial folder, in order (a line cut short at the end is dropped)."""
+def trial_results(run: RunDir, label: str, folder: str, metric: str | None = None,
+                  problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every readable result row of one trial folder, in order.
+
+    A line that is not a JSON object (cut short by a killed driver, or corrupt), or whose `metric`
+    is not a number, is skipped and described in `problems` when given.
+    """
+    problems = [] if problems is None else problems
     if not run.exists(label, folder, "result.json"):
         return []
+    try:
+        text = run.read_text(label, folder, "result.json")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"result.json cannot be read ({exc.__class__.__name__}); its results are left out")
+        return []
     rows = []
-    for line in run.read_text(label, folder, "result.json").splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break  # a line cut short by a killed driver: keep what came before
+            problems.append(f"result.json line {number} is not valid JSON (cut short or corrupt); skipped")
+            continue
+        value = row.get(metric) if isinstance(row, dict) and metric else None
+        if not isinstance(row, dict) or (value is not None and (isinstance(value, bool)
+                                                                 or not isinstance(value, (int, float)))):
+            problems.append(f"result.json line {number} is not a result row with a numeric {metric}; skipped")
+            continue
+        rows.append(row)
     return rows
 
 
@@ -65,34 +85,53 @@ def better(a: float | None, b: float | None, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
-def _trial_data(run: RunDir, label: str) -> list[list[str]]:
+def _state_error(run: RunDir, label: str, name: str, problem: str) -> UserError:
+    return UserError(f"{run.child_uri(label, name)}: damaged Ray experiment state ({problem}); "
+                     "`status` and `export` cannot list this condition's trials")
+
+
+def _trial_data(run: RunDir, label: str) -> list[tuple[list, dict[str, Any]]]:
     """The `trial_data` of a condition's newest experiment state (the one Ray restores from; [] before Ray's
-    first snapshot): per trial, its JSON (trial_id, status, config, relative_logdir) and its run metadata's."""
+    first snapshot): per trial, its entry (its JSON and its run metadata's) and its parsed JSON (trial_id,
+    status, config, relative_logdir). A damaged state is a UserError naming the file."""
     state_file = _newest_state_file(run, label)
     if state_file is None:
         return []
-    return json.loads(run.read_text(label, state_file)).get("trial_data", [])
+    try:
+        entries = json.loads(run.read_text(label, state_file)).get("trial_data", [])
+        trials = [json.loads(entry[0]) for entry in entries]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _state_error(run, label, state_file, f"not valid JSON: {exc}") from None
+    except (AttributeError, KeyError, TypeError, IndexError) as exc:
+        raise _state_error(run, label, state_file, f"no trial table ({exc.__class__.__name__}: {exc})") from None
+    for data in trials:
+        if not isinstance(data, dict) or not isinstance(data.get("trial_id"), str):
+            raise _state_error(run, label, state_file, f"a trial entry without trial_id: {str(data)[:80]}")
+    return list(zip(entries, trials))
 
 
 def trial_ids(run: RunDir, label: str) -> list[str]:
     """The trial ids of a condition's newest experiment state, the trials Ray restores ([] before its first)."""
-    return [json.loads(entry[0])["trial_id"] for entry in _trial_data(run, label)]
+    return [data["trial_id"] for _, data in _trial_data(run, label)]
 
 
 def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[TrialRecord]:
-    """The trials of one condition's experiment, in creation order ([] before it started)."""
+    """The trials of one condition's experiment, in creation order ([] before it started).
+
+    A damaged experiment state is a UserError; a trial's unreadable results are its `problems`.
+    """
     records = []
-    for entry in _trial_data(run, label):
-        data = json.loads(entry[0])
-        folder = data.get("relative_logdir") or ""
-        rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=data.get("status", "PENDING"),
-                          config=dict(data.get("config") or {}), folder=folder)
+    for entry, data in _trial_data(run, label):
+        folder = str(data.get("relative_logdir") or "")
+        config = data.get("config") or {}
+        rec = TrialRecord(condition=label, trial_id=data["trial_id"], status=str(data.get("status", "PENDING")),
+                          config=dict(config) if isinstance(config, dict) else {}, folder=folder)
         try:
             rec.snapshot_result = dict(json.loads(entry[1]).get("last_result") or {})
         except (IndexError, TypeError, ValueError, AttributeError):
             pass
         if folder:
-            rec.results = trial_results(run, label, folder)
+            rec.results = trial_results(run, label, folder, metric, rec.problems)
             rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
         for row in rec.results:
             if better(row.get(metric), rec.best_value(metric), mode):
@@ -105,6 +144,12 @@ def read_trials(run: RunDir, manifest: dict[str, Any]) -> dict[str, list[TrialRe
     """condition label -> its trials, for every condition of the run."""
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     return {c["label"]: read_condition(run, c["label"], metric, mode) for c in manifest["conditions"]}
+
+
+def trial_warnings(trials: dict[str, list[TrialRecord]]) -> list[str]:
+    """One line per trial whose results could not all be read, naming the condition and trial."""
+    return [f"trial {r.trial_id} (condition {label}, {r.folder}): {problem}"
+            for label, records in trials.items() for r in records for problem in r.problems]
 
 
 def ranked(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:

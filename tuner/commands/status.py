@@ -16,10 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from tuner.run_dir import open_run
     from tuner.run_summary import format_summary, summarize
 
     summary = summarize(open_run(args.name, args.storage))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if args.json:   # the text summary lists them itself
+        for warning in summary["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
