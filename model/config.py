@@ -25,6 +25,16 @@ from model.network import TEMPORAL_MODULES
 OPTIMIZERS = ("reference", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CV_GROUPS = ("speaker", "session")     # store columns cross-validation folds can group by
+# Integer keys: (lowest, highest) allowed. The upper bounds stop a typo (an extra zero) from exhausting
+# memory or running for days: they lie far above any useful value.
+INT_RANGES = {
+    "num_clusters": (2, 4096), "chunk_frames": (8, 1024), "chunks_per_sentence": (1, 256),
+    "triplet_window": (1, 255), "triplets_per_sentence": (1, 1000), "unlabeled_pool": (0, 10**9),
+    "epochs": (1, 100_000), "freeze_encoder_epochs": (0, 100_000), "batch_size": (1, 4096),
+    "kmeans_iterations": (1, 10_000), "specaug_freq_masks": (0, 64), "specaug_time_masks": (0, 64),
+    "embed_batch_chunks": (1, 1 << 16), "num_threads": (0, 1024), "seed": (0, 2**63 - 1),
+}
+INT_NOTES = {"unlabeled_pool": " (or null: all; 0: no SSL)", "num_threads": " (0 = the CPUs this process may use)"}
 
 
 @dataclass
@@ -131,29 +141,25 @@ class TrainConfig:
         def bad(key, allowed):
             raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
 
+        for key, (low, high) in INT_RANGES.items():
+            value = getattr(self, key)
+            if value is not None and not low <= value <= high:
+                bad(key, f"an integer >= {low} and <= {high}{INT_NOTES.get(key, '')}")
+        for f in fields(self):   # floats from Python callers too (YAML and --set values are checked in _coerce)
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f.name, "a finite number (not NaN or infinity)")
         if self.temporal not in TEMPORAL_MODULES:
             bad("temporal", "one of " + ", ".join(TEMPORAL_MODULES))
-        if self.num_clusters < 2:
-            bad("num_clusters", "an integer >= 2")
-        if self.chunk_frames < 8:
-            bad("chunk_frames", "an integer >= 8")
-        if self.chunks_per_sentence < 1:
-            bad("chunks_per_sentence", "an integer >= 1")
         if self.temporal == "triplet" and self.chunks_per_sentence < self.triplet_window + 2:
             bad("chunks_per_sentence", f">= triplet_window + 2 = {self.triplet_window + 2} for temporal=triplet "
                 "(a negative must lie farther than the window)")
         if not self.triplet_margin > 0:
             bad("triplet_margin", "a number > 0")
-        if self.triplet_window < 1:
-            bad("triplet_window", "an integer >= 1")
         if self.triplet_weight < 0:
             bad("triplet_weight", "a number >= 0")
-        if self.triplets_per_sentence < 1:
-            bad("triplets_per_sentence", "an integer >= 1")
         if not 0 < self.labeled_ratio <= 1:
             bad("labeled_ratio", "a number in (0, 1]")
-        if self.unlabeled_pool is not None and self.unlabeled_pool < 0:
-            bad("unlabeled_pool", "null (all), 0 (no SSL) or a positive integer")
         if not self.attributes or any(a not in ATTRIBUTES for a in self.attributes) \
                 or len(set(self.attributes)) != len(self.attributes):
             bad("attributes", "a non-empty list of distinct names from act, dom, val")
@@ -165,16 +171,10 @@ class TrainConfig:
                     "not all 0, e.g. act=2,val=1 (a missing attribute weighs 1)")
         if self.init_model is not None and not self.init_model.strip():
             bad("init_model", "a model file path or null")
-        if self.freeze_encoder_epochs < 0:
-            bad("freeze_encoder_epochs", "an integer >= 0")
-        if self.cv_folds != 0 and self.cv_folds < 2:
-            bad("cv_folds", "0 (train on Train, select on Validation) or an integer >= 2 (folds)")
+        if self.cv_folds != 0 and not 2 <= self.cv_folds <= 100:
+            bad("cv_folds", "0 (train on Train, select on Validation) or an integer >= 2 and <= 100 (folds)")
         if self.cv_group not in CV_GROUPS:
             bad("cv_group", "one of " + ", ".join(CV_GROUPS))
-        if self.epochs < 1:
-            bad("epochs", "an integer >= 1")
-        if self.batch_size < 1:
-            bad("batch_size", "an integer >= 1")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
         for key in ("lr_sgd", "lr_adam", "lr_top"):
@@ -188,23 +188,14 @@ class TrainConfig:
             bad("dropout", "a number in [0, 1)")
         if not 0 < self.width <= 4:
             bad("width", "a number in (0, 4]")
-        if self.kmeans_iterations < 1:
-            bad("kmeans_iterations", "an integer >= 1")
         if not 0 <= self.specaug_prob <= 1:
             bad("specaug_prob", "a number in [0, 1] (0 = no augmentation)")
-        for key in ("specaug_freq_masks", "specaug_time_masks"):
-            if getattr(self, key) < 0:
-                bad(key, "an integer >= 0")
         if not 1 <= self.specaug_freq_width <= 128:
             bad("specaug_freq_width", "an integer in [1, 128] (mel bands)")
         if not 1 <= self.specaug_time_width <= self.chunk_frames:
             bad("specaug_time_width", f"an integer in [1, chunk_frames={self.chunk_frames}] (frames)")
         if self.precision not in PRECISIONS:
             bad("precision", "one of " + ", ".join(PRECISIONS))
-        if self.embed_batch_chunks < 1:
-            bad("embed_batch_chunks", "an integer >= 1")
-        if self.num_threads < 0:
-            bad("num_threads", "an integer >= 0 (0 = the CPUs this process may use)")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             bad("device", "auto, cpu, cuda or cuda:N")
 
@@ -262,7 +253,12 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:   # an integer beyond float range
+            fail("a finite number")
+        if not math.isfinite(value):
+            fail("a finite number (not NaN or infinity)")
     elif base is str:
         if not isinstance(value, str):
             fail("a string")

@@ -181,6 +181,23 @@ MALFORMED = [
      "expected a distribution"),
     ("step with log", variant(parameters__lr_adam={"low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}),
      "parameters.lr_adam.step", "cannot be combined"),
+    ("NaN bound", variant(parameters__lr_adam={"low": float("nan"), "high": 1e-2}), "parameters.lr_adam.low",
+     "finite"),
+    ("infinite bound", variant(parameters__lr_sgd={"low": 1e-4, "high": float("inf")}), "parameters.lr_sgd.high",
+     "finite"),
+    ("huge int bound", variant(parameters__chunk_frames={"low": 62, "high": 10**6}), "parameters.chunk_frames.high",
+     "<= 1024"),
+    ("NaN fixed value", variant(parameters__dropout=float("nan")), "parameters.dropout", "finite"),
+    ("huge condition value", variant(conditions={"batch_size": [32, 10**7]}), "conditions.batch_size", "<= 4096"),
+    ("NaN choice", variant(parameters__width={"choices": [0.5, float("nan")]}), "parameters.width.choices",
+     "finite"),
+    ("NaN step", variant(parameters__lr_adam={"low": 1e-4, "high": 1e-2, "step": float("nan")}),
+     "parameters.lr_adam.step", "expected a number > 0"),
+    ("NaN time limit", variant(budget={"time_limit_s": float("nan")}), "budget.time_limit_s", "seconds > 0"),
+    ("infinite cpu", variant(resources={"cpu": float("inf")}), "resources.cpu", "<= 1024"),
+    ("huge num_samples", variant(budget={"num_samples": 10**9}), "budget.num_samples", "<= 100000"),
+    ("infinite reduction factor", variant(scheduler={"type": "asha", "reduction_factor": float("inf")}),
+     "scheduler.reduction_factor", "<= 1000"),
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, NoReturn
 
 import yaml
 
-from model.config import TrainConfig, field_type
+from model.config import INT_RANGES, TrainConfig, field_type
 from model.errors import ConfigError
 from tuner.space_schema import (Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher,  # noqa: F401
                                 SpaceSampler, condition_label)
@@ -35,6 +35,8 @@ SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "rank_by"
 RANK_BY = ("current", "best")
 SEARCHER_KEYS = ("type", "seed", "n_startup_trials")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "value", "when")
+MAX_SAMPLES = 100_000    # trials per condition
+MAX_RESOURCE = 1024      # CPUs or GPUs per trial
 # Keys the search owns: the budget sets the epochs, the trial's resources set threads and device.
 RESERVED = {"epochs": "budget.max_epochs", "num_threads": "resources.cpu", "device": "resources.gpu"}
 # Metrics a trial reports (see docs/architecture.md, Trainer.run_epoch).
@@ -195,8 +197,8 @@ def _parse_scheduler(raw: Any, searcher: Searcher, fail: Fail) -> Scheduler:
     s.min_samples_required = _int(raw.get("min_samples_required", 3), "scheduler.min_samples_required",
                                   fail, minimum=1)
     rf = raw.get("reduction_factor", 2)
-    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not rf > 1:
-        fail("scheduler.reduction_factor", f"{rf!r}: expected a number > 1")
+    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 1 < rf <= 1000:
+        fail("scheduler.reduction_factor", f"{rf!r}: expected a number > 1 and <= 1000")
     s.reduction_factor = float(rf)
     return s
 
@@ -204,10 +206,13 @@ def _parse_scheduler(raw: Any, searcher: Searcher, fail: Fail) -> Scheduler:
 def _parse_budget(raw: Any, fail: Fail) -> Budget:
     raw = _section(raw, BUDGET_KEYS, "budget", fail)
     b = Budget()
-    b.num_samples = _int(raw.get("num_samples", b.num_samples), "budget.num_samples", fail, minimum=1)
-    b.max_epochs = _int(raw.get("max_epochs", b.max_epochs), "budget.max_epochs", fail, minimum=1)
+    b.num_samples = _int(raw.get("num_samples", b.num_samples), "budget.num_samples", fail, minimum=1,
+                         maximum=MAX_SAMPLES)
+    b.max_epochs = _int(raw.get("max_epochs", b.max_epochs), "budget.max_epochs", fail, minimum=1,
+                        maximum=INT_RANGES["epochs"][1])
     limit = raw.get("time_limit_s")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not 0 < limit < math.inf):
         fail("budget.time_limit_s", f"{limit!r}: expected a number of seconds > 0 (or leave it out)")
     b.time_limit_s = None if limit is None else float(limit)
     return b
@@ -218,8 +223,8 @@ def _parse_resources(raw: Any, fail: Fail) -> Resources:
     r = Resources()
     for key in ("cpu", "gpu"):
         v = raw.get(key, getattr(r, key))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or math.isnan(v):
-            fail(f"resources.{key}", f"{v!r}: expected a number >= 0")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_RESOURCE:
+            fail(f"resources.{key}", f"{v!r}: expected a number >= 0 and <= {MAX_RESOURCE}")
         setattr(r, key, float(v))
     if r.cpu <= 0:
         fail("resources.cpu", f"{r.cpu!r}: a trial needs some CPU; expected a number > 0")
@@ -338,7 +343,7 @@ def _parse_parameter(name: str, spec: Any, key: str, fail: Fail) -> Parameter:
     if log and low <= 0:
         fail(f"{key}.low", f"{low}: a log distribution needs low > 0")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 \
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf \
                 or (kind == "int" and not isinstance(step, int)):
             fail(f"{key}.step", f"{step!r}: expected a number > 0{' (an integer)' if kind == 'int' else ''}")
         if log and (kind == "float" or step != 1):
@@ -394,7 +399,8 @@ def _only(raw: dict, allowed, where: str, fail: Fail) -> None:
             fail(f"{where.split()[0]}.{k}", f"unknown key; expected one of {', '.join(allowed)}")
 
 
-def _int(value: Any, key: str, fail, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        fail(key, f"{value!r}: expected an integer >= {minimum}")
+def _int(value: Any, key: str, fail, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum \
+            or (maximum is not None and value > maximum):
+        fail(key, f"{value!r}: expected an integer >= {minimum}" + (f" and <= {maximum}" if maximum else ""))
     return value
