@@ -181,6 +181,7 @@ def audio_files(folder: Path, problems: list[Problem] | None = None) -> list[Pat
     root_id = _identity(folder)
     if root_id is not None:
         seen_dirs[root_id] = str(folder)
+    root_real = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         keep = []
         for d in sorted(d for d in dirnames if not d.startswith(".")):
@@ -188,6 +189,9 @@ def audio_files(folder: Path, problems: list[Problem] | None = None) -> list[Pat
             ident = _identity(sub)
             if ident is None:
                 report(sub, UNREADABLE_AUDIO, "a folder link that leads nowhere; skipped")
+            elif os.path.islink(sub) and (root_real + os.sep).startswith(os.path.realpath(sub).rstrip(os.sep) + os.sep):
+                report(sub, SYMLINK_LOOP, f"a link to {os.path.realpath(sub)}, which holds {folder} itself (a loop); "
+                       "skipped, its files are listed once")
             elif ident in seen_dirs:
                 first = seen_dirs[ident]
                 inside = first == str(folder) or sub.startswith(first.rstrip(os.sep) + os.sep)

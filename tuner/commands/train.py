@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
         if previous:
             print(f"note: took over the lock of a process that is gone ({describe_holder(previous)})",
                   file=sys.stderr)
+        for stale in out.glob(".*.tmp"):   # temporary files of a killed run (we hold the lock: nobody writes them)
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         return _train(args, out)
 
 

@@ -1,0 +1,704 @@
+"""Bad input and concurrent use, every command, as a user meets them: real `python -m tuner` subprocesses.
+
+Each case of the table builds its bad input in its own folder, runs the command and asserts the exit
+code (2: bad input), one `error:` line naming the offending file, key or value, no traceback, and
+that nothing that was on disk before changed (a previous store, run or model is never damaged). The
+cases run in a thread pool (the subprocesses mostly import torch). Then: two writers on one output,
+SIGKILL during `prepare` and during `train` followed by a re-run, and an internal error (exit 1, the
+traceback in a log file).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+TINY = ["temporal=none", "epochs=1", "width=0.25", "batch_size=8", "chunks_per_sentence=3", "num_clusters=3",
+        "kmeans_iterations=3", "precision=fp32", "num_threads=1"]
+UNSAFE_ADVICE = ("weights_only", "allow_pickle", "Traceback")
+
+
+def env(log_dir: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["DEEPEMOCLUSTER_LOG_DIR"] = str(log_dir)
+    e["RAY_USAGE_STATS_ENABLED"] = "0"
+    return e
+
+
+def tuner_cmd(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "tuner", *map(str, args)]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 (or link target) of every file and link below `folder` (lock files left out)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.name.endswith(".lock"):
+            continue
+        if path.is_symlink():
+            out[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# ---- shared inputs -------------------------------------------------------------------------------
+@dataclass
+class World:
+    root: Path
+    corpus: Path
+    store: Path
+    run: Path            # a finished `train` run folder
+    model: Path          # its best_model.pt
+    logs: Path           # DEEPEMOCLUSTER_LOG_DIR of every subprocess: must stay empty
+    wav: Path            # one good audio file
+
+
+@pytest.fixture(scope="session")
+def world(tiny_corpus, tiny_store, tmp_path_factory) -> World:
+    root = tmp_path_factory.mktemp("bad_input")
+    logs = root / "logs"
+    run = root / "base-run"
+    # several pairs after one --set (and a second --set): the README's usage line, which used to fail
+    proc = subprocess.run(tuner_cmd(["train", "--store", tiny_store, "--set", *TINY[:4], "--set", *TINY[4:],
+                                     "--out", run]), env=env(logs), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    wav = next((Path(tiny_corpus) / "Audio").glob("*.wav"))
+    return World(root, Path(tiny_corpus), Path(tiny_store), run, run / "best_model.pt", logs, wav)
+
+
+def copy_store(w: World, d: Path, edit: Callable[[Path], None] | None = None) -> Path:
+    dst = d / "copy.store"
+    shutil.copytree(w.store, dst)
+    if edit:
+        edit(dst)
+    return dst
+
+
+def edit_meta(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def run(store: Path) -> None:
+        meta = json.loads((store / "meta.json").read_text())
+        new = change(meta)
+        (store / "meta.json").write_text(json.dumps(meta if new is None else new))
+    return run
+
+
+def edit_index(change: Callable[[np.ndarray], None]) -> Callable[[Path], None]:
+    def run(store: Path) -> None:
+        index = np.load(store / "index.npy").copy()
+        change(index)
+        np.save(store / "index.npy", index)
+    return run
+
+
+def nan_frames(store: Path) -> None:
+    frames = np.load(store / "frames.npy", mmap_mode="r+")
+    frames[5:9] = np.nan
+    frames.flush()
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def pickled_index(store: Path) -> None:
+    np.save(store / "index.npy", np.array([{"name": "x"}], dtype=object), allow_pickle=True)
+
+
+def model_copy(w: World, d: Path, change: Callable[[dict], None]) -> Path:
+    payload = torch.load(w.model, weights_only=True)
+    change(payload)
+    out = d / "edited.pt"
+    torch.save(payload, out)
+    return out
+
+
+def fake_run(w: World, storage: Path, name: str = "demo", result_text: dict[str, str] | None = None,
+             manifest_text: str | None = None, state_text: str | None = None) -> Path:
+    """A finished search run's files as Ray and `run` leave them (two trials), without running Ray."""
+    run = storage / name
+    exp = run / "all"
+    trials = {"a": 0.31, "b": 0.42}
+    entries = []
+    for tid, score in trials.items():
+        folder = exp / f"trial_{tid}"
+        folder.mkdir(parents=True)
+        rows = [{"val_ccc_mean": score - 0.1, "training_iteration": 1}, {"val_ccc_mean": score, "training_iteration": 2}]
+        text = (result_text or {}).get(tid) or "".join(json.dumps(r) + "\n" for r in rows)
+        (folder / "result.json").write_text(text)
+        config = {"temporal": "gru", "num_clusters": 3, "chunks_per_sentence": 4, "width": 0.125, "epochs": 2}
+        entries.append([json.dumps({"trial_id": tid, "status": "TERMINATED", "config": config,
+                                    "relative_logdir": f"trial_{tid}"}), "{}"])
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        state_text if state_text is not None else json.dumps({"trial_data": entries}))
+    manifest = {"version": 1, "name": name, "space_file": str(SMOKE), "space_yaml": SMOKE.read_text(),
+                "store": str(w.store), "created": "2026-01-01T00:00:00+00:00", "command": "python -m tuner run",
+                "metrics": ["val_ccc_mean"], "modes": ["max"],
+                "conditions": [{"label": "all", "values": {}, "state": "done"}]}
+    (run / "run.json").write_text(manifest_text if manifest_text is not None else json.dumps(manifest))
+    return run
+
+
+def space_file(d: Path, change: Callable[[str], str]) -> Path:
+    path = d / "space.yaml"
+    path.write_text(change(SMOKE.read_text()))
+    return path
+
+
+def messy_corpus(w: World, d: Path) -> Path:
+    """Every kind of questionable file prepare must report (and must not hang on)."""
+    root = d / "messy"
+    audio, pool = root / "Audio", root / "Unlabeled"
+    audio.mkdir(parents=True)
+    pool.mkdir()
+    good = sorted((w.corpus / "Audio").glob("*.wav"))
+    for i, name in enumerate(["a", "b", "c", "d", "e", "f", "amb"]):
+        shutil.copy(good[i], audio / f"{name}.wav")
+    sf.write(audio / "amb.flac", sf.read(good[7])[0], 16000)            # same stem as amb.wav
+    sf.write(audio / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(audio / "low.wav", (0.1 * np.random.default_rng(0).standard_normal(6000)).astype(np.float32), 3000)
+    shutil.copy(good[8], audio / "cut.wav")
+    truncate(audio / "cut.wav", 0.6)
+    (audio / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    rows = ["a,N,99,4,4,1,Male,Train", "b,N,4,-5,4,1,Male,Train", "c,N,4,4,inf,2,Male,Train",
+            "d,N,1e300,4,4,2,Male,Validation", "e,N,0,4,4,3,Male,Validation", "f,N,4,4,4,3,Male,Train",
+            "amb,N,4,4,4,3,Male,Train", "silent,N,4,4,4,1,Male,Train", "low,N,4,4,4,2,Male,Train",
+            "cut,N,4,4,4,2,Male,Validation", "broken,N,4,4,4,3,Male,Train"]
+    (root / "Labels").mkdir()
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n" + "\n".join(rows) + "\n")
+    for i in range(3):
+        shutil.copy(sorted((w.corpus / "Unlabeled").glob("*.wav"))[i], pool / f"p{i}.wav")
+    (pool / "loop").symlink_to(".")          # used to add every file ~40 times
+    (pool / "loop2").symlink_to("..")        # two loops used to hang prepare
+    (pool / "again.wav").symlink_to(pool / "p0.wav")
+    return root
+
+
+def check_messy_report(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    report = json.loads((d / "m.store" / "report.json").read_text())
+    by = {}
+    for p in report["problem_list"]:
+        by.setdefault(p["reason"], []).append(p)
+    details = " ".join(p["detail"] for p in by["invalid_label"])
+    for value in ("act='99'", "val='-5'", "dom='inf'", "act='1e300'", "act='0'"):
+        assert value in details, (value, details)
+    assert "labels_consensus.csv:2" in details and "treated as missing" in details
+    assert [p["path"] for p in by["ambiguous_file"]] == ["amb"]
+    implausible = " ".join(p["detail"] for p in by["implausible_audio"])
+    assert "all zeros" in implausible and "3000 Hz" in implausible and "cut short" in implausible
+    assert [Path(p["path"]).name for p in by["unreadable_audio"]] == ["broken.wav"]
+    assert sorted(Path(p["path"]).name for p in by["symlink_loop"]) == ["loop", "loop2"]
+    assert len(by["duplicate_file"]) == 1
+    assert report["problems"]["symlink_loop"]["skipped"] and report["problems"]["implausible_audio"]["kept"]
+    assert report["unlabeled"] == 5 + 3 and report["utterances"] == 9 + 3   # 11 rows - amb - broken + 3 pool files
+    meta = json.loads((d / "m.store" / "meta.json").read_text())
+    assert meta["label_range"] == [1.0, 7.0]
+    labels = np.load(d / "m.store" / "index.npy")
+    assert np.nanmax(np.stack([labels["act"], labels["dom"], labels["val"]])) <= 7   # 99, 1e300 never stored
+    assert "invalid_label [kept]" in proc.stdout and "symlink_loop [skipped]" in proc.stdout
+
+
+def check_stale_removed(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "up to date" in proc.stdout
+    assert not list(d.glob(".copy.store.tmp-*")) and not list(d.glob(".copy.store.old-*"))
+
+
+def check_status_warning(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "warning: trial a (condition all, trial_a): result.json line 1 is not valid JSON" in proc.stdout
+    assert "best: trial b" in proc.stdout
+
+
+def check_export_warning(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "warning: trial b (condition all, trial_b): result.json line 1" in proc.stderr
+    assert "trial_id: a" in (d / "best.yaml").read_text()
+
+
+def check_synth_pool(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert len(list((d / "D" / "Unlabeled").glob("*.wav"))) == 1 and len(list((d / "D" / "Audio").glob("*"))) == 4
+
+
+def check_predict_skips(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "skipped" in proc.stderr and "junk.wav" in proc.stderr
+    assert len((d / "p.csv").read_text().splitlines()) == 2
+
+
+# ---- the table -----------------------------------------------------------------------------------
+@dataclass
+class Case:
+    id: str
+    build: Callable[[World, Path], list]      # makes the input in the case's folder; returns the arguments
+    code: int = 2
+    names: tuple[str, ...] = ()               # the message must name these ({d}: the case folder)
+    check: Callable | None = None             # more assertions on a success
+    unchanged: bool = True                    # the case folder and the shared inputs keep their content
+
+
+def text_file(d: Path, name: str = "notes.txt", text: str = "hello") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(text)
+    return d / name
+
+
+def junk_dir(d: Path) -> Path:
+    (d / "junk").mkdir()
+    (d / "junk" / "keep.txt").write_text("mine")
+    return d / "junk"
+
+
+def stale_temp(w: World, d: Path) -> list:
+    store = copy_store(w, d)   # up to date with w.corpus (the fingerprint does not depend on where it lies)
+    (d / ".copy.store.tmp-999999-deadbeef").mkdir()
+    (d / ".copy.store.tmp-999999-deadbeef" / "raw.f32").write_bytes(bytes(64))
+    return ["prepare", w.corpus, "--out", store, "--quiet"]
+
+
+CASES = [
+    # synth
+    Case("synth-few-unlabeled-is-honoured",
+         lambda w, d: ["synth", d / "D", "--utterances", 4, "--unlabeled", 1, "--speakers", 3], 0,
+         check=check_synth_pool, unchanged=False),
+    Case("synth-zero-utterances", lambda w, d: ["synth", d / "D", "--utterances", 0], 2, ("--utterances", "0")),
+    Case("synth-too-many", lambda w, d: ["synth", d / "D", "--utterances", 10**8], 2, ("utterances=100000000",)),
+    Case("synth-fewer-utterances-than-speakers", lambda w, d: ["synth", d / "D", "--utterances", 5, "--speakers", 10],
+         2, ("utterances (5)", "speakers (10)")),
+    Case("synth-out-under-a-file", lambda w, d: ["synth", text_file(d) / "D"], 2, ("{d}/notes.txt",)),
+    Case("synth-out-not-empty", lambda w, d: ["synth", junk_dir(d)], 2, ("{d}/junk", "not empty")),
+    # prepare
+    Case("prepare-corpus-missing", lambda w, d: ["prepare", d / "nowhere", "--out", d / "s"], 2, ("{d}/nowhere",)),
+    Case("prepare-corpus-text-file", lambda w, d: ["prepare", text_file(d), "--out", d / "s"], 2, ("notes.txt",)),
+    Case("prepare-out-is-a-file", lambda w, d: ["prepare", w.corpus, "--out", text_file(d)], 2,
+         ("{d}/notes.txt", "is a file")),
+    Case("prepare-out-under-a-file", lambda w, d: ["prepare", w.corpus, "--out", text_file(d) / "s"], 2,
+         ("{d}/notes.txt", "not a folder")),
+    Case("prepare-out-holds-other-files", lambda w, d: ["prepare", w.corpus, "--out", junk_dir(d), "--quiet"], 2,
+         ("{d}/junk", "not a feature store")),
+    Case("prepare-labels-without-table",
+         lambda w, d: [(d / "c" / "Labels").mkdir(parents=True), text_file(d / "c" / "Labels", "other.csv"),
+                       "prepare", d / "c", "--out", d / "s"][2:], 2, ("{d}/c/Labels", "labels_consensus.csv")),
+    Case("prepare-manifest-without-path-column",
+         lambda w, d: ["prepare", text_file(d, "m.csv", "name,act\na.wav,4\n"), "--out", d / "s"], 2,
+         ("{d}/m.csv", "no audio file column")),
+    Case("prepare-label-range-reversed", lambda w, d: ["prepare", w.corpus, "--out", d / "s", "--label-range", 7, 1],
+         2, ("label range 7..1", "LOW < HIGH")),
+    Case("prepare-label-range-nan", lambda w, d: ["prepare", w.corpus, "--out", d / "s", "--label-range", "nan", 7],
+         2, ("label range nan..7", "finite")),
+    Case("prepare-workers-zero", lambda w, d: ["prepare", w.corpus, "--out", d / "s", "--workers", 0], 2,
+         ("--workers 0",)),
+    Case("prepare-norm-terms-need-reference-features",
+         lambda w, d: ["prepare", w.corpus, "--out", d / "s", "--norm-terms", d], 2, ("--norm-terms", "reference")),
+    Case("prepare-nothing-readable",
+         lambda w, d: [text_file(d / "pool", "x.wav", "not audio"), "prepare", d / "pool", "--out", d / "s"][1:],
+         2, ("{d}/pool", "nothing usable", "unreadable_audio")),
+    Case("prepare-messy-corpus-is-reported-not-duplicated-or-hung",
+         lambda w, d: ["prepare", messy_corpus(w, d), "--out", d / "m.store", "--workers", 1], 0,
+         check=check_messy_report, unchanged=False),
+    Case("prepare-removes-stale-temp-when-up-to-date", stale_temp, 0, check=check_stale_removed, unchanged=False),
+    # train: stores
+    Case("train-store-missing", lambda w, d: ["train", "--store", d / "none", "--out", d / "r"], 2, ("{d}/none",)),
+    Case("train-store-not-a-store", lambda w, d: ["train", "--store", junk_dir(d), "--out", d / "r"], 2,
+         ("{d}/junk", "meta.json")),
+    Case("train-store-meta-truncated",
+         lambda w, d: ["train", "--store", copy_store(w, d, lambda s: truncate(s / "meta.json")), "--out", d / "r"],
+         2, ("{d}/copy.store/meta.json",)),
+    Case("train-store-meta-a-list",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_meta(lambda m: [m])), "--out", d / "r"], 2,
+         ("{d}/copy.store", "format")),
+    Case("train-store-meta-missing-key",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_meta(lambda m: m.pop("splits"))), "--out", d / "r"],
+         2, ("{d}/copy.store/meta.json", "splits")),
+    Case("train-store-index-pickled",
+         lambda w, d: ["train", "--store", copy_store(w, d, pickled_index), "--out", d / "r"], 2,
+         ("{d}/copy.store/index.npy", "pickle")),
+    Case("train-store-frames-truncated",
+         lambda w, d: ["train", "--store", copy_store(w, d, lambda s: truncate(s / "frames.npy")), "--out", d / "r"],
+         2, ("{d}/copy.store/frames.npy",)),
+    Case("train-store-frames-nan-is-corrupt-not-diverged",
+         lambda w, d: ["train", "--store", copy_store(w, d, nan_frames), "--out", d / "r", "--set", *TINY], 2,
+         ("{d}/copy.store/frames.npy", "corrupt feature store", "NaN")),
+    Case("train-store-offset-beyond-frames",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_index(lambda i: i["offset"].__setitem__(0, 10**9))),
+                       "--out", d / "r"], 2, ("{d}/copy.store/index.npy", "spans frames")),
+    Case("train-store-label-out-of-range",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_index(lambda i: i["act"].__setitem__(0, 99.0))),
+                       "--out", d / "r"], 2, ("{d}/copy.store/index.npy", "act=99.0", "1..7")),
+    Case("train-store-split-code-unknown",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_index(lambda i: i["split"].__setitem__(0, 9))),
+                       "--out", d / "r"], 2, ("{d}/copy.store/index.npy", "split codes")),
+    Case("train-store-norm-terms-nan",
+         lambda w, d: ["train", "--store", copy_store(w, d, edit_meta(
+             lambda m: m["norm_terms"]["std"].__setitem__(0, float("nan")))), "--out", d / "r"], 2,
+         ("{d}/copy.store/meta.json", "norm_terms")),
+    # train: config values
+    Case("train-set-nan", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "lr_sgd=.nan"], 2,
+         ("lr_sgd=nan", "finite")),
+    Case("train-set-inf", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "dropout=.inf"], 2,
+         ("dropout=inf", "finite")),
+    Case("train-set-huge-chunk-frames",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "chunk_frames=100000"], 2,
+         ("chunk_frames=100000", "<= 1024")),
+    Case("train-set-huge-chunks-per-sentence",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "chunks_per_sentence=5000"], 2,
+         ("chunks_per_sentence=5000", "<= 256")),
+    Case("train-set-huge-batch",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "batch_size=10000000"], 2,
+         ("batch_size=10000000", "<= 4096")),
+    Case("train-set-huge-k",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "num_clusters=100000"], 2,
+         ("num_clusters=100000", "<= 4096")),
+    Case("train-set-unknown-key", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "colour=red"],
+         2, ("colour",)),
+    Case("train-set-without-equals", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "epochs"],
+         2, ("'epochs'", "key=value")),
+    Case("train-config-missing", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", d / "c.yaml"],
+         2, ("{d}/c.yaml", "not found")),
+    Case("train-config-bad-yaml",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "a: [1\n")],
+         2, ("{d}/c.yaml", "YAML")),
+    Case("train-config-a-list",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "- 1\n")],
+         2, ("{d}/c.yaml", "mapping")),
+    Case("train-config-nan",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
+                       text_file(d, "c.yaml", "lr_adam: .nan\n")], 2, ("{d}/c.yaml", "lr_adam=nan")),
+    # train: outputs
+    Case("train-out-is-a-file", lambda w, d: ["train", "--store", w.store, "--out", text_file(d)], 2,
+         ("{d}/notes.txt", "is a file")),
+    Case("train-out-under-a-file", lambda w, d: ["train", "--store", w.store, "--out", text_file(d) / "r"], 2,
+         ("{d}/notes.txt", "not a folder")),
+    Case("train-out-holds-a-run", lambda w, d: ["train", "--store", w.store, "--out", w.run], 2,
+         ("{run}", "already holds a run")),
+    Case("train-resume-nothing", lambda w, d: ["train", "--store", w.store, "--out", d, "--resume"], 2,
+         ("--resume", "holds no run")),
+    Case("train-resume-with-config",
+         lambda w, d: [shutil.copytree(w.run, d / "r"), "train", "--store", w.store, "--out", d / "r", "--resume",
+                       "--config", w.run / "config.yaml"][1:], 2, ("--config", "--resume")),
+    Case("train-resume-corrupt-checkpoint",
+         lambda w, d: [shutil.copytree(w.run, d / "r"), truncate(d / "r" / "checkpoint" / "state.pt"),
+                       "train", "--store", w.store, "--out", d / "r", "--resume"][2:], 2,
+         ("{d}/r/checkpoint/state.pt", "not a readable checkpoint")),
+    # evaluate
+    Case("evaluate-model-missing", lambda w, d: ["evaluate", d / "m.pt", "--store", w.store], 2, ("{d}/m.pt",)),
+    Case("evaluate-model-not-a-model", lambda w, d: ["evaluate", text_file(d, "m.pt"), "--store", w.store], 2,
+         ("{d}/m.pt", "not a readable model file")),
+    Case("evaluate-model-truncated",
+         lambda w, d: [shutil.copy(w.model, d / "m.pt"), truncate(d / "m.pt"), "evaluate", d / "m.pt",
+                       "--store", w.store][2:], 2, ("{d}/m.pt", "truncated or corrupt")),
+    Case("evaluate-model-a-code-pickle",
+         lambda w, d: [torch.save(argparse.Namespace(a=1), d / "m.pt"), "evaluate", d / "m.pt", "--store", w.store][1:],
+         2, ("{d}/m.pt", "pickle")),
+    Case("evaluate-model-weights-do-not-match-config",
+         lambda w, d: ["evaluate", model_copy(w, d, lambda p: p["config"].__setitem__("num_clusters", 5)),
+                       "--store", w.store, "--split", "Validation"], 2,
+         ("{d}/edited.pt", "do not match its own config", "num_clusters=5")),
+    Case("evaluate-model-missing-entry",
+         lambda w, d: ["evaluate", model_copy(w, d, lambda p: p.pop("norm_mean")), "--store", w.store], 2,
+         ("{d}/edited.pt", "norm_mean")),
+    Case("evaluate-split-missing", lambda w, d: ["evaluate", w.model, "--store", w.store, "--split", "Test9"], 2,
+         ("Test9",)),
+    Case("evaluate-store-nan-frames",
+         lambda w, d: ["evaluate", w.model, "--store", copy_store(w, d, nan_frames), "--split", "Validation"], 2,
+         ("{d}/copy.store/frames.npy", "corrupt")),
+    Case("evaluate-batch-zero", lambda w, d: ["evaluate", w.model, "--store", w.store, "--batch-sentences", 0], 2,
+         ("--batch-sentences=0",)),
+    # predict
+    Case("predict-out-is-a-folder", lambda w, d: ["predict", w.model, w.wav, "--out", junk_dir(d)], 2,
+         ("{d}/junk", "is a folder")),
+    Case("predict-out-under-a-file", lambda w, d: ["predict", w.model, w.wav, "--out", text_file(d) / "p.csv"], 2,
+         ("{d}/notes.txt", "not a folder")),
+    Case("predict-nothing-readable-keeps-old-output",
+         lambda w, d: ["predict", w.model, d / "gone.wav", "--out", text_file(d, "p.csv", "file,act\nold,1\n")], 2,
+         ("{d}/gone.wav", "none of the 1 audio file", "p.csv")),
+    Case("predict-all-corrupt",
+         lambda w, d: ["predict", w.model, text_file(d, "a.wav", "x"), text_file(d, "b.wav", "y"), "--out", d / "p.csv"],
+         2, ("{d}/a.wav", "{d}/b.wav", "none of the 2")),
+    Case("predict-folder-without-audio", lambda w, d: ["predict", w.model, junk_dir(d), "--out", d / "p.csv"], 2,
+         ("no audio files",)),
+    Case("predict-model-a-code-pickle",
+         lambda w, d: [torch.save(argparse.Namespace(a=1), d / "m.pt"), "predict", d / "m.pt", w.wav,
+                       "--out", d / "p.csv"][1:], 2, ("{d}/m.pt",)),
+    Case("predict-skips-one-bad-file",
+         lambda w, d: ["predict", w.model, w.wav, text_file(d, "junk.wav", "x"), "--out", d / "p.csv"], 0,
+         check=check_predict_skips, unchanged=False),
+    # import-reference
+    Case("import-reference-not-a-checkpoint",
+         lambda w, d: ["import-reference", text_file(d, "x_Act.pth.tar"), "--norm-terms", d, "--out", d / "m.pt"], 2,
+         ("{d}/x_Act.pth.tar", "not a readable PyTorch checkpoint")),
+    Case("import-reference-out-is-a-folder",
+         lambda w, d: ["import-reference", text_file(d, "x_Act.pth.tar"), "--norm-terms", d, "--out", junk_dir(d)],
+         2, ("{d}/junk", "is a folder")),
+    # run (every one fails before Ray starts)
+    Case("run-space-missing", lambda w, d: ["run", "--space", d / "s.yaml", "--store", w.store, "--storage", d], 2,
+         ("{d}/s.yaml", "not found")),
+    Case("run-space-nan-bound",
+         lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("low: 1.0e-4", "low: .nan")),
+                       "--store", w.store, "--storage", d], 2, ("{d}/space.yaml", "parameters.lr_adam.low", "finite")),
+    Case("run-space-huge-value",
+         lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("[16, 24]", "[16, 100000]")),
+                       "--store", w.store, "--storage", d], 2,
+         ("{d}/space.yaml", "parameters.chunk_frames.choices", "chunk_frames=100000")),
+    Case("run-space-infinite-cpu",
+         lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("cpu: 1", "cpu: .inf")),
+                       "--store", w.store, "--storage", d], 2, ("{d}/space.yaml", "resources.cpu")),
+    Case("run-store-corrupt",
+         lambda w, d: ["run", "--space", SMOKE, "--store", copy_store(w, d, nan_frames), "--storage", d / "res",
+                       "--name", "x"], 2, ("{d}/copy.store/frames.npy", "corrupt")),
+    Case("run-name-bad", lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "a/b"],
+         2, ("--name 'a/b'",)),
+    Case("run-name-exists",
+         lambda w, d: [fake_run(w, d), "run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "demo"][1:],
+         2, ("{d}/demo", "exists already")),
+    Case("run-num-samples-zero",
+         lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--num-samples", 0], 2,
+         ("--num-samples 0",)),
+    # status, export, resume, tensorboard on damaged run folders
+    Case("status-run-missing", lambda w, d: ["status", "nope", "--storage", d], 2, ("{d}/nope", "no search run")),
+    Case("status-manifest-truncated",
+         lambda w, d: [fake_run(w, d, manifest_text='{"version": 1, "na'), "status", "demo", "--storage", d][1:], 2,
+         ("{d}/demo/run.json", "damaged manifest")),
+    Case("status-manifest-a-list",
+         lambda w, d: [fake_run(w, d, manifest_text="[1, 2]"), "status", "demo", "--storage", d][1:], 2,
+         ("{d}/demo/run.json", "JSON object")),
+    Case("status-manifest-without-conditions",
+         lambda w, d: [fake_run(w, d, manifest_text=json.dumps({"version": 1, "metrics": ["val_ccc_mean"],
+                                                                 "modes": ["max"]})),
+                       "status", "demo", "--storage", d][1:], 2, ("{d}/demo/run.json", "conditions")),
+    Case("status-experiment-state-corrupt",
+         lambda w, d: [fake_run(w, d, state_text='{"trial_data": [["{bad'), "status", "demo", "--storage", d][1:], 2,
+         ("{d}/demo/all/experiment_state-2026-01-01_00-00-00.json", "damaged Ray experiment state")),
+    Case("status-corrupt-result-is-a-warning-naming-the-trial",
+         lambda w, d: [fake_run(w, d, result_text={"a": "\x00\x01garbage\n"}), "status", "demo", "--storage", d][1:],
+         0, check=check_status_warning),
+    Case("export-corrupt-result-is-a-warning",
+         lambda w, d: [fake_run(w, d, result_text={"b": '{"val_ccc_mean": "high"}\n'}), "export", "demo",
+                       "--storage", d, "--out", d / "best.yaml"][1:], 0, check=check_export_warning, unchanged=False),
+    Case("export-out-is-a-folder",
+         lambda w, d: [fake_run(w, d), "export", "demo", "--storage", d, "--out", junk_dir(d)][1:], 2,
+         ("{d}/junk", "is a folder")),
+    Case("export-out-exists",
+         lambda w, d: [fake_run(w, d), "export", "demo", "--storage", d, "--out", text_file(d, "b.yaml")][1:], 2,
+         ("{d}/b.yaml", "--force")),
+    Case("export-top-zero", lambda w, d: [fake_run(w, d), "export", "demo", "--storage", d, "--top", 0][1:], 2,
+         ("--top 0",)),
+    Case("resume-run-missing", lambda w, d: ["resume", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("tensorboard-run-missing", lambda w, d: ["tensorboard", "nope", "--storage", d], 2, ("{d}/nope",)),
+    # sync-store
+    Case("sync-store-upload-corrupt-store",
+         lambda w, d: ["sync-store", copy_store(w, d, nan_frames), "--upload", f"file://{d}/bucket"], 2,
+         ("{d}/copy.store/frames.npy", "corrupt")),
+    Case("sync-store-upload-to-a-path",
+         lambda w, d: ["sync-store", w.store, "--upload", d / "plain"], 2, ("{d}/plain", "bucket URI")),
+    Case("sync-store-missing", lambda w, d: ["sync-store", d / "none.store"], 2, ("{d}/none.store",)),
+    Case("sync-store-cache-is-a-file",
+         lambda w, d: ["sync-store", f"file://{w.store}", "--cache", text_file(d)], 2, ("--cache", "{d}/notes.txt")),
+    # the command line itself
+    Case("unknown-command", lambda w, d: ["frobnicate"], 2, ("frobnicate",)),
+    Case("unknown-option", lambda w, d: ["status", "x", "--colour"], 2, ("--colour",)),
+]
+
+
+@dataclass
+class Outcome:
+    proc: subprocess.CompletedProcess
+    before: dict[str, str]
+    after: dict[str, str]
+    folder: Path
+    seconds: float = 0.0
+    error: str = ""
+
+
+@pytest.fixture(scope="session")
+def outcomes(world: World) -> dict[str, Outcome]:
+    """Every case built, run (a pool of subprocesses) and snapshotted before and after."""
+    shared_before = {p: snapshot(p) for p in (world.store, world.run, world.corpus)}
+    jobs = {}
+    for case in CASES:
+        folder = world.root / "cases" / case.id
+        folder.mkdir(parents=True)
+        jobs[case.id] = (folder, [str(a) for a in case.build(world, folder)], snapshot(folder))
+
+    def run(case_id: str) -> Outcome:
+        folder, args, before = jobs[case_id]
+        start = time.monotonic()
+        proc = subprocess.run(tuner_cmd(args), cwd=folder, env=env(world.logs), capture_output=True, text=True,
+                              timeout=300)
+        return Outcome(proc, before, snapshot(folder), folder, time.monotonic() - start)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(jobs, pool.map(run, jobs)))
+    for path, before in shared_before.items():   # nothing a case did touched the shared store, run or corpus
+        assert snapshot(path) == before, path
+    return results
+
+
+def test_the_table_covers_every_command():
+    prefixes = {c.id.split("-")[0] for c in CASES}
+    assert {"synth", "prepare", "train", "evaluate", "predict", "import", "run", "status", "export", "resume",
+            "tensorboard", "sync"} <= prefixes
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, outcomes, world):
+    out = outcomes[case.id]
+    proc = out.proc
+    text = proc.stdout + proc.stderr
+    context = f"args: {proc.args[3:]}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    assert proc.returncode == case.code, context
+    for word in UNSAFE_ADVICE:
+        assert word not in text, (word, context)
+    if case.code == 2:
+        assert len([line for line in proc.stderr.splitlines() if "error:" in line]) == 1, context
+        for name in case.names:
+            name = name.replace("{d}", str(out.folder)).replace("{run}", str(world.run))
+            assert name in proc.stderr, (name, context)
+    if case.check is not None:
+        case.check(world, out.folder, proc)
+    if case.unchanged:
+        assert out.after == out.before, context
+
+
+def test_no_case_was_an_internal_error(outcomes, world):
+    assert not world.logs.exists() or not list(world.logs.iterdir())
+
+
+# ---- two writers ---------------------------------------------------------------------------------
+def start(args: list, world: World, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(tuner_cmd(args), cwd=cwd, env=env(world.logs), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_two_trains_into_one_out(world, tmp_path):
+    out = tmp_path / "r"
+    first = start(["train", "--store", world.store, "--out", out, "--set", *TINY, "epochs=2"], world, tmp_path)
+    wait_for(lambda: (tmp_path / ".r.lock").exists() or first.poll() is not None, what="the first train's lock")
+    second = subprocess.run(tuner_cmd(["train", "--store", world.store, "--out", out, "--set", *TINY]),
+                            env=env(world.logs), capture_output=True, text=True, timeout=300)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"{out}: run folder (--out) is in use by another process (host " in second.stderr
+    assert f"pid {first.pid}, started " in second.stderr
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]          # one run, not two mixed
+    assert json.loads((out / "status.json").read_text())["state"] == "completed"
+    assert not (tmp_path / ".r.lock").exists()
+
+
+def test_two_prepares_into_one_out_and_a_held_run_name(world, tmp_path):
+    # a process holding the locks the way prepare and run do (the lock files name it)
+    code = ("import sys, time\nfrom model.locks import writer_lock\nfrom tuner.run_dir import RunDir\n"
+            f"with writer_lock({str(tmp_path / 's.store')!r}, 'feature store (--out)'), "
+            f"RunDir({str(tmp_path / 'res')!r}, 'demo').writer_lock():\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env(world.logs), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        prep = subprocess.run(tuner_cmd(["prepare", world.corpus, "--out", tmp_path / "s.store", "--quiet"]),
+                              env=env(world.logs), capture_output=True, text=True, timeout=300)
+        assert prep.returncode == 2 and f"pid {holder.pid}" in prep.stderr and "s.store" in prep.stderr, prep.stderr
+        assert not (tmp_path / "s.store").exists()
+        fake_run(world, tmp_path / "res")
+        for args in (["run", "--space", SMOKE, "--store", world.store, "--storage", tmp_path / "res", "--name", "demo"],
+                     ["resume", "demo", "--storage", tmp_path / "res"]):
+            proc = subprocess.run(tuner_cmd(args), env=env(world.logs), capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 2 and "search run 'demo' is in use by another process" in proc.stderr, proc.stderr
+            assert f"pid {holder.pid}" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock files remain and are taken over
+    assert (tmp_path / ".s.store.lock").exists()
+    prep = subprocess.run(tuner_cmd(["prepare", world.corpus, "--out", tmp_path / "s.store"]),
+                          env=env(world.logs), capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    assert f"took over the lock of a process that is gone (host" in prep.stderr and f"pid {holder.pid}" in prep.stderr
+
+
+# ---- interrupted and re-run ----------------------------------------------------------------------
+def test_sigkill_during_prepare_then_rerun(world, tmp_path):
+    store = tmp_path / "s.store"
+    shutil.copytree(world.store, store)   # an existing store being rebuilt (--force)
+    before = snapshot(store)
+    proc = start(["prepare", world.corpus, "--out", store, "--force", "--workers", "1"], world, tmp_path)
+    wait_for(lambda: any((t / "raw.f32").exists() for t in tmp_path.glob(".s.store.tmp-*")) or proc.poll() is not None,
+             what="prepare's temporary build folder")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert snapshot(store) == before                     # the old store is intact
+    assert list(tmp_path.glob(".s.store.tmp-*"))         # the killed build's leftovers
+    again = subprocess.run(tuner_cmd(["prepare", world.corpus, "--out", store, "--quiet"]), env=env(world.logs),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert not list(tmp_path.glob(".s.store.tmp-*")) and not list(tmp_path.glob(".s.store.old-*"))
+    assert json.loads((store / "report.json").read_text())["utterances"] == \
+        json.loads((world.store / "report.json").read_text())["utterances"]
+
+
+def test_sigkill_during_train_then_resume(world, tmp_path):
+    out = tmp_path / "r"
+    proc = start(["train", "--store", world.store, "--out", out, "--set", *TINY, "epochs=3"], world, tmp_path)
+
+    def one_epoch_checkpointed() -> bool:
+        return proc.poll() is not None or (
+            (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 1)
+
+    wait_for(one_epoch_checkpointed, what="the first epoch")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / ".r.lock").exists()   # left by the killed process
+    again = subprocess.run(tuner_cmd(["train", "--store", world.store, "--out", out, "--resume"]),
+                           env=env(world.logs), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "took over the lock" in again.stderr
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert json.loads((out / "status.json").read_text())["state"] == "completed"
+    assert (out / "best_model.pt").is_file() and not list(out.glob(".*.tmp"))
+
+
+# ---- an internal error ---------------------------------------------------------------------------
+def test_an_internal_error_is_exit_1_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
+    from tuner import cli
+    from tuner.commands import status
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(status, "main", broken)
+    monkeypatch.setenv("DEEPEMOCLUSTER_LOG_DIR", str(tmp_path / "logs"))
+    assert cli.main(["status", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (a bug, not your input): ZeroDivisionError: a bug" in err
+    (log,) = (tmp_path / "logs").iterdir()
+    assert str(log) in err and log.name.startswith("tuner-status-")
+    text = log.read_text()
+    assert "Traceback" in text and "ZeroDivisionError: a bug" in text and "python -m tuner status x" in text
