@@ -516,6 +516,12 @@ CASES = [
          ("--top 0",)),
     Case("resume-run-missing", lambda w, d: ["resume", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("tensorboard-run-missing", lambda w, d: ["tensorboard", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("confirm-run-missing", lambda w, d: ["confirm", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("dashboard-run-missing", lambda w, d: ["dashboard", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("report-run-missing", lambda w, d: ["report", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("report-out-is-a-file",
+         lambda w, d: [fake_run(w, d), "report", "demo", "--storage", d, "--out", text_file(d)][1:], 2,
+         ("{d}/notes.txt", "is a file")),
     # sync-store
     Case("sync-store-upload-corrupt-store",
          lambda w, d: ["sync-store", copy_store(w, d, nan_frames), "--upload", f"file://{d}/bucket"], 2,
@@ -570,7 +576,7 @@ def outcomes(world: World, request) -> dict[str, Outcome]:
 def test_the_table_covers_every_command():
     prefixes = {c.id.split("-")[0] for c in CASES}
     assert {"synth", "prepare", "train", "evaluate", "predict", "import", "run", "status", "export", "resume",
-            "tensorboard", "sync"} <= prefixes
+            "tensorboard", "sync", "confirm", "dashboard", "report"} <= prefixes
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 

@@ -15,9 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from model.atomic_files import check_output_dir
     from tuner.report import write_report
     from tuner.run_dir import open_run
 
+    if args.out is not None:
+        check_output_dir(args.out)   # before the report is built
     page, text = write_report(open_run(args.name, args.storage), args.out)
     print(f"report: {page}\ntables: {text}")
     return 0
