@@ -20,8 +20,8 @@ import yaml
 
 from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
-from model.network import TEMPORAL_MODULES
 
+TEMPORAL_MODULES = ("none", "gru", "cnn", "transformer", "triplet")   # model.network builds each
 OPTIMIZERS = ("reference", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CV_GROUPS = ("speaker", "session")     # store columns cross-validation folds can group by

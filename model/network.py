@@ -11,7 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-TEMPORAL_MODULES = ("none", "gru", "cnn", "transformer", "triplet")
+from model.config import TEMPORAL_MODULES   # noqa: F401 - the temporal variants this module builds
+
 EMBED_DIM = 256
 # (out_channels, stride) of the seven 3x3 conv layers at width 1.0
 CONV_LAYERS = ((32, 1), (32, 1), (64, 2), (64, 2), (128, 2), (128, 2), (128, 2))

@@ -30,7 +30,6 @@ import yaml
 from model.atomic_files import atomic_write
 from model.errors import UserError
 from model.locks import LockHeld, describe_holder, holder_info, writer_lock
-from tuner.search_space import parse_space
 from tuner.space_schema import SearchSpace, condition_label
 from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
 
@@ -309,4 +308,11 @@ def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
 
 def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:
     """The run's space, re-validated from the copy kept in the manifest."""
-    return parse_space(yaml.safe_load(manifest["space_yaml"]), manifest["space_file"])
+    from tuner.search_space import parse_space   # here: it imports torch (via TrainConfig), which no CLI start needs
+
+    try:
+        raw = yaml.safe_load(manifest["space_yaml"])
+    except (KeyError, TypeError, yaml.YAMLError) as exc:
+        raise UserError(f"run {manifest.get('name', '?')}: damaged manifest: its space_yaml is not a "
+                        f"readable search space ({exc.__class__.__name__})") from None
+    return parse_space(raw, manifest["space_file"])
