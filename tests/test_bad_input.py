@@ -550,8 +550,8 @@ class Outcome:
 @pytest.fixture(scope="session")
 def outcomes(world: World, request) -> dict[str, Outcome]:
     """Every selected case built, run (a pool of subprocesses) and snapshotted before and after."""
-    selected = {item.callspec.params["case"].id for item in request.session.items
-                if hasattr(item, "callspec") and "case" in item.callspec.params}
+    selected = {item.callspec.params["case"].id for item in request.session.items  # other files have a "case" too
+                if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)}
     shared_before = {p: snapshot(p) for p in (world.store, world.run, world.corpus)}
     jobs = {}
     for case in (c for c in CASES if c.id in selected):

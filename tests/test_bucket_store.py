@@ -134,7 +134,7 @@ def test_run_folder_in_the_bucket(server, tmp_path):
     assert run.uri == server.uri(f"{prefix}/r1") and run.local is None
     run.check_writable()
     assert server.files(f"{prefix}/r1") == {}  # the probe object is gone again
-    run.write_manifest({"name": "r1", "conditions": []})
+    run.write_manifest({"name": "r1", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": []})
     run.write_text("x", "cond=1", "trial_a", "result.json")
     assert open_run("r1", server.uri(prefix)).read_manifest()["name"] == "r1"
     assert run.listdir() == ["cond=1", "run.json"]

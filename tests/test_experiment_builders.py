@@ -8,6 +8,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 from tuner.experiment import make_scheduler, make_searcher
 from tuner.optuna_studies import JOURNAL_STORAGE
 from tuner.run_dir import RunDir
+from tuner.scheduler_state import ResumableASHA
 from tuner.search_space import parse_space
 
 PARAMETERS = {"temporal": {"choices": ["gru", "triplet"]}, "lr_adam": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -19,15 +20,17 @@ def space(**sections):
                         "conditions": {"labeled_ratio": [0.5, 1.0]}, "parameters": PARAMETERS, **sections})
 
 
-def test_hyperband_median_asha_and_none_schedulers_get_the_space_settings():
-    hyperband = make_scheduler(space(scheduler={"type": "hyperband", "reduction_factor": 3}))
+def test_hyperband_median_asha_and_none_schedulers_get_the_space_settings(tmp_path):
+    run, label = RunDir(tmp_path, "r"), "labeled_ratio=0.5"
+    hyperband = make_scheduler(space(scheduler={"type": "hyperband", "reduction_factor": 3}), run, label)
     assert type(hyperband) is HyperBandScheduler
     assert (hyperband._time_attr, hyperband._max_t_attr, hyperband._eta) == ("training_iteration", 9, 3.0)
-    median = make_scheduler(space(scheduler={"type": "median", "grace_period": 2, "min_samples_required": 4}))
+    median = make_scheduler(space(scheduler={"type": "median", "grace_period": 2, "min_samples_required": 4}), run, label)
     assert type(median) is MedianStoppingRule
     assert (median._time_attr, median._grace_period, median._min_samples_required) == ("training_iteration", 2, 4)
-    assert type(make_scheduler(space())) is ASHAScheduler   # the default
-    assert type(make_scheduler(space(scheduler="none"))) is FIFOScheduler
+    assert type(make_scheduler(space(), run, label)) is ResumableASHA   # the default
+    assert isinstance(make_scheduler(space(), run, label), ASHAScheduler)
+    assert type(make_scheduler(space(scheduler="none"), run, label)) is FIFOScheduler
 
 
 def _first_configs(s, index: int, run: RunDir, n: int = 3) -> list[dict]:

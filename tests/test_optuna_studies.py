@@ -30,7 +30,7 @@ def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_pa
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")
-    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": LABEL}]})
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [{"label": LABEL, "values": {}, "state": "pending"}]})
     first = make_searcher(run, space)
     configs = {tid: first.suggest(tid) for tid in ("a", "b")}
     first.on_trial_result("a", {"val_ccc_mean": 0.1, "training_iteration": 1})
@@ -64,7 +64,7 @@ def test_a_trial_in_ray_snapshot_but_not_in_the_searchers_is_finished_by_its_ray
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")
-    run.write_manifest({"name": "r", "optuna_storage": "journal", "conditions": [{"label": LABEL}]})
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [{"label": LABEL, "values": {}, "state": "pending"}]})
     first = make_searcher(run, space)
     for tid in ("a", "b"):
         first.suggest(tid)
@@ -112,7 +112,7 @@ def test_bucket_run_keeps_a_local_journal_and_copies_it_into_the_run(s3_server, 
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
     run = RunDir(s3_server.uri(f"results-{uuid.uuid4().hex[:6]}"), "b")
-    run.write_manifest({"name": "b", "optuna_storage": "journal", "conditions": [{"label": "all"}]})
+    run.write_manifest({"name": "b", "optuna_storage": "journal", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [{"label": "all", "values": {}, "state": "pending"}]})
     study = optuna.create_study(study_name=study_name("b", "all"), storage=open_storage(run, "journal"),
                                 direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))

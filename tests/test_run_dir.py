@@ -21,7 +21,7 @@ def test_file_uri_run_folder_goes_through_the_remote_filesystem(tmp_path):
     run.check_writable()   # a probe object written and deleted
     assert run.listdir() == []
 
-    run.write_manifest({"name": "r1", "conditions": [{"label": "a", "state": "pending"}]})
+    run.write_manifest({"name": "r1", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [{"label": "a", "values": {}, "state": "pending"}]})
     run.write_text("hello", "a", "note.txt")
     run.write_bytes(b"\x00\x01", "a", "b", "data.bin")
     assert run.listdir() == ["a", MANIFEST] and run.listdir("a") == ["b", "note.txt"]
