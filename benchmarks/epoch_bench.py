@@ -151,7 +151,7 @@ def reference_setting_store(cache: Path) -> Path:
     """A store of exactly 300 Train + 100 Validation utterances (the reference's timing setting), FSL."""
     import csv
 
-    from model.store import prepare_store
+    from model.store_build import prepare_store
     from model.synth import synthesize_corpus
 
     store = cache / "reference-300-100.store"
