@@ -14,14 +14,16 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from model.atomic_files import replace_dir
 from model.errors import UserError
 from model.safe_load import load_torch
+
+if TYPE_CHECKING:   # torch is imported where it is used: status, export and report read checkpoint names only
+    import torch
 
 FORMAT = "deepemocluster-checkpoint/1"
 STATE_FILE = "state.pt"
@@ -44,6 +46,8 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any],
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     old = directory.with_name(directory.name + ".old")
     try:
+        import torch
+
         torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
         for name, write in (extra_files or {}).items():
             write(tmp / name)
@@ -78,6 +82,8 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
 def capture_rng(numpy_rng: np.random.Generator, python_rng: random.Random | Any,
                 torch_generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every random state a run draws from, as plain data."""
+    import torch
+
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": numpy_rng.bit_generator.state,
@@ -93,6 +99,8 @@ def capture_rng(numpy_rng: np.random.Generator, python_rng: random.Random | Any,
 def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator, python_rng: random.Random | Any,
                 torch_generator: torch.Generator | None = None) -> None:
     """Put back the random states `capture_rng` recorded."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     numpy_rng.bit_generator.state = state["numpy"]
     python_rng.setstate(_to_tuples(state["python"]))

@@ -256,7 +256,8 @@ def _bootstrap(predictions: dict, a: str, b: str, seeds: list[int], split: str, 
 
 # ---- the table -----------------------------------------------------------------------------------
 
-def _cell(stat: dict[str, Any] | None) -> str:
+def stat_cell(stat: dict[str, Any] | None) -> str:
+    """A mean and its 95% interval as a table cell (confirm.md and the report)."""
     if not stat or stat.get("mean") is None:
         return "-"
     if stat.get("ci95") is None:
@@ -264,14 +265,16 @@ def _cell(stat: dict[str, Any] | None) -> str:
     return f"{stat['mean']:.3f} [{stat['ci95'][0]:.3f}, {stat['ci95'][1]:.3f}]"
 
 
-def _p(test: dict[str, Any]) -> str:
+def p_cell(test: dict[str, Any]) -> str:
+    """A test's p and Holm-adjusted p as a table cell, * when significant."""
     if test.get("p") is None:
         return "n/a"
     mark = " *" if test.get("significant") else ""
     return f"{test['p']:.3g} / {test['p_holm']:.3g}{mark}"
 
 
-def _ci(test: dict[str, Any]) -> str:
+def ci_cell(test: dict[str, Any]) -> str:
+    """A difference's 95% interval as a table cell."""
     return "-" if test.get("ci95") is None else f"[{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}]"
 
 
@@ -293,8 +296,8 @@ def format_table(confirm: dict[str, Any]) -> str:
             name = c["id"] + (" (best)" if c["id"] in best_ids else "")
             test = c["summary"]["test"].get(split, {})
             lines.append(f"| {name} | {c['summary']['seeds_done']}/{len(c['seeds'])} | "
-                         f"{_cell(c['summary']['validation'].get('ccc_mean'))} | "
-                         + " | ".join(_cell(test.get(m)) for m in metrics) + " |")
+                         f"{stat_cell(c['summary']['validation'].get('ccc_mean'))} | "
+                         + " | ".join(stat_cell(test.get(m)) for m in metrics) + " |")
         lines.append("")
     if confirm["comparisons"]:
         lines += ["## Paired comparisons (same seeds)", "",
@@ -306,8 +309,8 @@ def format_table(confirm: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in confirm["comparisons"]:
             lines.append(f"| {c['a']} | {c['b']} | {c['split']} | {c['metric']} | {c['paired_t']['diff']:+.3f} | "
-                         f"{_ci(c['paired_t'])} | {_p(c['paired_t'])} | {_ci(c['bootstrap'])} | "
-                         f"{_p(c['bootstrap'])} |")
+                         f"{ci_cell(c['paired_t'])} | {p_cell(c['paired_t'])} | {ci_cell(c['bootstrap'])} | "
+                         f"{p_cell(c['bootstrap'])} |")
         lines.append("")
     lines.append(f"Selection: {confirm['selection']}.")
     return "\n".join(lines) + "\n"

@@ -108,8 +108,7 @@ def tables_confirm(report: RunReport) -> list[Table]:
     per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
-    from tuner.confirm_results import _ci, _p
-    from tuner.confirm_results import _cell as stat
+    from tuner.confirm_results import ci_cell, p_cell, stat_cell
 
     c = report.confirm
     if not c:
@@ -122,8 +121,8 @@ def tables_confirm(report: RunReport) -> list[Table]:
     for split in c["test_splits"]:
         rows = [[conf["id"] + (" (best)" if conf["id"] in best else ""), conf["kind"],
                  f"{conf['summary']['seeds_done']}/{len(conf['seeds'])}",
-                 stat(conf["summary"]["validation"].get("ccc_mean")),
-                 *[stat(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
+                 stat_cell(conf["summary"]["validation"].get("ccc_mean")),
+                 *[stat_cell(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
                 for conf in c["configurations"]]
         tables.append(Table(f"Confirmation: test CCC on {split}",
                             ["configuration", "kind", "seeds", "validation ccc_mean", *metrics], rows,
@@ -133,7 +132,7 @@ def tables_confirm(report: RunReport) -> list[Table]:
     if c["comparisons"]:
         t = c["tests"]
         rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}",
-                 _ci(k["paired_t"]), _p(k["paired_t"]), _ci(k["bootstrap"]), _p(k["bootstrap"])]
+                 ci_cell(k["paired_t"]), p_cell(k["paired_t"]), ci_cell(k["bootstrap"]), p_cell(k["bootstrap"])]
                 for k in c["comparisons"]]
         tables.append(Table("Confirmation: paired comparisons (same seeds)",
                             ["A", "B", "split", "metric", "A - B", "95% CI (t)", "p (t)", "95% CI (bootstrap)",
