@@ -93,15 +93,14 @@ def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike, old: str | os
         fsync_dir(target.parent)
         return target
     old = Path(old) if old is not None else target.with_name(f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    if old.exists():
-        shutil.rmtree(old)
-    moved = False
     if target.exists():
+        if old.exists():   # a complete target exists: `old` is a leftover
+            shutil.rmtree(old)
         os.rename(target, old)
-        moved = True
+    # else an `old` left by a crash mid-swap is the only complete copy: kept until tmp is in place
     os.rename(tmp, target)
     fsync_dir(target.parent)
-    if moved:
+    if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     return target
 

@@ -1,6 +1,7 @@
 """Checkpoint folders: atomic replacement, RNG capture/restore, safe loading."""
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -31,6 +32,21 @@ def test_an_interrupted_swap_is_recovered(tmp_path):
     assert read_checkpoint(tmp_path / "ck")["epoch"] == 4
     write_checkpoint(tmp_path / "ck", {"epoch": 5})
     assert read_checkpoint(tmp_path / "ck")["epoch"] == 5 and not (tmp_path / "ck.old").exists()
+
+
+def test_the_recovered_checkpoint_survives_a_crash_of_the_next_write(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "ck", {"epoch": 4})
+    (tmp_path / "ck").rename(tmp_path / "ck.old")                        # crash between the two renames
+    real_rename = os.rename
+
+    def crash(src, dst):                                                 # the next write dies at its rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(tmp_path / "ck", {"epoch": 5})
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert read_checkpoint(tmp_path / "ck")["epoch"] == 4                # ck.old was not deleted first
 
 
 def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
