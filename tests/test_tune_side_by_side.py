@@ -105,3 +105,30 @@ def test_run_slots_take_turns_and_never_exceed_the_limit():
     four.live |= {("A", "1"), ("A", "2")}
     four.refused("B")
     assert not four.may_take("A") and four.may_take("B")   # fewest slots first
+
+
+def test_the_limiter_changes_the_live_trials_only_under_the_slots_lock():
+    """may_take iterates `live` under the lock; another study's thread must not resize it meanwhile."""
+    import threading
+
+    from ray.tune.search import Searcher
+
+    from tuner.side_by_side import RunWideLimiter, run_slots
+
+    class Quiet(Searcher):
+        def suggest(self, trial_id):
+            return {}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    limiter = RunWideLimiter(Quiet(metric="m", mode="max"), "test-lock-run", "A", 2)
+    slots = run_slots("test-lock-run", 2)
+    slots.live.add(("A", "1"))
+    with slots.lock:
+        done = threading.Thread(target=limiter.on_trial_complete, args=("1",))
+        done.start()
+        done.join(timeout=0.5)
+        assert done.is_alive() and ("A", "1") in slots.live    # waits for the lock
+    done.join(timeout=10)
+    assert not done.is_alive() and ("A", "1") not in slots.live

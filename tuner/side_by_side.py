@@ -90,11 +90,15 @@ class RunWideLimiter(Searcher):
             return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.slots.live.add((self._label, trial_id))   # a restored trial holds its slot (also added at resume)
+        slots = self.slots
+        with slots.lock:   # another study's thread may be counting `live` in may_take
+            slots.live.add((self._label, trial_id))   # a restored trial holds its slot (also added at resume)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.slots.live.discard((self._label, trial_id))
+        slots = self.slots
+        with slots.lock:
+            slots.live.discard((self._label, trial_id))
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def get_state(self) -> dict:
