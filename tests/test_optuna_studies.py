@@ -125,3 +125,39 @@ def test_bucket_run_keeps_a_local_journal_and_copies_it_into_the_run(s3_server, 
     studies = load_studies(RunDir(run.storage, "b"))
     assert [t.value for t in studies["all"].trials] == [0.5]
     assert journal_path(run).is_relative_to(tmp_path / "other-machine")
+
+
+def test_journal_uploads_of_the_studies_threads_do_not_overlap(tmp_path, monkeypatch):
+    """Two threads upload one journal: the second reads it only after the first has written, so the
+    bucket never ends with the copy that was read first."""
+    import threading
+    from types import SimpleNamespace
+
+    from tuner import optuna_studies
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path))
+    writing, release, calls, written = threading.Event(), threading.Event(), [], []
+
+    def write_bytes(data, name):
+        calls.append(data)
+        if len(calls) == 1:                               # the first upload is slow
+            writing.set()
+            release.wait(10)
+        written.append(data)
+
+    run = SimpleNamespace(local=None, uri="s3://bucket/results/r", write_bytes=write_bytes)
+    local = optuna_studies.journal_path(run)
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"1\n")
+    first = threading.Thread(target=optuna_studies.upload_journal, args=(run,))
+    first.start()
+    assert writing.wait(10)
+    local.write_bytes(b"1\n2\n")                          # the journal grows while the first upload writes
+    second = threading.Thread(target=optuna_studies.upload_journal, args=(run,))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive() and calls == [b"1\n"]       # waits for the first upload
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert written == [b"1\n", b"1\n2\n"]                 # the longer journal is written last

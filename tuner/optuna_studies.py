@@ -32,6 +32,7 @@ JOURNAL = "optuna.journal"
 JOURNAL_STORAGE = "journal"
 _OPEN: dict[str, Any] = {}   # one storage object per journal path or URL in this process (thread-safe)
 _OPEN_LOCK = threading.Lock()
+_UPLOAD_LOCK = threading.Lock()   # one journal upload at a time in this process
 
 
 def study_name(run_name: str, label: str) -> str:
@@ -70,10 +71,14 @@ def is_copied(run: RunDir) -> bool:
 
 
 def upload_journal(run: RunDir) -> None:
-    """Copy the local journal into the bucket run folder (atomic; a no-op for local runs)."""
+    """Copy the local journal into the bucket run folder (atomic; a no-op for local runs).
+
+    Serialised: the conditions' threads upload the one journal, and an upload that read it earlier
+    must not finish last (the bucket would keep the shorter copy)."""
     local = journal_path(run)
     if is_copied(run) and local.exists():
-        run.write_bytes(local.read_bytes(), JOURNAL)
+        with _UPLOAD_LOCK:
+            run.write_bytes(local.read_bytes(), JOURNAL)
 
 
 def fetch_journal(run: RunDir) -> None:
