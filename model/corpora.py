@@ -309,8 +309,9 @@ def _add_rows(corpus: Corpus, table: Path, rows: list[dict[str, str]], cols: dic
             corpus.problems.append(Problem(str(audio), DUPLICATE_NAME,
                                            f"{where}: {name!r} already listed; this row is ignored"))
             continue
-        if _identity(audio) in seen_files:
-            first = seen_files[_identity(audio)]
+        identity = _identity(audio)   # None (unreadable) is never a duplicate: the extraction reports it
+        if identity is not None and identity in seen_files:
+            first = seen_files[identity]
             corpus.problems.append(Problem(str(audio), DUPLICATE_FILE, f"{where}: file already listed"
                                            + (f" as {first}" if first != audio else "")))
             continue
@@ -334,7 +335,8 @@ def _add_rows(corpus: Corpus, table: Path, rows: list[dict[str, str]], cols: dic
         speaker = _speaker(row.get(cols["speaker"])) if "speaker" in cols else None
         session = _speaker(row.get(cols["session"])) if "session" in cols else None
         seen.add(name)
-        seen_files[_identity(audio)] = audio
+        if identity is not None:
+            seen_files[identity] = audio
         corpus.utterances.append(Utterance(name, audio, labels.get("act", math.nan), labels.get("dom", math.nan),
                                            labels.get("val", math.nan), split, speaker, labeled, session))
 

@@ -516,6 +516,8 @@ CASES = [
          ("--top 0",)),
     Case("resume-run-missing", lambda w, d: ["resume", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("tensorboard-run-missing", lambda w, d: ["tensorboard", "nope", "--storage", d], 2, ("{d}/nope",)),
+    Case("tensorboard-port-out-of-range",
+         lambda w, d: [fake_run(w, d), "tensorboard", "demo", "--storage", d, "--port", 70000][1:], 2, ("--port 70000",)),
     Case("confirm-run-missing", lambda w, d: ["confirm", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("dashboard-run-missing", lambda w, d: ["dashboard", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("report-run-missing", lambda w, d: ["report", "nope", "--storage", d], 2, ("{d}/nope",)),

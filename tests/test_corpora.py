@@ -225,3 +225,12 @@ def test_a_file_name_matching_several_files_is_ambiguous(tmp_path):
     assert corpus.utterances[0].path.name == "x.flac"
     (amb,) = [p for p in corpus.problems if p.reason == AMBIGUOUS_FILE]
     assert amb.path == "x" and "labels_consensus.csv:2" in amb.detail and "x.wav" in amb.detail
+
+
+def test_unreadable_files_are_not_duplicates_of_each_other(tmp_path):
+    root = msp(tmp_path / "c", ["a.wav,N,4,4,4,1,Male,Train", "b.wav,N,4,4,4,1,Male,Train",
+                                "c.wav,N,4,4,4,1,Male,Train"], ["c.wav"])
+    (root / "Audio" / "a.wav").symlink_to(tmp_path / "gone-a.wav")   # dangling: stat fails
+    (root / "Audio" / "b.wav").symlink_to(tmp_path / "gone-b.wav")
+    corpus = read_corpus(root)
+    assert DUPLICATE_FILE not in reasons(corpus)

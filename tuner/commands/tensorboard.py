@@ -68,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
     from model.errors import UserError
     from tuner.run_dir import open_run
 
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")
     if args.sync_every <= 0:
         raise UserError(f"--sync-every {args.sync_every:g}: expected a number of seconds > 0")
     run = open_run(args.name, args.storage)
