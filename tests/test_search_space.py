@@ -267,3 +267,12 @@ def test_best_so_far_follows_the_mode_and_skips_missing_values():
     assert best_so_far(history, "val_ccc_mean", "min") == 0.1
     assert best_so_far(history[:0], "val_ccc_mean", "max") is None
     assert tag_for("best_val_ccc_mean") == "val/best_ccc_mean" and tag_for("best_loss_total") == "best/loss_total"
+
+
+def test_condition_labels_of_paths_are_single_folder_names():
+    a = condition_label({"init_model": "/models/msp/arousal.pt", "labeled_ratio": 0.5})
+    b = condition_label({"init_model": "/other/arousal.pt", "labeled_ratio": 0.5})
+    assert "/" not in a and a.startswith("init_model=arousal-") and a.endswith(",labeled_ratio=0.5")
+    assert a != b                                        # same file name, different files
+    assert "/" not in condition_label({"init_model": "s3://bucket/m/valence.pt"})
+    assert condition_label({"temporal": "gru"}) == "temporal=gru"

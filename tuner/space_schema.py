@@ -7,7 +7,9 @@ re-exports it, so searchers pickled before this module existed still load.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 
@@ -109,8 +111,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, list):
-        return "+".join(str(v) for v in value)
-    return str(value)
+        return "+".join(_fmt(v) for v in value)
+    text = str(value)
+    if "/" in text or "\\" in text:   # a path or URI (init_model): its name and a hash, not nested folders
+        stem = PurePosixPath(text.replace("\\", "/").rstrip("/")).stem or "path"
+        return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return text
 
 
 class SpaceSampler:
