@@ -13,7 +13,7 @@ Prints the machine (CPU model, cores, load), then:
 2. per temporal variant (fully supervised, the reference's comparison setting): seconds per epoch,
    chunks/s, the split embed / k-means / train / validate, the k-means share of the epoch, the
    batch-assembly share of training time, and a reference-equivalent epoch (scaled to 300 Train +
-   100 Validation utterances) against the reference's 89 s (Temp-Triplet) / 82 s (Temp-GRU);
+   100 Validation utterances; compare it only with the reference run on the same machine);
 3. validation CCC after a few epochs with precision fp32 and bf16 for a few seeds.
 The synthetic corpus and its store are cached under --cache.
 """
@@ -34,9 +34,6 @@ import torch  # noqa: E402
 
 from model.devices import usable_cpus  # noqa: E402
 
-# the reference's epoch, 300 Train + 100 Validation utts, 2 cores, timed on ANOTHER machine: the "vs ref" column is
-# indicative only (side by side on one machine the reference took 69-71 s: docs/training.md)
-REFERENCE_SECONDS = {"triplet": 89.0, "gru": 82.0}
 
 
 def machine() -> str:
@@ -107,6 +104,9 @@ def encoder_throughput(width: float, m: int, C: int, batch: int, steps: int,
 
 
 def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: int) -> None:
+    from model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()   # as the Trainer does on the CPU
     torch.set_num_threads(threads)
     print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
           f"{threads} threads) ==")
@@ -122,7 +122,7 @@ def epoch_speed(store: Path, variants: list[str], args) -> None:
     print(f"\n== epoch speed (m {args.m}, C {args.C}, batch {args.batch}, width {args.width}, precision "
           f"{args.precision}, {'SSL' if args.ssl else 'FSL'}, {args.epochs} epoch(s)) ==")
     header = (f"{'variant':>11} {'epoch s':>8} {'chunks/s':>9} {'embed':>6} {'kmeans':>7} {'train':>7} "
-              f"{'valid':>6} {'km %':>5} {'batch %':>7} {'ref-eq s':>8} {'vs ref':>7}")
+              f"{'valid':>6} {'km %':>5} {'batch %':>7} {'ref-eq s':>8}")
     print(header)
     for variant in variants:
         cfg = TrainConfig(temporal=variant, chunk_frames=args.m, chunks_per_sentence=args.C, batch_size=args.batch,
@@ -137,12 +137,10 @@ def epoch_speed(store: Path, variants: list[str], args) -> None:
             if "time_ssl_train_s" in m:
                 labeled -= m["time_ssl_train_s"]
             ref_eq = labeled * 300 / n_train + m["time_validate_s"] * 100 / n_val
-            ref = REFERENCE_SECONDS.get(variant)
             print(f"{variant:>11} {m['time_epoch_s']:8.1f} {m['chunks_per_s']:9.1f} {m['time_embed_s']:6.1f} "
                   f"{m['time_kmeans_s']:7.2f} {m['time_train_s']:7.1f} {m['time_validate_s']:6.1f} "
                   f"{100 * m['time_kmeans_s'] / m['time_epoch_s']:5.1f} "
-                  f"{100 * m['time_batch_s'] / m['time_train_s']:7.1f} {ref_eq:8.1f} "
-                  f"{(f'{ref / ref_eq:6.1f}x' if ref else '      -'):>7}", flush=True)
+                  f"{100 * m['time_batch_s'] / m['time_train_s']:7.1f} {ref_eq:8.1f}", flush=True)
         print(f"{'':>11} ({n_train} Train, {n_val} Validation, {len(trainer.pool_ids)} SSL utterances; "
               f"load {os.getloadavg()[0]:.2f})", flush=True)
 
