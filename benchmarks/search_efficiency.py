@@ -79,16 +79,25 @@ def spearman_by_epoch(curves: list[list[float]]) -> list[dict]:
     return out
 
 
+def finishing_order(trials: list[list[dict]]) -> list[dict]:
+    """Every result row of a search, in the order the epochs finished."""
+    return sorted((r for t in trials for r in t), key=lambda r: (r["timestamp"], r["time_total_s"]))
+
+
 def epochs_to_target(trials: list[list[dict]], target: float) -> tuple[int | None, int, float]:
     """(epochs trained, in finishing order, until a report >= target or None; all epochs; best reached)."""
-    rows = sorted((r for t in trials for r in t), key=lambda r: (r["timestamp"], r["time_total_s"]))
+    rows = finishing_order(trials)
     reached = None
     for i, r in enumerate(rows, 1):
         if r[METRIC] is not None and r[METRIC] >= target:
             reached = i
             break
-    best = max((r[METRIC] for r in rows if r[METRIC] is not None), default=float("nan"))
-    return reached, len(rows), best
+    return reached, len(rows), best_within(trials, len(rows))
+
+
+def best_within(trials: list[list[dict]], epochs: int) -> float:
+    """The best value a search had reported after its first `epochs` epochs (in finishing order)."""
+    return max((r[METRIC] for r in finishing_order(trials)[:epochs] if r[METRIC] is not None), default=float("nan"))
 
 
 def report(results: dict) -> None:
@@ -106,7 +115,9 @@ def report(results: dict) -> None:
             print(f"{row['epoch']:>5} {row['current']:>8.3f} {row['best_so_far']:>11.3f}")
     print(f"\nepochs to reach the random search's best ({args['trials']} trials x {args['epochs']} epochs = "
           f"{budget} epochs per seed; goal <= {budget / 3:.0f}):")
-    print(f"{'setting':>14} {'seed':>4} {'target':>7} {'epochs to target':>16} {'share':>6} {'epochs':>6} {'best':>6}")
+    third = budget // 3
+    print(f"{'setting':>14} {'seed':>4} {'target':>7} {'epochs to target':>16} {'share':>6} {'epochs':>6} {'best':>6} "
+          f"{f'best@{third}':>8} {f'random@{third}':>10} {f'best@{budget}':>8}")
     for key, run in results["runs"].items():
         if not key.startswith("asha-"):
             continue
@@ -114,8 +125,11 @@ def report(results: dict) -> None:
         target = results["runs"][f"random-{seed}"]["best"]
         reached, total, best = epochs_to_target(run["trials"], target)
         share = f"{reached / budget:.2f}" if reached else "-"
+        random_trials = results["runs"][f"random-{seed}"]["trials"]
         print(f"{setting:>14} {seed:>4} {target:7.3f} {str(reached or 'not reached'):>16} {share:>6} {total:>6} "
-              f"{best:6.3f}")
+              f"{best:6.3f} {best_within(run['trials'], third):8.3f} {best_within(random_trials, third):10.3f} "
+              f"{best_within(run['trials'], budget):8.3f}")
+    print(f"(best@N: the best {METRIC} a search had after N epochs; random@{third}: the random search's after {third})")
     print(f"\nwall time: {sum(r['wall_s'] for r in results['runs'].values()) / 60:.1f} min; load averages seen: "
           f"{', '.join(r['load'] for r in results['runs'].values())}")
 

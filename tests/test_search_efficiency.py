@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from search_efficiency import epochs_to_target, spearman_by_epoch  # noqa: E402
+from search_efficiency import best_within, epochs_to_target, spearman_by_epoch  # noqa: E402
 
 
 def test_rank_correlation_per_epoch_current_and_best_so_far():
@@ -31,3 +31,4 @@ def test_epochs_to_target_counts_epochs_in_finishing_order():
     assert epochs_to_target([a, b], 0.35) == (4, 4, 0.4)   # a's second epoch finished last
     assert epochs_to_target([a, b], 0.2) == (2, 4, 0.4)
     assert epochs_to_target([a, b], 0.5)[0] is None        # never reached
+    assert [best_within([a, b], n) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.2, 0.4]   # the None row counts as an epoch
