@@ -10,6 +10,11 @@ and prints per run:
   (Ray's timestamps are whole seconds, so each span is known to about 1 s).
 
     .venv/bin/python benchmarks/conditions_bench.py --repeats 2
+    .venv/bin/python benchmarks/conditions_bench.py --address 127.0.0.2:6379 --num-cpus 2   # a running cluster
+
+With --address the searches join that Ray cluster (its environment, e.g. RAY_AUTH_MODE=token, is this
+process's); --num-cpus must then be the cluster's CPU count (it is the utilisation's denominator and
+`max_concurrent_trials`).
 """
 from __future__ import annotations
 
@@ -67,6 +72,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="max epochs of a trial")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray (max_concurrent_trials too)")
     ap.add_argument("--repeats", type=int, default=1, help="pairs of runs (order alternates)")
+    ap.add_argument("--address", default=None, help="run on this Ray cluster instead of a local Ray")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="conditions-bench-"))
     try:
@@ -86,7 +92,7 @@ def main() -> None:
                    PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
         print(describe_machine())
         print(f"two conditions x {args.trials} trials, <= {args.epochs} epochs, ASHA, {args.num_cpus} CPUs, "
-              f"{args.num_cpus} trials at a time in the run")
+              f"{args.num_cpus} trials at a time in the run, on {args.address or 'a local Ray'}")
         results: dict[str, list[tuple[float, float]]] = {"sequential": [], "side by side": []}
         for repeat in range(args.repeats):
             order = ["sequential", "side by side"] if repeat % 2 == 0 else ["side by side", "sequential"]
@@ -94,12 +100,14 @@ def main() -> None:
                 name = f"{mode.replace(' ', '-')}-{repeat}"
                 ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
                 cmd = [sys.executable, "-m", "tuner", "run", "--space", str(space_file), "--store", store,
-                       "--name", name, "--storage", str(work / "results"), "--num-cpus", str(args.num_cpus)]
+                       "--name", name, "--storage", str(work / "results"),
+                       *(["--address", args.address] if args.address else ["--num-cpus", str(args.num_cpus)])]
                 if mode == "sequential":
                     cmd.append("--sequential")
                 load = Path("/proc/loadavg").read_text().split()[0]
                 t0 = time.perf_counter()
-                proc = subprocess.run(cmd, cwd=work, env=dict(env, RAY_TMPDIR=ray_tmp), capture_output=True, text=True)
+                run_env = env if args.address else dict(env, RAY_TMPDIR=ray_tmp)   # a cluster has its own
+                proc = subprocess.run(cmd, cwd=work, env=run_env, capture_output=True, text=True)
                 wall = time.perf_counter() - t0
                 shutil.rmtree(ray_tmp, ignore_errors=True)
                 if proc.returncode != 0:

@@ -42,5 +42,7 @@ def load_torch(path: str | Path, what: str, hint: str = "", map_location: Any = 
         with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": noise on top of our message
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read the file is the file's problem
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise                 # the machine's problem, not the file's
+    except Exception as exc:  # noqa: BLE001 - any other failure to read the file is the file's problem
         raise UserError(f"{path}: not a readable {what} ({reason(exc)}){hint}") from None
