@@ -158,14 +158,16 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
                         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                             predictions[(c["id"], seed, split)] = {k: npz[k] for k in npz.files}
             seeds.append(entry)
-        attributes = list(c["config"]["attributes"])
+        configurations.append({**c, "attributes": list(c["config"]["attributes"]), "epochs": c["config"]["epochs"],
+                               "seeds": seeds})
+    for conf in configurations:   # after every evaluation was read: test_splits is complete
+        attributes, seeds = conf["attributes"], conf["seeds"]
         done = [s for s in seeds if s["status"] == "done"]
         summary = {"seeds_done": len(done),
                    "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
                    "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
                             for split in test_splits}}
-        configurations.append({**c, "attributes": attributes, "epochs": c["config"]["epochs"], "seeds": seeds,
-                               "summary": summary})
+        conf["summary"] = summary
     best = best_per_condition(configurations, [cond["label"] for cond in manifest["conditions"]])
     comparisons = compare(configurations, best, test_splits, predictions, resamples)
     complete = all(s["status"] in ("done", "failed") for c in configurations for s in c["seeds"])
