@@ -163,11 +163,11 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
     for conf in configurations:   # after every evaluation was read: test_splits is complete
         attributes, seeds = conf["attributes"], conf["seeds"]
         done = [s for s in seeds if s["status"] == "done"]
-        summary = {"seeds_done": len(done),
-                   "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
-                   "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
-                            for split in test_splits}}
-        conf["summary"] = summary
+        conf["summary"] = {
+            "seeds_done": len(done),
+            "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
+            "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
+                     for split in test_splits}}
     best = best_per_condition(configurations, [cond["label"] for cond in manifest["conditions"]])
     comparisons = compare(configurations, best, test_splits, predictions, resamples)
     complete = all(s["status"] in ("done", "failed") for c in configurations for s in c["seeds"])
