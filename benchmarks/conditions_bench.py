@@ -11,10 +11,13 @@ and prints per run:
 
     .venv/bin/python benchmarks/conditions_bench.py --repeats 2
     .venv/bin/python benchmarks/conditions_bench.py --address 127.0.0.2:6379 --num-cpus 2   # a running cluster
+    .venv/bin/python benchmarks/conditions_bench.py --loopback-workers 2   # a head + 2 one-CPU workers here
 
 With --address the searches join that Ray cluster (its environment, e.g. RAY_AUTH_MODE=token, is this
 process's); --num-cpus must then be the cluster's CPU count (it is the utilisation's denominator and
-`max_concurrent_trials`).
+`max_concurrent_trials`). --loopback-workers N starts a multi-node cluster on this machine for the
+measurement (a head without CPUs and N one-CPU worker nodes on 127.0.0.2, token auth, as
+tests/test_multinode.py starts them) and sets --address and --num-cpus to it.
 """
 from __future__ import annotations
 
@@ -73,9 +76,21 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray (max_concurrent_trials too)")
     ap.add_argument("--repeats", type=int, default=1, help="pairs of runs (order alternates)")
     ap.add_argument("--address", default=None, help="run on this Ray cluster instead of a local Ray")
+    ap.add_argument("--loopback-workers", type=int, default=0,
+                    help="start a loopback multi-node cluster with this many one-CPU workers and run on it")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="conditions-bench-"))
+    cluster = None
     try:
+        if args.loopback_workers:
+            sys.path.insert(0, str(REPO / "tests"))
+            from test_multinode import LoopbackCluster
+
+            cluster = LoopbackCluster(work)
+            cluster.start_head(num_cpus=0)
+            for i in range(args.loopback_workers):
+                cluster.add_worker(f"w{i + 1}", 1)
+            args.address, args.num_cpus = cluster.address, args.loopback_workers
         store = args.store
         if store is None:
             from model.store_build import prepare_store
@@ -88,7 +103,7 @@ def main() -> None:
                      resources={"cpu": 1, "gpu": 0, "max_concurrent_trials": args.num_cpus})
         space_file = work / "space.yaml"
         space_file.write_text(yaml.safe_dump(space, sort_keys=False))
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+        env = dict(cluster.env() if cluster else os.environ, RAY_USAGE_STATS_ENABLED="0",
                    PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
         print(describe_machine())
         print(f"two conditions x {args.trials} trials, <= {args.epochs} epochs, ASHA, {args.num_cpus} CPUs, "
@@ -121,6 +136,8 @@ def main() -> None:
             print(f"{mode:>13} mean: wall {sum(walls) / len(walls):6.1f} s, utilisation "
                   f"{100 * sum(utils) / len(utils):5.1f} %")
     finally:
+        if cluster is not None:
+            cluster.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
 
