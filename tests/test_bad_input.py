@@ -277,6 +277,11 @@ def junk_dir(d: Path) -> Path:
     return d / "junk"
 
 
+def train_set(case_id: str, pair: str, *names: str) -> Case:
+    """`train --set PAIR` on the shared store: exit 2 with a message naming `names`."""
+    return Case(case_id, lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", pair], 2, names)
+
+
 def stale_temp(w: World, d: Path) -> list:
     store = copy_store(w, d)   # up to date with w.corpus (the fingerprint does not depend on where it lies)
     (d / ".copy.store.tmp-999999-deadbeef").mkdir()
@@ -362,26 +367,14 @@ CASES = [
              lambda m: m["norm_terms"]["std"].__setitem__(0, float("nan")))), "--out", d / "r"], 2,
          ("{d}/copy.store/meta.json", "norm_terms")),
     # train: config values
-    Case("train-set-nan", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "lr_sgd=.nan"], 2,
-         ("lr_sgd=nan", "finite")),
-    Case("train-set-inf", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "dropout=.inf"], 2,
-         ("dropout=inf", "finite")),
-    Case("train-set-huge-chunk-frames",
-         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "chunk_frames=100000"], 2,
-         ("chunk_frames=100000", "<= 1024")),
-    Case("train-set-huge-chunks-per-sentence",
-         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "chunks_per_sentence=5000"], 2,
-         ("chunks_per_sentence=5000", "<= 256")),
-    Case("train-set-huge-batch",
-         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "batch_size=10000000"], 2,
-         ("batch_size=10000000", "<= 4096")),
-    Case("train-set-huge-k",
-         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "num_clusters=100000"], 2,
-         ("num_clusters=100000", "<= 4096")),
-    Case("train-set-unknown-key", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "colour=red"],
-         2, ("colour",)),
-    Case("train-set-without-equals", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", "epochs"],
-         2, ("'epochs'", "key=value")),
+    train_set("train-set-nan", "lr_sgd=.nan", "lr_sgd=nan", "finite"),
+    train_set("train-set-inf", "dropout=.inf", "dropout=inf", "finite"),
+    train_set("train-set-huge-chunk-frames", "chunk_frames=100000", "chunk_frames=100000", "<= 1024"),
+    train_set("train-set-huge-chunks-per-sentence", "chunks_per_sentence=5000", "chunks_per_sentence=5000", "<= 256"),
+    train_set("train-set-huge-batch", "batch_size=10000000", "batch_size=10000000", "<= 4096"),
+    train_set("train-set-huge-k", "num_clusters=100000", "num_clusters=100000", "<= 4096"),
+    train_set("train-set-unknown-key", "colour=red", "colour"),
+    train_set("train-set-without-equals", "epochs", "'epochs'", "key=value"),
     Case("train-config-missing", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", d / "c.yaml"],
          2, ("{d}/c.yaml", "not found")),
     Case("train-config-bad-yaml",
