@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--loopback-workers", type=int, default=0,
                     help="start a loopback multi-node cluster with this many one-CPU workers and run on it")
     args = ap.parse_args()
+    if args.loopback_workers < 0 or args.num_cpus < 1:
+        ap.error("--loopback-workers must be >= 0 and --num-cpus >= 1")
     work = Path(tempfile.mkdtemp(prefix="conditions-bench-"))
     cluster = None
     try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from model.errors import UserError
+
 OPT_OUT = "DEEPEMOCLUSTER_MALLOC"
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4    # glibc's mallopt parameters (malloc.h)
 TRIM_THRESHOLD = 2**31 - 1               # only a free run of 2 GB at the heap's top is returned
@@ -23,13 +25,16 @@ _applied: bool | None = None
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks for reuse (once per process); False where it is not glibc or opted out."""
     global _applied
-    if _applied is None:
+    if _applied is None:   # an invalid setting raises every time it is asked
         _applied = _apply()
     return _applied
 
 
 def _apply() -> bool:
-    if os.environ.get(OPT_OUT, "keep") == "system" or not _is_glibc():
+    setting = os.environ.get(OPT_OUT, "keep").strip() or "keep"
+    if setting not in ("keep", "system"):
+        raise UserError(f"{OPT_OUT}={setting!r}: expected keep (the default) or system (leave malloc as it is)")
+    if setting == "system" or not _is_glibc():
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -51,3 +51,10 @@ def test_trainer_on_the_cpu_keeps_freed_memory(tiny_store):
             "Trainer(TrainConfig(device='cpu', num_threads=1), sys.argv[1]); print(m._applied)")
     out = subprocess.run([sys.executable, "-c", code, str(tiny_store)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_an_unknown_setting_is_refused_naming_it():
+    code = "from model.cpu_memory import keep_freed_memory; keep_freed_memory()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "DEEPEMOCLUSTER_MALLOC": "off"})
+    assert out.returncode != 0 and "DEEPEMOCLUSTER_MALLOC='off'" in out.stderr and "keep" in out.stderr
