@@ -110,9 +110,4 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         epoch_start = time.perf_counter()
 
-    if checkpoint is not None and trainer.history and trainer.epoch >= train_config.epochs:
-        # restored from its final checkpoint: the trial's worker outlived a killed driver long enough to finish
-        # and upload it, but no driver recorded that last report; report the final epoch again so that the
-        # run's result.json, the scheduler and the Optuna study see the trial's end
-        report(dict(trainer.history[-1]))
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
