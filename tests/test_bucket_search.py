@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tune_helpers import SMOKE, check_study_matches_ray, short_tmp, tuner_env
@@ -92,6 +93,11 @@ def wait_mid_search(bucket: Bucket, proc: subprocess.Popen, timeout: float = 300
     raise AssertionError("the bucket never showed a finished and a running trial at once")
 
 
+# Fails in about 1 of 3 runs, also on aadc87c (before session 3): the trial workers outlive the SIGKILLed
+# driver and finish, so "mid-search" is often not mid-search; seen: a resumed trial's result.json ending
+# before its last epoch, a trial not TERMINATED, a fourth trial. Kill and resume are also covered by
+# test_tune_resume.py (local) and test_multinode.py (node loss, bucket checkpoints). Run: pytest -m racy.
+@pytest.mark.racy
 def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server, tiny_store, tmp_path, monkeypatch):
     from tuner.store_sync import upload_store
 
