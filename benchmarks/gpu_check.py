@@ -83,14 +83,26 @@ def nvidia_smi(query: str, kind: str = "gpu") -> list[list[str]] | None:
 
 
 class GpuMemorySampler(threading.Thread):
-    """Peak GPU memory (MiB, as nvidia-smi reports it, CUDA context included) per process id."""
+    """Peak GPU memory (MiB, as nvidia-smi reports it, CUDA context included) per process id, and the
+    GPU's utilisation (percent of time a kernel ran) sampled over the same period."""
 
     def __init__(self, period: float = 0.5):
         super().__init__(daemon=True)
         self.period, self.peak, self._stop_event = period, {}, threading.Event()
+        self.utilisation: list[tuple[float, float]] = []   # (time.time(), percent)
+
+    def utilisation_between(self, start: float, end: float) -> float | None:
+        """Mean sampled GPU utilisation (percent) between two time.time() stamps."""
+        values = [u for t, u in self.utilisation if start <= t <= end]
+        return round(sum(values) / len(values), 1) if values else None
 
     def run(self) -> None:
         while not self._stop_event.is_set():
+            for row in nvidia_smi("utilization.gpu") or []:
+                try:
+                    self.utilisation.append((time.time(), float(row[0])))
+                except (ValueError, IndexError):
+                    pass
             for row in nvidia_smi("pid,used_memory", kind="compute-apps") or []:
                 try:
                     pid, mib = int(row[0]), float(row[1])
@@ -124,7 +136,8 @@ def ensure_store(args) -> Path:
     from epoch_bench import ensure_store as build
 
     corpus = SETTINGS[args.mode]["corpus"]
-    return build(Path(args.work), corpus["utterances"], corpus["unlabeled"], 0)
+    utterances, unlabeled = args.corpus or (corpus["utterances"], corpus["unlabeled"])
+    return build(Path(args.work), utterances, unlabeled, 0)
 
 
 # ---- the parts (each runs in its own process) ------------------------------------------------------
@@ -281,7 +294,7 @@ def steady_rate(trial: dict) -> float:
 def part_sharing(args) -> dict:
     device_for(args.mode)
     s = SETTINGS[args.mode]
-    share, epochs = s["share"], s["share_epochs"]
+    share, epochs = s["share"], args.share_epochs or s["share_epochs"]
     cores = usable_cpus()
     threads = max(1, min(4, cores // share))  # paper.yaml: cpu 4 per trial
     ensure_store(args)  # built once here, not by the workers at the same time
@@ -307,6 +320,8 @@ def part_sharing(args) -> dict:
                 cmd.append("--cpu")
             if args.store:
                 cmd += ["--store", args.store]
+            if args.corpus:
+                cmd += ["--corpus", ",".join(map(str, args.corpus))]
             log = open(work / f"trial-{n}-{i}.log", "w")
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), out, log))
         while len(list(work.glob(f"go-{n}.ready-*"))) < n and all(p.poll() is None for p, _, _ in procs):
@@ -329,7 +344,8 @@ def part_sharing(args) -> dict:
                 "pids": [t["pid"] for t in trials],
                 # the window in which every trial was past its first epoch: the rates above are measured there
                 "all_running_s": round(min(t["epochs"][-1]["ended"] for t in trials)
-                                       - max(t["epochs"][0]["ended"] for t in trials), 2)}
+                                       - max(t["epochs"][0]["ended"] for t in trials), 2),
+                "window": (max(t["epochs"][0]["ended"] for t in trials), min(t["epochs"][-1]["ended"] for t in trials))}
 
     try:
         alone = phase(1)
@@ -338,6 +354,8 @@ def part_sharing(args) -> dict:
         peaks = sampler.stop() if sampler else {}
     for p in (alone, together):
         p["peak_gpu_mib_nvidia_smi"] = [peaks.get(pid) for pid in p["pids"]]
+        if sampler:
+            p["gpu_utilisation_pct"] = sampler.utilisation_between(*p["window"])
     ratio = together["epochs_per_s"] / alone["epochs_per_s"]
     return {"config": s["trial"], "epochs_per_trial": epochs, "threads_per_trial": threads,
             "alone": alone, "together": together, "throughput_ratio": round(ratio, 2),
@@ -376,6 +394,17 @@ def run_part(name: str, cap: float, args, base_cmd: list[str]) -> dict:
     return {"ok": True, "seconds": seconds, **json.loads(out.read_text())["result"]}
 
 
+def corpus_size(text: str) -> tuple[int, int]:
+    """--corpus UTTERANCES,UNLABELED -> (utterances, unlabeled)."""
+    try:
+        utterances, unlabeled = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected UTTERANCES,UNLABELED, e.g. 3000,1000") from None
+    if utterances < 30 or unlabeled < 0:  # the synthetic corpus has 30 speakers, one utterance each at least
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at least 30 utterances (one per synthetic speaker) and 0 or more unlabeled")
+    return utterances, unlabeled
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 epilog="Run on a GPU node: python benchmarks/gpu_check.py --out gpu_check.json")
@@ -393,6 +422,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--barrier", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", type=corpus_size, metavar="UTTERANCES,UNLABELED",
+                   help="size of the synthesised corpus of the epoch and sharing parts (default 600,200 on the GPU)")
+    p.add_argument("--share-epochs", type=int, help="epochs per trial in the sharing part (default 4 on the GPU)")
     args = p.parse_args()
     args.mode = "cpu" if args.cpu else "gpu"
 
@@ -421,12 +453,20 @@ def main() -> int:
     args.work = args.work or tempfile.mkdtemp(prefix="gpu_check-")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     base = [sys.executable, __file__, "--work", args.work] + (["--cpu"] if args.cpu else []) \
-        + (["--store", args.store] if args.store else [])
+        + (["--store", args.store] if args.store else []) \
+        + (["--corpus", ",".join(map(str, args.corpus))] if args.corpus else []) \
+        + (["--share-epochs", str(args.share_epochs)] if args.share_epochs else [])
     out = Path(args.out)
     report = {"mode": args.mode, "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": describe_machine(),
               "work": args.work, "budget_s": args.budget, "caps_s": {k: caps[k] for k in parts}, "parts": {}}
     deadline = time.monotonic() + args.budget
+    if not args.store and {"epoch", "sharing"} & set(parts):  # built once, before the parts and their caps
+        print("[gpu_check] building the synthetic store ...", flush=True)
+        started = time.perf_counter()
+        args.store = str(ensure_store(args))
+        base += ["--store", args.store]
+        report["store_build_s"] = round(time.perf_counter() - started, 1)
     for name in parts:
         left = deadline - time.monotonic()
         if left < 5:

@@ -60,3 +60,16 @@ def test_a_part_over_its_cap_is_recorded_and_the_next_still_runs(tmp_path):
 def test_unknown_part_is_exit_2(tmp_path):
     proc, _ = gpu_check(tmp_path, "--parts", "kmeans,warp", timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --parts") and "warp" in proc.stderr
+
+
+def test_the_store_is_built_once_before_the_parts_at_the_asked_size(tmp_path):
+    proc, report = gpu_check(tmp_path, "--cpu", "--parts", "epoch", "--corpus", "40,4")
+    assert proc.returncode == 0, proc.stderr
+    assert report["store_build_s"] > 0 and report["parts"]["epoch"]["ok"], report["parts"]["epoch"].get("log_tail")
+    assert report["parts"]["epoch"]["train_utterances"] < 40  # the 40-utterance corpus, not the default 48
+    assert (tmp_path / "work" / "synth-40-4-0.store" / "meta.json").exists()
+
+
+def test_bad_corpus_size_is_exit_2(tmp_path):
+    proc, _ = gpu_check(tmp_path, "--corpus", "600", timeout=60)
+    assert proc.returncode == 2 and "--corpus" in proc.stderr and "UTTERANCES,UNLABELED" in proc.stderr
