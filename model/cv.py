@@ -5,8 +5,10 @@
 `make_trainer`. Each fold has its own seed (so its own initialisation, k-means seeds and sampling),
 its own validation groups and its own best epoch. An epoch's metrics are the folds' means
 (`val_ccc_mean` is the mean over folds of each fold's validation CCC: what a scheduler sees), plus
-`fold<i>_val_ccc_<attr>` / `fold<i>_val_ccc_mean` per fold. The best model is a folder of the fold
-models (`fold_<i>.pt`, each its fold's best epoch), which `evaluate` and `predict` average.
+`fold<i>_val_ccc_<attr>` / `fold<i>_val_ccc_mean` per fold. The best epoch is the one whose fold
+mean is best (what the run reports as `best_val_ccc_mean`), and the best model is a folder of the
+fold models at that epoch (`fold_<i>.pt`), which `evaluate` and `predict` average: what is reported
+is what is saved.
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ class CVTrainer:
         splits = cv_splits(self.store, config.cv_folds, config.cv_group, config.seed)
         self.folds = [Trainer(config.replace(seed=fold_seed(config.seed, i)), self.store, split)
                       for i, split in enumerate(splits)]
+        for fold in self.folds:
+            fold.selects_best = False   # the fold models are kept at the epoch of the best fold mean
         self.device = self.folds[0].device
         self.val_name = f"{config.cv_folds}-fold CV of Train + Validation ({config.cv_group})"
         self.epoch = 0
@@ -92,6 +96,8 @@ class CVTrainer:
         if metrics["is_best"]:
             self.best_metric, self.best_epoch = float(metrics["val_ccc_mean"]), self.epoch
             self.best_metrics = dict(metrics)
+            for fold, fold_metrics in zip(self.folds, per_fold):
+                fold.keep_as_best(fold_metrics)
         metrics["best_val_ccc_mean"] = self.best_metric
         self.history.append(dict(metrics))
         return metrics

@@ -98,6 +98,7 @@ class Trainer:
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_metrics: dict[str, Any] | None = None
+        self.selects_best = True   # False for a CV fold: its CVTrainer picks the best epoch (the folds' mean)
         self.history: list[dict[str, Any]] = []
         self.failed: str | None = None
 
@@ -392,13 +393,17 @@ class Trainer:
             time_batch_s=times["batch"], time_validate_s=times["validate"], time_epoch_s=total,
             chunks_per_s=res["chunks"] / res["seconds"] if res["seconds"] > 0 else float("nan"),
         )
-        if is_best:
-            self.best_metric, self.best_epoch = float(metrics["val_ccc_mean"]), epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-            self.best_metrics = dict(metrics)
+        if is_best and self.selects_best:
+            self.keep_as_best(metrics)
         metrics["best_val_ccc_mean"] = self.best_metric
         self.history.append(dict(metrics))
         return metrics
+
+    def keep_as_best(self, metrics: dict[str, Any]) -> None:
+        """Keep the weights and `metrics` of the epoch just run as the best model."""
+        self.best_metric, self.best_epoch = float(metrics["val_ccc_mean"]), self.epoch
+        self.best_state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+        self.best_metrics = dict(metrics)
 
     def fit(self, on_epoch: Callable[[dict], bool | None] | None = None,
             checkpoint_dir: str | Path | None = None) -> dict[str, Any]:

@@ -162,3 +162,30 @@ def test_confirm_evaluates_a_cv_configuration_with_its_fold_ensemble(tiny_store,
     assert evaluation["test"]["Test1"]["models"] == 2
     assert summary["confirm_Test1_ccc_mean"] == evaluation["test"]["Test1"]["ccc_mean"]
     assert evaluation["validation_split"] == "2-fold CV of Train + Validation (speaker)"
+
+
+def test_fold_models_are_saved_at_the_epoch_of_the_best_fold_mean(tiny_store, tmp_path, monkeypatch):
+    """Fold 1 is best alone at epoch 1, fold 2 at epoch 3, but their mean is best at epoch 2: every
+    saved fold model is the epoch-2 one, the epoch the run reports as best."""
+    from model.model_file import load_model
+
+    scripted = {0: [0.6, 0.5, 0.1], 1: [0.1, 0.4, 0.5]}   # fold index -> val_ccc_mean per epoch
+    cv = make_trainer(config(epochs=3, cv_folds=2, unlabeled_pool=0), tiny_store)
+    for i, fold in enumerate(cv.folds):
+        real = fold.validate
+
+        def validate(real=real, fold=fold, values=scripted[i]):
+            out = real()
+            return {**out, "val_ccc_mean": values[fold.epoch]}   # fold.epoch: epochs finished before this one
+        monkeypatch.setattr(fold, "validate", validate)
+    for _ in range(3):
+        cv.run_epoch()
+    assert cv.best_epoch == 2 and cv.best_metric == pytest.approx(0.45)
+    weights_at_2 = [{k: v.clone() for k, v in fold.best_state.items()} for fold in cv.folds]
+    assert cv.save_best_model(tmp_path / "best_model")
+    for i, fold in enumerate(cv.folds, start=1):
+        network, info = load_model(tmp_path / "best_model" / f"fold_{i}.pt")
+        assert info.metadata["epoch"] == 2, (i, info.metadata["epoch"])
+        saved = network.state_dict()
+        assert all(torch.equal(saved[k].cpu(), weights_at_2[i - 1][k]) for k in saved)
+        assert fold.best_epoch == 2
