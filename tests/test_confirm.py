@@ -165,3 +165,41 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
     best = max(confirm["configurations"][:2], key=lambda c: c["summary"]["test"][SPLIT]["ccc_mean"]["mean"])
     assert head["metadata"]["configuration"] == best["id"]
     assert {k: v for k, v in head.items() if k != "metadata"} == best["config"]
+
+
+def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, tmp_path, monkeypatch, capsys):
+    """A condition whose study did not finish: `confirm` refuses and names --partial; with --partial it goes
+    on, and the plan, confirm.md and the report say how many trials each condition had."""
+    import tuner.confirm
+    from tuner.cli import main as cli
+    from tuner.confirm import confirm_seeds, plan_confirmation
+    from tuner.confirm_results import search_cell
+    from tuner.run_dir import open_run
+
+    storage = tmp_path / "results"
+    shutil.copytree(searched / "results" / NAME, storage / NAME, ignore=shutil.ignore_patterns("confirm"))
+    manifest_file = storage / NAME / "run.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["conditions"][1]["state"] = "running"   # e.g. the driver was stopped and never resumed
+    manifest_file.write_text(json.dumps(manifest))
+
+    assert cli(["confirm", NAME, "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert "labeled_ratio=1.0 not finished" in err and f"confirm {NAME} --partial" in err
+
+    begun = []
+
+    def begin(run, plan, *args, **kwargs):   # past the check: the confirmation itself begins (stopped here)
+        begun.append(plan)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tuner.confirm, "run_confirmation", begin)
+    assert cli(["confirm", NAME, "--storage", str(storage), "--partial", "--split", SPLIT]) == 130
+    assert [c["state"] for c in begun[0]["search"]] == ["done", "running"]
+
+    run = open_run(NAME, str(storage))
+    plan = plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(1), [SPLIT], [])
+    assert plan["search"] == [
+        {"condition": "labeled_ratio=0.5", "state": "done", "trials": 1, "finished": 1, "planned": 1},
+        {"condition": "labeled_ratio=1.0", "state": "running", "trials": 1, "finished": 1, "planned": 1}]
+    assert search_cell(plan["search"]) == ("labeled_ratio=0.5 1 of 1 trials finished; labeled_ratio=1.0 1 of 1 "
+                                           "trials finished (study running: stopped before it finished)")

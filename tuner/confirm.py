@@ -93,9 +93,23 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
     return {
         "version": PLAN_VERSION, "run": run.name, "top": top, "seeds": list(seeds), "splits": splits,
         "baselines": [str(p) for p in baselines], "configurations": configurations,
+        "search": search_extent(run, manifest),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
     }
+
+
+def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per condition of the search: its state and how many trials it had, finished and planned (what the
+    configurations to confirm were picked from; a stopped search is confirmed only with --partial)."""
+    from tuner.run_dir import space_from_manifest
+    from tuner.trial_records import read_trials
+
+    trials = read_trials(run, manifest)
+    planned = space_from_manifest(manifest).budget.num_samples
+    return [{"condition": c["label"], "state": c["state"], "trials": len(trials.get(c["label"], [])),
+             "finished": sum(1 for r in trials.get(c["label"], []) if r.status == "TERMINATED"),
+             "planned": planned} for c in manifest["conditions"]]
 
 
 def read_plan(run: RunDir) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ confirm.json (version 1; every CCC on the 1..7 label scale, as model.metrics.ccc
     run, run_path, store: the search run and its feature store
     updated: ISO time of this file; state: "complete" (every seed evaluated) or "partial"
     plan: {top, seeds: [int], splits: [test split] or null (= the store's test splits),
-           baselines: [file], command}
+           baselines: [file], command,
+           search: [{condition, state ("done" or not: confirmed with --partial), trials, finished, planned}]
+           (what the configurations were picked from; absent in confirmations planned before 2026-12)}
     validation_split: e.g. "Validation";  test_splits: e.g. ["Test1"]
     confidence: 0.95;  alpha: 0.05
     tests: {paired_t: "<name of the test>", bootstrap: "<name>", correction: "<name and family>",
@@ -175,7 +177,7 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         "version": VERSION, "run": run.name, "run_path": run.uri, "store": manifest["store"],
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "state": "complete" if complete else "partial",
-        "plan": {k: plan[k] for k in ("top", "seeds", "splits", "baselines", "command")},
+        "plan": {k: plan[k] for k in ("top", "seeds", "splits", "baselines", "command", "search") if k in plan},
         "validation_split": val_split, "test_splits": test_splits, "confidence": CONFIDENCE, "alpha": ALPHA,
         "tests": {"paired_t": PAIRED_T, "bootstrap": BOOTSTRAP,
                   "correction": f"{HOLM} over the comparisons sharing a split, a metric and a test",
@@ -315,7 +317,17 @@ def format_table(confirm: dict[str, Any]) -> str:
                          f"{p_cell(c['bootstrap'])} |")
         lines.append("")
     lines.append(f"Selection: {confirm['selection']}.")
+    if confirm["plan"].get("search"):
+        lines += ["", f"Search: {search_cell(confirm['plan']['search'])}."]
     return "\n".join(lines) + "\n"
+
+
+def search_cell(search: list[dict[str, Any]]) -> str:
+    """What the confirmed configurations were picked from: per condition its finished trials of those planned,
+    and whether its study had finished (a confirmation with --partial)."""
+    return "; ".join(f"{c['condition']} {c['finished']} of {c['planned']} trials finished"
+                     + ("" if c["state"] == "done" else f" (study {c['state']}: stopped before it finished)")
+                     for c in search)
 
 
 def write_results(run: RunDir, confirm: dict[str, Any]) -> str:

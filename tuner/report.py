@@ -108,7 +108,7 @@ def tables_confirm(report: RunReport) -> list[Table]:
     per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
-    from tuner.confirm_results import ci_cell, p_cell, stat_cell
+    from tuner.confirm_results import ci_cell, p_cell, search_cell, stat_cell
 
     c = report.confirm
     if not c:
@@ -128,7 +128,8 @@ def tables_confirm(report: RunReport) -> list[Table]:
                             ["configuration", "kind", "seeds", "validation ccc_mean", *metrics], rows,
                             note=f"{len(seeds)} seeds per configuration, full epochs, no early stopping; mean over "
                                  f"seeds [{c['confidence']:.0%} Student-t interval]. State: {c['state']}. "
-                                 f"Selection: {c['selection']}."))
+                                 f"Selection: {c['selection']}."
+                                 + (f" Search: {search_cell(c['plan']['search'])}." if c["plan"].get("search") else "")))
     if c["comparisons"]:
         t = c["tests"]
         rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}",

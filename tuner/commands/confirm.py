@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "search_spaces/baselines/deepemocluster_act.yaml")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap resamples (default {RESAMPLES})")
+    parser.add_argument("--partial", action="store_true",
+                        help="confirm a search that was stopped before its conditions finished (its finished trials)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the running one)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
 
@@ -104,9 +106,10 @@ def main(args: argparse.Namespace) -> int:
     run = open_run(args.name, args.storage)
     manifest = run.read_manifest()
     unfinished = [c["label"] for c in manifest["conditions"] if c["state"] != "done"]
-    if unfinished:
+    if unfinished and not args.partial:
         raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
-                        f"with `python -m tuner resume {run.name}` before confirming it")
+                        f"with `python -m tuner resume {run.name}` before confirming it, or confirm what it "
+                        f"found so far with `python -m tuner confirm {run.name} --partial`")
     with run.writer_lock():   # one driver per run: not while `resume` or another `confirm` drives it
         plan = choose_plan(run, manifest, args)
         outcome = run_confirmation(run, plan, args.address, args.num_cpus)
