@@ -75,12 +75,13 @@ class RunReport:
 
 
 def rung_epochs(space: SearchSpace) -> list[int]:
-    """Epochs at which the scheduler compares trials: ASHA's rungs (as Ray spaces them), else every
+    """Epochs at which the scheduler compares trials: ASHA's rungs (asked of Ray's scheduler), else every
     epoch; always ending with the last epoch."""
     max_t, s = space.budget.max_epochs, space.scheduler
     if s.type == "asha":
-        count = int(math.log(max_t / s.grace_period) / math.log(s.reduction_factor) + 1)
-        epochs = sorted({int(s.grace_period * s.reduction_factor ** k) for k in range(count)})
+        from tuner.scheduler_state import asha_rung_epochs   # here: it imports Ray, which a report needs only for ASHA
+
+        epochs = asha_rung_epochs(max_t, s.grace_period, s.reduction_factor)
     else:
         epochs = list(range(1, max_t + 1))
     return [e for e in epochs if e < max_t] + [max_t]
