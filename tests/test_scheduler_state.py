@@ -123,18 +123,47 @@ def test_rebuilt_rungs_are_where_ray_put_the_results_with_non_integer_milestones
     assert dict(rebuilt._brackets[0]._rungs) == dict(live._brackets[0]._rungs)
 
 
-def test_report_rung_epochs_are_the_epochs_ray_judges_at():
-    """grace 2, reduction factor 1.5: milestones 2, 3, 4.5, 6.75, judged at epochs 2, 3, 5 and 7 (not 4 and 6)."""
+def asha_space_text(grace: int, factor: float, max_epochs: int) -> str:
     import yaml
 
     from tune_helpers import SMOKE
-    from tuner.report_data import rung_epochs
-    from tuner.search_space import parse_space
 
     raw = yaml.safe_load(SMOKE.read_text())
-    raw["scheduler"].update(grace_period=2, reduction_factor=1.5)
-    raw["budget"]["max_epochs"] = 10
-    assert rung_epochs(parse_space(raw, "smoke.yaml")) == [2, 3, 5, 7, 10]   # and the last epoch
-    raw["scheduler"].update(grace_period=1, reduction_factor=2)
-    raw["budget"]["max_epochs"] = 6
-    assert rung_epochs(parse_space(raw, "smoke.yaml")) == [1, 2, 4, 6]       # integer milestones 1, 2, 4
+    raw["scheduler"].update(grace_period=grace, reduction_factor=factor)
+    raw["budget"]["max_epochs"] = max_epochs
+    return yaml.safe_dump(raw)
+
+
+def asha_space(grace: int, factor: float, max_epochs: int):
+    import yaml
+
+    from tuner.search_space import parse_space
+
+    return parse_space(yaml.safe_load(asha_space_text(grace, factor, max_epochs)), "smoke.yaml")
+
+
+def test_report_rung_epochs_are_the_epochs_ray_judges_at():
+    """grace 2, reduction factor 1.5: milestones 2, 3, 4.5, 6.75, judged at epochs 2, 3, 5 and 7 (not 4
+    and 6); for a run whose run.json does not keep them, the report asks Ray's scheduler."""
+    from tuner.report_data import rung_epochs
+
+    assert rung_epochs(asha_space(2, 1.5, 10), {}) == [2, 3, 5, 7, 10]   # and the last epoch
+    assert rung_epochs(asha_space(1, 2, 6), {}) == [1, 2, 4, 6]          # integer milestones 1, 2, 4
+
+
+def test_run_keeps_rays_rung_epochs_in_run_json_and_the_report_reads_them_without_ray(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tuner.experiment import start_manifest
+
+    text = asha_space_text(2, 1.5, 10)
+    manifest = start_manifest(asha_space(2, 1.5, 10), text, "store", "r", "journal", True)
+    assert manifest["rung_epochs"] == [2, 3, 5, 7]
+    (tmp_path / "run.json").write_text(json.dumps(manifest))
+    code = ("import json, sys; from tuner.run_dir import space_from_manifest; from tuner.report_data import rung_epochs; "
+            f"m = json.load(open({str(tmp_path / 'run.json')!r})); "
+            "print(json.dumps([rung_epochs(space_from_manifest(m), m), 'ray' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [[2, 3, 5, 7, 10], False]

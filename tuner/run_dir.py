@@ -265,6 +265,9 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
             return f"{key} {manifest[key]!r}: expected a string"
     if "run_id" in manifest and not (isinstance(manifest["run_id"], str) and RUN_ID.fullmatch(manifest["run_id"])):
         return f"run_id {manifest['run_id']!r}: expected 32 hexadecimal digits"
+    epochs = manifest.get("rung_epochs", [])
+    if not (isinstance(epochs, list) and all(type(e) is int and e >= 1 for e in epochs)):
+        return f"rung_epochs {epochs!r}: expected a list of epochs (integers >= 1)"
     return None
 
 

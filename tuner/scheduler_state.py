@@ -9,7 +9,8 @@ them to ASHA's own `on_trial_result` (and a finished trial's last one to `on_tri
 Ray's `stop_trial` did): where a trial's result lands depends only on that trial's own results, so
 each trial lands where ASHA put it, whatever the order the trials' results arrived in (a milestone m
 takes the result of the first epoch >= m, or of a later one when several milestones fall within one
-epoch). `asha_rung_epochs` asks Ray's scheduler the same way at which epochs it judges a trial. Trials the run's Optuna study had already finished (ASHA stopped them, or
+epoch). `asha_rung_epochs` asks Ray's scheduler the same way at which epochs it judges a trial (`run` keeps
+them in run.json for the report). Trials the run's Optuna study had already finished (ASHA stopped them, or
 they ran all epochs) after Ray's last experiment snapshot are kept finished by the trainable
 (`finished_in_study`), so an early-stopping decision made before the driver died stands.
 """
@@ -21,17 +22,20 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tuner.run_dir import RunDir
+from tuner.space_schema import SearchSpace
 from tuner.trial_records import TrialRecord, trial_results
 
 
 TIME_ATTR = "training_iteration"   # ASHA's time: epochs
 
 
-def asha_rung_epochs(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
-    """The epochs at which Ray's ASHA puts a trial that reports every epoch into a rung (judges it),
-    found by reporting such a trial to Ray's own scheduler rather than by recomputing its milestones."""
+def asha_rung_epochs(space: SearchSpace) -> list[int]:
+    """The epochs at which Ray's ASHA, as the space sets it up, puts a trial that reports every epoch
+    into a rung (judges it), found by reporting such a trial to Ray's own scheduler rather than by
+    recomputing its milestones."""
+    max_t = space.budget.max_epochs
     asha = ASHAScheduler(time_attr=TIME_ATTR, metric="probe", mode="max", max_t=max_t,
-                         grace_period=grace_period, reduction_factor=reduction_factor)
+                         grace_period=space.scheduler.grace_period, reduction_factor=space.scheduler.reduction_factor)
     probe = SimpleNamespace(trial_id="probe")   # ASHA reads only a trial's id
     asha._trial_info[probe.trial_id] = asha._brackets[0]   # on_trial_add's choice, without its draw from NumPy's RNG
     epochs = []
