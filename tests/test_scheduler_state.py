@@ -112,7 +112,8 @@ def test_rebuilt_rungs_are_where_ray_put_the_results_with_non_integer_milestones
     """Milestones 2, 3, 4.5, 6.75 (ASHA records 4.5 at epoch 5), and 1, 1.2, 1.44, ... (several in one epoch:
     ASHA fills the highest, and a skipped one at a later epoch). Some trials still run at the kill."""
     rng = np.random.default_rng(0)
-    histories = {f"t{i}": [float(v) for v in rng.uniform(0, 1, size=int(rng.integers(1, max_t + 1)))] for i in range(12)}
+    lengths = rng.integers(1, max_t + 1, size=12)
+    histories = {f"t{i}": [float(v) for v in rng.uniform(0, 1, size=n)] for i, n in enumerate(lengths)}
     kwargs = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=factor)
     live, records = live_asha(kwargs, histories)
     assert any(r.status == "RUNNING" for r in records) and any(r.status == "TERMINATED" for r in records)
@@ -162,7 +163,8 @@ def test_run_keeps_rays_rung_epochs_in_run_json_and_the_report_reads_them_withou
     manifest = start_manifest(asha_space(2, 1.5, 10), text, "store", "r", "journal", True)
     assert manifest["rung_epochs"] == [2, 3, 5, 7]
     (tmp_path / "run.json").write_text(json.dumps(manifest))
-    code = ("import json, sys; from tuner.run_dir import space_from_manifest; from tuner.report_data import rung_epochs; "
+    code = ("import json, sys; from tuner.run_dir import space_from_manifest; "
+            "from tuner.report_data import rung_epochs; "
             f"m = json.load(open({str(tmp_path / 'run.json')!r})); "
             "print(json.dumps([rung_epochs(space_from_manifest(m), m), 'ray' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,10 +9,15 @@ them to ASHA's own `on_trial_result` (and a finished trial's last one to `on_tri
 Ray's `stop_trial` did): where a trial's result lands depends only on that trial's own results, so
 each trial lands where ASHA put it, whatever the order the trials' results arrived in (a milestone m
 takes the result of the first epoch >= m, or of a later one when several milestones fall within one
-epoch). `asha_rung_epochs` asks Ray's scheduler the same way at which epochs it judges a trial (`run` keeps
-them in run.json for the report). Trials the run's Optuna study had already finished (ASHA stopped them, or
-they ran all epochs) after Ray's last experiment snapshot are kept finished by the trainable
-(`finished_in_study`), so an early-stopping decision made before the driver died stands.
+epoch). `asha_rung_epochs` asks Ray's scheduler the same way at which epochs it judges a trial
+(`run` keeps them in run.json for the report). Trials the run's Optuna study had already finished
+(ASHA stopped them, or they ran all epochs) after Ray's last experiment snapshot are kept finished
+by the trainable (`finished_in_study`), so an early-stopping decision made before the driver died
+stands.
+
+Private Ray API relied on (Ray 2.60; tests/test_scheduler_state.py fails when it changes):
+`AsyncHyperBandScheduler._brackets` (its single bracket), `_Bracket._rungs` (the rungs to read) and
+`AsyncHyperBandScheduler._trial_info` (trial id -> bracket, which on_trial_result needs).
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ def asha_rung_epochs(space: SearchSpace) -> list[int]:
     recomputing its milestones."""
     max_t = space.budget.max_epochs
     asha = ASHAScheduler(time_attr=TIME_ATTR, metric="probe", mode="max", max_t=max_t,
-                         grace_period=space.scheduler.grace_period, reduction_factor=space.scheduler.reduction_factor)
+                         grace_period=space.scheduler.grace_period,
+                         reduction_factor=space.scheduler.reduction_factor)
     probe = SimpleNamespace(trial_id="probe")   # ASHA reads only a trial's id
     asha._trial_info[probe.trial_id] = asha._brackets[0]   # on_trial_add's choice, without its draw from NumPy's RNG
     epochs = []
