@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from model.atomic_files import check_output_dir, replace_dir
+from model.atomic_files import check_output_dir, fsync_dir, replace_dir
 from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, IMPLAUSIBLE_AUDIO, KEPT_REASONS, LABEL_RANGE, POOL_SPLIT,
                            SHORT_UTTERANCE, SKIPPED_REASONS, UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
 from model.devices import usable_cpus
@@ -191,10 +191,37 @@ def prepare_store(corpus_path: str | Path, out: str | Path, features: str = "log
 
 
 def _remove_leftovers(out: Path) -> None:
-    """Temporary and old folders of earlier builds of `out` (we hold its lock: nobody else is building)."""
-    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
-        for stale in out.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+    """Temporary folders of earlier builds of `out`, and the old stores replace_dir moves aside while it
+    swaps in a new one (we hold the lock of `out`: nobody else is building).
+
+    A build killed between replace_dir's two renames leaves no `out` and the old store as the only
+    complete one: the newest complete old store is put back. An old store is deleted only once `out`
+    is complete; otherwise it is kept, and a note says so."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    complete = bool(olds) and _complete(out)
+    for old in olds:
+        if complete:
+            shutil.rmtree(old, ignore_errors=True)
+        elif not out.exists() and _complete(old):
+            os.rename(old, out)
+            fsync_dir(out.parent)
+            complete = True
+            print(f"note: {out} was missing (a build was stopped while replacing it); the complete store it "
+                  f"replaced, {old.name}, is back in its place", file=sys.stderr)
+        else:
+            print(f"note: kept {old}: it may be the only complete copy of the store while {out} is not complete; "
+                  "the next prepare deletes it once the store is built", file=sys.stderr)
+
+
+def _complete(store: Path) -> bool:
+    """True when `store` is a whole feature store: it opens, passes FeatureStore.verify and has its report."""
+    try:
+        FeatureStore.open(store).verify().report
+    except (StoreError, OSError, ValueError):
+        return False
+    return True
 
 
 def _prepare_locked(corpus: Corpus, out: Path, spec, ref_terms, norm_terms, workers, dtype: str,

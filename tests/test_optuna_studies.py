@@ -145,7 +145,8 @@ def test_journal_uploads_of_the_studies_threads_do_not_overlap(tmp_path, monkeyp
             release.wait(10)
         written.append(data)
 
-    run = SimpleNamespace(local=None, uri="s3://bucket/results/r", write_bytes=write_bytes)
+    run = SimpleNamespace(local=None, uri="s3://bucket/results/r", write_bytes=write_bytes,
+                          read_manifest=lambda: {"run_id": "0" * 32})
     local = optuna_studies.journal_path(run)
     local.parent.mkdir(parents=True)
     local.write_bytes(b"1\n")
@@ -161,3 +162,77 @@ def test_journal_uploads_of_the_studies_threads_do_not_overlap(tmp_path, monkeyp
     first.join(10)
     second.join(10)
     assert written == [b"1\n", b"1\n2\n"]                 # the longer journal is written last
+
+
+
+def bucket_run(storage: str, name: str):
+    """A new run's folder with its manifest (a new run id), as `run` writes it."""
+    from tuner.run_dir import RunDir, new_manifest
+    from tuner.search_space import parse_space
+
+    space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
+    run = RunDir(storage, name)
+    run.write_manifest(new_manifest(space, SMOKE.read_text(), "store", name, "journal"))
+    return run
+
+
+def new_study(run, value: float):
+    """The run's first condition's study, with one finished trial of `value`; returns the condition's label."""
+    import optuna
+
+    from tuner.optuna_studies import open_storage, study_name
+
+    label = run.read_manifest()["conditions"][0]["label"]
+    study = optuna.create_study(study_name=study_name(run.name, label), storage=open_storage(run, "journal"),
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    return label
+
+
+def test_a_new_bucket_run_never_inherits_a_deleted_runs_study(s3_server, tmp_path, monkeypatch):
+    """Delete a bucket run and start a new one of the same name on the same driver machine: the local
+    journal copy belongs to one run (its run id in run.json), so the new run's studies start empty."""
+    import uuid
+
+    from tuner.optuna_studies import load_studies, upload_journal
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
+    storage = s3_server.uri(f"results-{uuid.uuid4().hex[:6]}")
+    old = bucket_run(storage, "b")
+    label = new_study(old, 0.5)
+    upload_journal(old)
+    assert [t.value for t in load_studies(old)[label].trials] == [0.5]
+    old_id = old.read_manifest().get("run_id")
+    old.fs.delete_dir(old.path())                          # the user deletes the run ...
+
+    new = bucket_run(storage, "b")                         # ... and starts a new one with its name
+    assert load_studies(new) == {}
+    assert new.read_manifest().get("run_id") != old_id
+
+
+def test_a_journal_upload_stops_at_the_last_complete_line(s3_server, tmp_path, monkeypatch):
+    """The upload may read the local journal while another thread appends a line: the bucket gets the
+    complete lines only, so a driver that resumes on another machine (fetches the bucket's journal and
+    appends to it) reads its study back (after a half line, its first line would be 'Invalid log format')."""
+    import uuid
+
+    import optuna
+
+    from tuner import optuna_studies
+    from tuner.optuna_studies import JOURNAL, journal_path, load_studies, upload_journal
+    from tuner.run_dir import RunDir
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
+    run = bucket_run(s3_server.uri(f"results-{uuid.uuid4().hex[:6]}"), "b")
+    label = new_study(run, 0.5)
+    with open(journal_path(run), "ab") as f:
+        f.write(b'{"op_code":4,"worker_id":"')         # a line half-written by another thread
+    upload_journal(run)
+
+    monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "other-machine"))
+    monkeypatch.setattr(optuna_studies, "_OPEN", {})       # a driver on another machine resumes the run
+    resumed = RunDir(run.storage, "b")
+    load_studies(resumed)[label].add_trial(optuna.trial.create_trial(value=0.7, params={}, distributions={}))
+    monkeypatch.setattr(optuna_studies, "_OPEN", {})       # and a reader after it
+    assert [t.value for t in load_studies(resumed)[label].trials] == [0.5, 0.7]
+    assert run.read_bytes(JOURNAL).endswith(b"}\n")           # the bucket's copy: complete lines only

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -242,6 +243,33 @@ def test_stale_temp_folder_of_a_dead_build_is_removed(messy_corpus, tmp_path):
     (stale / "raw.f32").write_bytes(bytes(100))
     prepare_store(messy_corpus, tmp_path / "s", workers=1, progress=False)
     assert not stale.exists()
+
+
+def test_a_build_stopped_between_the_two_renames_gets_its_old_store_back(messy_corpus, tmp_path, capsys):
+    """replace_dir moves the old store aside, then the new one in: a build killed in between leaves no
+    store and the old one as the only complete copy. The next prepare puts it back (no rebuild)."""
+    out = tmp_path / "s"
+    prepare_store(messy_corpus, out, workers=1, progress=False)
+    frames = (out / "frames.npy").read_bytes()
+    old = tmp_path / ".s.old-999999-deadbeef"
+    out.rename(old)                                             # the first rename, then the kill
+    (tmp_path / ".s.tmp-999999-deadbeef").mkdir()               # the new store, never moved in
+    report = prepare_store(messy_corpus, out, workers=1, progress=False)
+    assert report["status"] == "unchanged" and (out / "frames.npy").read_bytes() == frames
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy", "s"]
+    assert f"{out} was missing" in capsys.readouterr().err
+
+
+def test_an_old_store_is_deleted_only_once_the_store_is_complete(messy_corpus, tmp_path, capsys):
+    out = tmp_path / "s"
+    prepare_store(messy_corpus, out, workers=1, progress=False)
+    old = tmp_path / ".s.old-999999-deadbeef"
+    shutil.copytree(out, old)
+    (out / "frames.npy").unlink()                               # the store is damaged: the old copy is kept
+    assert prepare_store(messy_corpus, out, workers=1, progress=False)["status"] == "built"
+    assert FeatureStore.open(old).verify() and f"kept {old}" in capsys.readouterr().err
+    assert prepare_store(messy_corpus, out, workers=1, progress=False)["status"] == "unchanged"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy", "s"]   # the store is whole: deleted
 
 
 def test_open_is_read_only_and_memory_mapped(messy_corpus, tmp_path):

@@ -38,6 +38,16 @@ def test_damaged_manifest_is_a_clear_error(tmp_path):
         RunDir(tmp_path, "r").read_manifest()
 
 
+@pytest.mark.parametrize("key, value, expected", [("run_id", "../../elsewhere", "32 hexadecimal digits"),
+                                                   ("rung_epochs", [2, "3"], "a list of epochs")])
+def test_a_manifests_run_id_and_rung_epochs_are_checked(tmp_path, key, value, expected):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(json.dumps({
+        "version": 1, "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [], key: value}))
+    with pytest.raises(UserError, match=f"run.json: damaged manifest: {key} .*{expected}"):
+        RunDir(tmp_path, "r").read_manifest()
+
+
 def test_manifest_writes_are_atomic_and_round_trip(tmp_path):
     run = RunDir(tmp_path, "r")
     run.write_manifest({"metrics": ["val_ccc_mean"], "modes": ["max"],

@@ -195,13 +195,24 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     if setting != JOURNAL_STORAGE:
         open_storage(run, setting)  # an unreachable database fails here, before anything is written
     _start(space, store, address, num_cpus)  # fails before anything is written
-    manifest = new_manifest(space, space_text, store, run.name, setting, side_by_side)
-    run.write_manifest(manifest)
+    run.write_manifest(start_manifest(space, space_text, store, run.name, setting, side_by_side))
     with tempfile.TemporaryDirectory(prefix="hparams-") as tmp:  # a local file, then into the run (any storage)
         write_experiment_summary(tmp, space, hparam_metric_tags(space.metrics))
         for f in Path(tmp).iterdir():
             run.write_bytes(f.read_bytes(), f.name)
     return _run_conditions(space, store, run, resume=False)
+
+
+def start_manifest(space: SearchSpace, space_text: str, store: str, name: str, setting: str,
+                   side_by_side: bool) -> dict[str, Any]:
+    """run.json of a new run (tuner.run_dir.new_manifest); with ASHA also `rung_epochs`, the epochs at
+    which Ray's scheduler judges trials, for the report (which then needs no Ray)."""
+    from tuner.scheduler_state import asha_rung_epochs
+
+    manifest = new_manifest(space, space_text, store, name, setting, side_by_side)
+    if space.scheduler.type == "asha":
+        manifest["rung_epochs"] = asha_rung_epochs(space)
+    return manifest
 
 
 def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 The run's manifest says where they are (`optuna_storage`):
 - `journal` (the default): an Optuna JournalStorage file, RUN/optuna.journal. For a run whose
-  storage is a bucket (s3://, gs://) the driver writes a local copy, `<cache>/<run hash>/optuna.journal`
-  ($DEEPEMOCLUSTER_OPTUNA_CACHE, else ~/.cache/deepemocluster/optuna), and copies it into the run
-  folder at every Ray experiment snapshot (tuner.study_searcher), after each condition and at the
-  end (`upload_journal`); readers and `resume` on another machine fetch it back first (`fetch_journal`).
+  storage is a bucket (s3://, gs://) the driver writes a local copy, `<cache>/<key>/optuna.journal`
+  ($DEEPEMOCLUSTER_OPTUNA_CACHE, else ~/.cache/deepemocluster/optuna; the key is a hash of the run's
+  URI and its `run_id` in run.json, so a new run that reuses a deleted run's name starts a new copy),
+  and copies it into the run folder at every Ray experiment snapshot (tuner.study_searcher), after
+  each condition and at the end (`upload_journal`, up to the last complete line); readers and
+  `resume` on another machine fetch it back first (`fetch_journal`).
 - an RDB URL (`sqlite:///...`, `postgresql://...`): `run --optuna-storage URL`.
 
 Each condition's study is named `<run>/<condition label>`. Its trials carry the searched parameters,
@@ -62,7 +64,16 @@ def journal_path(run: RunDir) -> Path:
     """Where the driver reads and writes the run's journal: in the run folder, or a local copy for a bucket."""
     if run.local is not None:
         return run.local / JOURNAL
-    return _cache_dir() / hashlib.sha256(run.uri.encode()).hexdigest()[:16] / JOURNAL
+    return _cache_dir() / _copy_key(run) / JOURNAL
+
+
+def _copy_key(run: RunDir) -> str:
+    """The folder of a bucket run's local journal copy: a hash of the run's URI and its id (run.json),
+    so that the copy belongs to this run and not to a deleted one of the same name; a run made before
+    ids were written: a hash of its URI alone (where its driver kept the copy)."""
+    run_id = run.read_manifest().get("run_id")
+    owner = run.uri if run_id is None else f"{run.uri}\n{run_id}"
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
 def is_copied(run: RunDir) -> bool:
@@ -71,14 +82,21 @@ def is_copied(run: RunDir) -> bool:
 
 
 def upload_journal(run: RunDir) -> None:
-    """Copy the local journal into the bucket run folder (atomic; a no-op for local runs).
+    """Copy the local journal into the bucket run folder up to its last complete line (atomic; a no-op
+    for local runs): another thread may be appending a line, and a half-written one would read as
+    "Invalid log format" later.
 
     Serialised: the conditions' threads upload the one journal, and an upload that read it earlier
     must not finish last (the bucket would keep the shorter copy)."""
+    if not is_copied(run):
+        return
     local = journal_path(run)
-    if is_copied(run) and local.exists():
+    if local.exists():
         with _UPLOAD_LOCK:
-            run.write_bytes(local.read_bytes(), JOURNAL)
+            data = local.read_bytes()
+            complete = data[:data.rfind(b"\n") + 1]
+            if complete:
+                run.write_bytes(complete, JOURNAL)
 
 
 def fetch_journal(run: RunDir) -> None:

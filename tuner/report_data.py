@@ -74,13 +74,16 @@ class RunReport:
         return list(self.space.conditions)
 
 
-def rung_epochs(space: SearchSpace) -> list[int]:
-    """Epochs at which the scheduler compares trials: ASHA's rungs (as Ray spaces them), else every
-    epoch; always ending with the last epoch."""
+def rung_epochs(space: SearchSpace, manifest: dict[str, Any]) -> list[int]:
+    """Epochs at which the scheduler compares trials: ASHA's rungs (Ray's scheduler's, kept in run.json
+    by `run`), else every epoch; always ending with the last epoch."""
     max_t, s = space.budget.max_epochs, space.scheduler
     if s.type == "asha":
-        count = int(math.log(max_t / s.grace_period) / math.log(s.reduction_factor) + 1)
-        epochs = sorted({int(s.grace_period * s.reduction_factor ** k) for k in range(count)})
+        epochs = manifest.get("rung_epochs")
+        if epochs is None:   # a run made before run.json kept them: ask Ray's scheduler (imports Ray)
+            from tuner.scheduler_state import asha_rung_epochs
+
+            epochs = asha_rung_epochs(space)
     else:
         epochs = list(range(1, max_t + 1))
     return [e for e in epochs if e < max_t] + [max_t]
@@ -212,7 +215,7 @@ def collect(run: RunDir) -> RunReport:
     summary = {c["condition"]: c for c in summarize(run)["conditions"]}
     picks = best_trials(run, manifest, top=TOP_CONFIGS)
     studies, studies_source = condition_studies(run, space, manifest, trials)
-    rungs = rung_epochs(space)
+    rungs = rung_epochs(space, manifest)
     conditions = []
     for cond in manifest["conditions"]:
         label = cond["label"]

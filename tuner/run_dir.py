@@ -1,7 +1,7 @@
 """The folder of one search run, STORAGE/NAME: its manifest and one Ray experiment per condition.
 
 Layout:
-    STORAGE/NAME/run.json               the manifest: space (text), store, conditions and their state
+    STORAGE/NAME/run.json               the manifest: run id, space (text), store, conditions and their state
     STORAGE/NAME/events.out.tfevents.*  the HParams experiment summary (TensorBoard root run)
     STORAGE/NAME/<condition>/           one Ray Tune experiment (one Optuna study) per condition,
                                         e.g. `labeled_ratio=0.1/`, or `all/` without conditions
@@ -37,6 +37,7 @@ MANIFEST = "run.json"
 MANIFEST_VERSION = 1
 DEFAULT_STORAGE = "results"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RUN_ID = re.compile(r"[0-9a-f]{32}")   # run.json's `run_id` (runs made before ids were written have none)
 
 
 def check_name(name: str) -> str:
@@ -262,6 +263,11 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     for key in ("space_yaml", "space_file", "store", "name"):
         if key in manifest and not isinstance(manifest[key], str):
             return f"{key} {manifest[key]!r}: expected a string"
+    if "run_id" in manifest and not (isinstance(manifest["run_id"], str) and RUN_ID.fullmatch(manifest["run_id"])):
+        return f"run_id {manifest['run_id']!r}: expected 32 hexadecimal digits"
+    epochs = manifest.get("rung_epochs", [])
+    if not (isinstance(epochs, list) and all(type(e) is int and e >= 1 for e in epochs)):
+        return f"rung_epochs {epochs!r}: expected a list of epochs (integers >= 1)"
     return None
 
 
@@ -293,11 +299,12 @@ def open_run(name: str, storage: str | None) -> RunDir:
 # ---- the manifest's content ----------------------------------------------------------------------
 def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
                  optuna_storage: str, side_by_side: bool = True) -> dict[str, Any]:
-    """The manifest of a new run: the space (as text), the store, the Optuna storage, whether the
-    conditions' studies run side by side, and every condition, pending."""
+    """The manifest of a new run: its id (new for every run, also one that reuses a deleted run's
+    name), the space (as text), the store, the Optuna storage, whether the conditions' studies run
+    side by side, and every condition, pending."""
     return {
-        "name": name, "space_file": space.source, "space_yaml": space_text, "store": store,
-        "optuna_storage": optuna_storage, "side_by_side": side_by_side,
+        "name": name, "run_id": uuid.uuid4().hex, "space_file": space.source, "space_yaml": space_text,
+        "store": store, "optuna_storage": optuna_storage, "side_by_side": side_by_side,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
         "metrics": space.metrics, "modes": space.modes,

@@ -119,8 +119,9 @@ def main(args: argparse.Namespace) -> int:
         if ray.is_initialized():
             ray.shutdown()
         confirm = collect(run, plan, resamples=args.resamples)
+        table = write_results(run, confirm)   # under the lock: no other `confirm` may write them meanwhile
     print()
-    print(write_results(run, confirm))
+    print(table)
     print(f"results: {display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))}, "
           f"{display_uri(run.child_uri(EXPERIMENT, TABLE_FILE))}")
     if outcome["interrupted"]:

@@ -31,4 +31,4 @@ def main(args: argparse.Namespace) -> int:
     run = open_run(args.name, args.storage)
     with run.writer_lock():
         outcome = resume_search(run, args.address, args.num_cpus)
-    return finish(run, outcome, args.top)
+        return finish(run, outcome, args.top)   # the export too: no other driver may write the run meanwhile

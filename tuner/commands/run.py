@@ -79,4 +79,4 @@ def main(args: argparse.Namespace) -> int:
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
         outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage,
                              side_by_side=not args.sequential)
-    return finish(run, outcome, args.top)
+        return finish(run, outcome, args.top)   # the export too: no `resume` may write the run meanwhile
