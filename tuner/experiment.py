@@ -21,7 +21,7 @@ from model.devices import usable_cpus
 from model.errors import UserError
 from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
-from tuner.run_dir import RunDir, new_manifest, space_from_manifest
+from tuner.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
 from tuner.space_schema import SearchSpace, SpaceSampler, best_metric, condition_label
 from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
@@ -116,9 +116,13 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_trainable(space: SearchSpace, store: str, trainable=None, **params):
+def make_trainable(space: SearchSpace, store: str, trainable=None, name: str | None = None, **params):
     """The function trainable (default train_trial; `params` go to it) with its store path and
-    resources attached (fractional GPU allowed)."""
+    resources attached (fractional GPU allowed).
+
+    `name`: the name Ray registers it under (default the function's): Ray names a function trainable
+    by its `__name__`, and its registry keeps one trainable per name, so each condition's gets its own
+    (tuner.run_dir.trainable_name) and keeps its own parameters when the studies run side by side."""
     from ray import tune
 
     from tuner.trainable import train_trial
@@ -127,6 +131,8 @@ def make_trainable(space: SearchSpace, store: str, trainable=None, **params):
         trainable, params = train_trial, {"ranked": tuple(zip(space.metrics, space.modes)), **params}
     fn = tune.with_parameters(trainable, store_path=store, cpus=space.resources.cpu, gpus=space.resources.gpu,
                               first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4], **params)
+    if name is not None:
+        fn.__name__ = name
     return tune.with_resources(fn, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
 
 
@@ -136,10 +142,11 @@ def hparam_names(space: SearchSpace) -> list[str]:
 
 
 def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str,
-               storage_setting: str, side_by_side: bool = False):
+               storage_setting: str, side_by_side: bool = False, trainable: str | None = None):
     """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>.
 
-    `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.side_by_side)."""
+    `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.side_by_side).
+    `trainable`: the name Ray registers the condition's trainable under (make_trainable)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback
 
@@ -168,7 +175,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
-    return tune.Tuner(make_trainable(space, store), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(make_trainable(space, store, name=trainable), tune_config=tune_config, run_config=run_config)
 
 
 def _prepare_env() -> None:
@@ -288,7 +295,7 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
     from ray import tune
 
     label = condition_label(condition)
-    exp_uri = run.child_uri(label)
+    exp_uri, name = run.child_uri(label), condition_trainable(run.read_manifest(), label)
     start = time.perf_counter()
     if resume and tune.Tuner.can_restore(exp_uri):
         print(f"[tuner] condition {label}: restoring the interrupted study from {exp_uri}")
@@ -301,11 +308,11 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
             with slots.lock:
                 slots.live |= {(label, r.trial_id) for r in read_condition(run, label, space.metric, space.mode)
                                if r.status not in ("TERMINATED",) and r.trial_id not in finished}
-        tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, finished=finished),
+        tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, name=name, finished=finished),
                                    resume_unfinished=True, resume_errored=True)
     else:
         print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
-        tuner = make_tuner(space, condition, index, run, store, setting, side_by_side)
+        tuner = make_tuner(space, condition, index, run, store, setting, side_by_side, name)
     _set_state(run, label, "running")
     try:
         tuner.fit()

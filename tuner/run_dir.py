@@ -36,6 +36,7 @@ from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesys
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
 DEFAULT_STORAGE = "results"
+TRAINABLE = "train_trial"   # the trial function's name (tuner.trainable.train_trial); conditions add their label
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RUN_ID = re.compile(r"[0-9a-f]{32}")   # run.json's `run_id` (runs made before ids were written have none)
 
@@ -258,8 +259,8 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         return f"modes {modes!r}: expected max or min per metric"
     if not isinstance(conditions, list) or not all(
             isinstance(c, dict) and isinstance(c.get("label"), str) and isinstance(c.get("values"), dict)
-            and isinstance(c.get("state"), str) for c in conditions):
-        return "conditions: expected a list of {label, values, state}"
+            and isinstance(c.get("state"), str) and isinstance(c.get("trainable", ""), str) for c in conditions):
+        return "conditions: expected a list of {label, values, state, trainable}"
     for key in ("space_yaml", "space_file", "store", "name"):
         if key in manifest and not isinstance(manifest[key], str):
             return f"{key} {manifest[key]!r}: expected a string"
@@ -308,9 +309,23 @@ def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
         "metrics": space.metrics, "modes": space.modes,
-        "conditions": [{"label": condition_label(c), "values": c, "state": "pending"}
-                       for c in space.condition_values()],
+        "conditions": [{"label": condition_label(c), "values": c, "state": "pending",
+                        "trainable": trainable_name(condition_label(c))} for c in space.condition_values()],
     }
+
+
+def trainable_name(label: str) -> str:
+    """The name Ray registers condition `label`'s trainable under: one per condition (Ray's registry holds
+    one trainable per name, and the studies side by side each need their own), recorded in the manifest
+    because Tuner.restore requires the name the study began with."""
+    return f"{TRAINABLE}_{label}"
+
+
+def condition_trainable(manifest: dict[str, Any], label: str) -> str:
+    """The registered name of a condition's trainable (`train_trial` for a run made before names were
+    per condition: its Ray experiment keeps that name)."""
+    entry = next(c for c in manifest["conditions"] if c["label"] == label)
+    return entry.get("trainable", TRAINABLE)
 
 
 def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:

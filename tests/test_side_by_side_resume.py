@@ -1,0 +1,158 @@
+"""Side-by-side conditions resume each as itself: each condition's trainable is registered with Ray under
+its own name (Ray's registry keeps one trainable per name, the last registered), so each keeps its own
+set of trials that its Optuna study had already finished; a trial ASHA stopped just before the driver was
+SIGKILLed is not trained again after `resume`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
+
+NAME = "kept"
+CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
+METRIC = "val_ccc_mean"
+
+
+class Stop(Exception):
+    """Raised by FakeTuner.fit: the test needs the trainable a condition's Tuner gets, not a search."""
+
+
+def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_path, monkeypatch):
+    """The trainables `_run_condition` hands Ray on `run` and on `resume`: Ray names them (as Tuner.fit
+    registers them) differently per condition, the same at run and resume (Tuner.restore requires the
+    study's name), and each passes its own condition's finished trials to train_trial."""
+    from ray import tune
+    from ray.tune.experiment import Experiment
+
+    import tuner.experiment as experiment
+    import tuner.trainable
+    from tuner.optuna_studies import JOURNAL_STORAGE
+    from tuner.run_dir import RunDir, new_manifest
+    from tuner.search_space import parse_space
+
+    made: list[tuple[str, object]] = []   # (run|resume, trainable)
+
+    class FakeTuner:
+        def __init__(self, trainable, **_):
+            made.append(("run", trainable))
+
+        @classmethod
+        def can_restore(cls, path) -> bool:
+            return True
+
+        @classmethod
+        def restore(cls, path, trainable, **_):
+            made.append(("resume", trainable))
+            return cls.__new__(cls)
+
+        def fit(self):
+            raise Stop
+
+    calls: list[frozenset] = []
+    monkeypatch.setattr(tune, "Tuner", FakeTuner)
+    monkeypatch.setattr(tuner.trainable, "train_trial", lambda config, finished=frozenset(), **_: calls.append(finished))
+    monkeypatch.setattr(experiment, "kept_finished", lambda run, label, space: frozenset({f"{label}-stopped"}))
+    text = SMOKE.read_text()
+    space = parse_space(yaml.safe_load(text), str(SMOKE))
+    run = RunDir(tmp_path, "r")
+    run.write_manifest(new_manifest(space, text, "store", run.name, JOURNAL_STORAGE, side_by_side=True))
+    for resume in (False, True):
+        for index, condition in enumerate(space.condition_values()):
+            with pytest.raises(Stop):
+                experiment._run_condition(space, "store", run, index, condition, resume, JOURNAL_STORAGE, False)
+    names = [Experiment.get_trainable_name(trainable) for _, trainable in made]
+    assert [how for how, _ in made] == ["run", "run", "resume", "resume"]
+    assert names[0] != names[1], f"both conditions' trainables are registered as {names[0]!r}"
+    assert names[:2] == names[2:], names   # run and resume: the same name per condition
+    for _, trainable in made[2:]:
+        trainable({"lr_adam": 1e-3})
+    assert calls == [frozenset({f"{label}-stopped"}) for label in CONDITIONS]
+
+
+def kill_space(tmp: Path) -> Path:
+    """smoke.yaml (two conditions) with one ASHA rung at epoch 2, so that ASHA stops a trial after it has
+    reported once before: after a snapshot of Ray's that lists it running with a result."""
+    space = yaml.safe_load(SMOKE.read_text())
+    space["budget"] = {"num_samples": 4, "max_epochs": 4}
+    space["scheduler"] = {"type": "asha", "grace_period": 2, "reduction_factor": 2}
+    path = tmp / "space.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def stopped_but_running(run_dir: Path, label: str) -> str | None:
+    """A trial of `label` that ASHA stopped (its Optuna study trial is PRUNED) while Ray's last snapshot
+    still lists it running with a result: what a driver killed between the two leaves (None: none now)."""
+    from tuner.optuna_studies import load_studies
+    from tuner.run_dir import RunDir
+    from tuner.trial_records import read_condition
+
+    run = RunDir(run_dir.parent, run_dir.name)
+    try:
+        study = load_studies(run).get(label)
+        records = read_condition(run, label, METRIC, "max")
+    except Exception:   # noqa: BLE001 - a file the stopped driver was writing: look again later
+        return None
+    running = {r.trial_id for r in records if r.status == "RUNNING" and METRIC in r.snapshot_result}
+    pruned = [t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)
+              if t.state.name == "PRUNED"] if study else []
+    return next((t for t in pruned if t in running), None)
+
+
+def kill_after_a_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 300) -> str:
+    """SIGKILL the driver (and its Ray) once a trial of `label` is stopped by ASHA but still running in
+    Ray's snapshot; the driver is paused (SIGSTOP) while its files are read, so nothing changes between
+    the look and the kill. Returns that trial's id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before ASHA stopped a trial of {label} (it may need a rerun)"
+        os.kill(proc.pid, signal.SIGSTOP)
+        trial = stopped_but_running(run_dir, label)
+        if trial:
+            kill_session(proc)
+            return trial
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.25)
+    raise AssertionError(f"ASHA never stopped a trial of {label} between two snapshots of Ray's")
+
+
+def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, tmp_path):
+    storage, ray_tmp = tmp_path / "results", short_tmp()
+    env = {**tuner_env(ray_tmp), "TUNE_GLOBAL_CHECKPOINT_S": "2"}   # Ray's snapshots every 2 s, not 10
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(kill_space(tmp_path)), "--store",
+                             str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        label = CONDITIONS[0]
+        stopped = kill_after_a_stop(proc, storage / NAME, label)
+        exp_dir = storage / NAME / label
+        folder = next(t["relative_logdir"] for t in experiment_trials(exp_dir) if t["trial_id"] == stopped)
+        rows = result_rows(exp_dir / folder)
+        assert [r["training_iteration"] for r in rows] == [1, 2]   # stopped at ASHA's rung, epoch 2
+
+        resumed = tuner(["resume", NAME, "--storage", str(storage), "--num-cpus", "2"], cwd=tmp_path,
+                        ray_tmp=ray_tmp, timeout=400)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert f"condition {label}: 1 trial(s) the study had already finished" in resumed.stdout
+        # not trained again: the same result rows, the same last checkpoint, ended by Ray as it was
+        assert result_rows(exp_dir / folder) == rows
+        assert sorted(p.name for p in (exp_dir / folder).glob("checkpoint_*"))[-1] == "checkpoint_000001"
+        status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
+                                  ray_tmp=ray_tmp).stdout)
+        for c in status["conditions"]:   # each condition finished its study
+            assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 4}, c
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
