@@ -19,8 +19,7 @@ import yaml
 from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
 
 NAME = "kept"
-CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
-METRIC = "val_ccc_mean"
+METRIC = "loss_total"
 
 
 class Stop(Exception):
@@ -76,15 +75,19 @@ def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_
     assert names[:2] == names[2:], names   # run and resume: the same name per condition
     for _, trainable in made[2:]:
         trainable({"lr_adam": 1e-3})
-    assert calls == [frozenset({f"{label}-stopped"}) for label in CONDITIONS]
+    assert calls == [frozenset({f"{label}-stopped"}) for label in ("labeled_ratio=0.5", "labeled_ratio=1.0")]
 
 
 def kill_space(tmp: Path) -> Path:
-    """smoke.yaml (two conditions) with one ASHA rung at epoch 2, so that ASHA stops a trial after it has
-    reported once before: after a snapshot of Ray's that lists it running with a result."""
+    """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store)
+    with one ASHA rung, at epoch 2, that stops 3 of 4 trials below the best quarter: ASHA stops trials
+    after they reported once before, so that Ray's snapshot can list them running with a result."""
     space = yaml.safe_load(SMOKE.read_text())
-    space["budget"] = {"num_samples": 4, "max_epochs": 4}
-    space["scheduler"] = {"type": "asha", "grace_period": 2, "reduction_factor": 2}
+    space.update(metric=METRIC, mode="min", budget={"num_samples": 4, "max_epochs": 4},
+                 scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4})
+    # the first condition's study (labeled ratio 1.0, seed 1) is the one whose TPE stops trials: 3 of 4
+    space["conditions"] = {"labeled_ratio": [1.0, 0.5]}
+    space["searcher"]["seed"] = 1
     path = tmp / "space.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -100,8 +103,8 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
     run = RunDir(run_dir.parent, run_dir.name)
     try:
         study = load_studies(run).get(label)
-        records = read_condition(run, label, METRIC, "max")
-    except Exception:   # noqa: BLE001 - a file the stopped driver was writing: look again later
+        records = read_condition(run, label, METRIC, "min")
+    except Exception:   # noqa: BLE001 - a file the paused driver was writing: look again later
         return None
     running = {r.trial_id for r in records if r.status == "RUNNING" and METRIC in r.snapshot_result}
     pruned = [t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)
@@ -111,43 +114,48 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
 
 def kill_after_a_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 300) -> str:
     """SIGKILL the driver (and its Ray) once a trial of `label` is stopped by ASHA but still running in
-    Ray's snapshot; the driver is paused (SIGSTOP) while its files are read, so nothing changes between
-    the look and the kill. Returns that trial's id."""
+    Ray's snapshot. Whenever the driver has written to the Optuna journal it is paused (SIGSTOP) while
+    the test reads the run's files, so nothing changes between that look and the kill. Returns the trial."""
+    journal, seen = run_dir / "optuna.journal", -1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the run ended before ASHA stopped a trial of {label} (it may need a rerun)"
-        os.kill(proc.pid, signal.SIGSTOP)
-        trial = stopped_but_running(run_dir, label)
-        if trial:
-            kill_session(proc)
-            return trial
-        os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(0.25)
+        assert proc.poll() is None, f"the run ended before ASHA stopped a trial of {label} between Ray's snapshots"
+        size = journal.stat().st_size if journal.exists() else -1
+        if size != seen:
+            os.kill(proc.pid, signal.SIGSTOP)
+            trial = stopped_but_running(run_dir, label)
+            if trial:
+                kill_session(proc)
+                return trial
+            seen = journal.stat().st_size
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
     raise AssertionError(f"ASHA never stopped a trial of {label} between two snapshots of Ray's")
 
 
 def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, tmp_path):
     storage, ray_tmp = tmp_path / "results", short_tmp()
-    env = {**tuner_env(ray_tmp), "TUNE_GLOBAL_CHECKPOINT_S": "2"}   # Ray's snapshots every 2 s, not 10
+    env = {**tuner_env(ray_tmp), "TUNE_GLOBAL_CHECKPOINT_S": "1"}   # Ray's snapshots every 1 s, not 10
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(kill_space(tmp_path)), "--store",
                              str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        label = CONDITIONS[0]
+        label = "labeled_ratio=1.0"
         stopped = kill_after_a_stop(proc, storage / NAME, label)
         exp_dir = storage / NAME / label
         folder = next(t["relative_logdir"] for t in experiment_trials(exp_dir) if t["trial_id"] == stopped)
-        rows = result_rows(exp_dir / folder)
-        assert [r["training_iteration"] for r in rows] == [1, 2]   # stopped at ASHA's rung, epoch 2
+        # its rows up to Ray's snapshot (epoch 1: the driver's copy of epoch 2's row died with it)
+        rows, checkpoints = result_rows(exp_dir / folder), sorted((exp_dir / folder).glob("checkpoint_*"))
+        assert rows and rows[-1]["training_iteration"] < 4
 
         resumed = tuner(["resume", NAME, "--storage", str(storage), "--num-cpus", "2"], cwd=tmp_path,
                         ray_tmp=ray_tmp, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         assert f"condition {label}: 1 trial(s) the study had already finished" in resumed.stdout
-        # not trained again: the same result rows, the same last checkpoint, ended by Ray as it was
+        # not trained again: the same result rows, no new checkpoint
         assert result_rows(exp_dir / folder) == rows
-        assert sorted(p.name for p in (exp_dir / folder).glob("checkpoint_*"))[-1] == "checkpoint_000001"
+        assert sorted((exp_dir / folder).glob("checkpoint_*")) == checkpoints
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         for c in status["conditions"]:   # each condition finished its study
