@@ -82,6 +82,27 @@ def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_
     assert calls == [frozenset({f"{label}-stopped"}) for label in ("labeled_ratio=0.5", "labeled_ratio=1.0")]
 
 
+def test_run_json_records_each_conditions_trainable_name(tmp_path):
+    """run.json names each condition's Ray trainable (resume must restore with the same name); a run made
+    before names were per condition keeps Ray's shared `train_trial`; a name that is no string is refused."""
+    from model.errors import UserError
+    from tuner.run_dir import RunDir, condition_trainable, new_manifest
+    from tuner.search_space import parse_space
+
+    space = parse_space(yaml.safe_load(SMOKE.read_text()), str(SMOKE))
+    run = RunDir(tmp_path, "r")
+    run.write_manifest(new_manifest(space, SMOKE.read_text(), "store", "r", "journal"))
+    manifest = run.read_manifest()
+    names = [condition_trainable(manifest, label) for label in ("labeled_ratio=0.5", "labeled_ratio=1.0")]
+    assert names == ["train_trial_labeled_ratio=0.5", "train_trial_labeled_ratio=1.0"]
+    del manifest["conditions"][0]["trainable"]
+    assert condition_trainable(manifest, "labeled_ratio=0.5") == "train_trial"
+    manifest["conditions"][1]["trainable"] = 3
+    run.write_manifest(manifest)
+    with pytest.raises(UserError, match="damaged manifest: conditions: expected a list of {label, values, state, trainable}"):
+        run.read_manifest()
+
+
 def kill_space(tmp: Path) -> Path:
     """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store)
     with one ASHA rung, at epoch 2, that stops the trials below the best quarter: ASHA stops trials
