@@ -12,7 +12,8 @@ state (so `resume` restores each one as before). What they share is the run's li
 Ctrl+C stops every study the way it stops one (Ray saves its state, trials stay resumable): Ray
 installs its SIGINT handler only in the main thread, so the studies' threads share one stop event
 (`INTERRUPTED`), handed to Ray through its private `ray.tune.tune._setup_signal_catching` hook, and
-Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised.
+Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised. The registry
+keeps one trainable per name, so each condition's is named after it (tuner.experiment.make_trainable).
 """
 from __future__ import annotations
 
