@@ -88,3 +88,20 @@ def test_table_shows_failed_seeds_and_untested_comparisons(confirmation):
     assert row.count("n/a") == 3 and "no test" in row
     cells = next(line for line in table.splitlines() if line.startswith("| A | B | Test1 | ccc_mean")).split(" | ")
     assert cells[7].endswith(" *") and sum("*" in cell for cell in cells) == 1   # only p (method) is starred
+
+
+def test_predictions_saved_before_speaker_codes_take_them_from_the_store(tiny_store):
+    """A seed evaluated before its predictions held speaker codes (confirm.json version 1) gets them
+    from the run's store when `confirm NAME` rewrites confirm.json."""
+    import io
+
+    from model.store import FeatureStore
+    from tuner.confirm_results import _predictions
+
+    store = FeatureStore.open(tiny_store)
+    index = store.ids("Validation", labeled=True)
+    buf = io.BytesIO()
+    np.savez(buf, index=index, labels=np.zeros((len(index), 1)), preds=np.zeros((len(index), 1)),
+             attributes=np.array(["act"]))
+    got = _predictions(buf.getvalue(), str(tiny_store))
+    assert np.array_equal(got["speakers"], store.groups(index, "speaker")) and (got["speakers"] >= 0).any()
