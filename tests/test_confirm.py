@@ -14,6 +14,8 @@ import pytest
 import yaml
 from scipy import stats
 
+from model.store import FeatureStore
+
 from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, session_processes, short_tmp, tuner,
                           tuner_env)
 
@@ -147,9 +149,13 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
     assert {(c["kind"], c["a"], c["b"]) for c in comparisons} == {
         ("baseline", "labeled_ratio=0.5/rank1", "base_full"), ("baseline", "labeled_ratio=1.0/rank1", "base_full"),
         ("condition", "labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1")}
+    speakers = FeatureStore.open(tiny_store).groups(FeatureStore.open(tiny_store).ids(SPLIT, labeled=True))
     for c in comparisons:
         a, b = values[c["a"], c["metric"]], values[c["b"], c["metric"]]
         assert c["seeds"] == [1, 2] and c["paired_t"]["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+        assert c["seeds_failed"] == {"a": [], "b": []} and c["note"] is None
+        assert c["method"]["diff"] == pytest.approx(np.mean(a) - np.mean(b), abs=1e-5)
+        assert c["method"]["seeds"] == 2 and c["method"]["speakers"] == len(set(speakers.tolist()))
         assert c["bootstrap"]["diff"] == pytest.approx(np.mean(a) - np.mean(b), abs=1e-5)
         assert c["bootstrap"]["utterances"] == 11 and "bootstrap" in c["bootstrap"]["test"]
         expected = stats.ttest_rel(a, b).pvalue
@@ -157,12 +163,17 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
             assert c["paired_t"]["p"] == pytest.approx(expected)
             assert c["paired_t"]["p_holm"] >= c["paired_t"]["p"]
         assert 0 < c["bootstrap"]["p"] <= 1 and c["bootstrap"]["p_holm"] >= c["bootstrap"]["p"]
+        assert c["method"]["p"] is None or c["method"]["p_holm"] >= c["method"]["p"]
+        assert "significant" not in c["bootstrap"] and "significant" not in c["paired_t"]
+    for path in exp_dir.glob("trial_*/checkpoint_*/predictions-*.npz"):   # each utterance's speaker is kept
+        with np.load(path) as npz:
+            assert np.array_equal(npz["speakers"], FeatureStore.open(tiny_store).groups(npz["index"]))
 
     exported = tuner(["export", NAME, "--storage", "results", "--by", "confirmed", "--out", "conf.yaml"],
                      cwd=searched, ray_tmp="/tmp")
     assert exported.returncode == 0, exported.stderr
     head = yaml.safe_load((searched / "conf.yaml").read_text())
-    best = max(confirm["configurations"][:2], key=lambda c: c["summary"]["test"][SPLIT]["ccc_mean"]["mean"])
+    best = max(confirm["configurations"][:2], key=lambda c: c["summary"]["validation"]["ccc_mean"]["mean"])
     assert head["metadata"]["configuration"] == best["id"]
     assert {k: v for k, v in head.items() if k != "metadata"} == best["config"]
 

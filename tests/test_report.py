@@ -55,35 +55,41 @@ def stat(mean: float, half: float) -> dict:
 
 def sample_confirm() -> dict:
     """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/confirm_results.py): the best
-    configuration of each condition and a baseline, 3 seeds each, and two paired comparisons."""
-    def conf(cid, kind, conditions, mean):
-        seeds = [{"seed": s, "status": "done"} for s in (0, 1, 2)]
-        summary = {"seeds_done": 3, "validation": {"ccc_mean": stat(mean + 0.05, 0.02)},
+    configuration of each condition and a baseline, 3 seeds each (one of the second condition's failed),
+    and two paired comparisons."""
+    def conf(cid, kind, conditions, mean, failed=0):
+        seeds = [{"seed": s, "status": "failed" if s < failed else "done"} for s in (0, 1, 2)]
+        summary = {"seeds_done": 3 - failed, "seeds_failed": failed,
+                   "validation": {"ccc_mean": stat(mean + 0.05, 0.02)},
                    "test": {"Test1": {"ccc_act": stat(mean + 0.2, 0.03), "ccc_dom": stat(mean + 0.1, 0.03),
                                       "ccc_val": stat(mean - 0.1, 0.04), "ccc_mean": stat(mean, 0.032)}}}
         return {"id": cid, "kind": kind, "conditions": conditions, "attributes": ["act", "dom", "val"],
                 "seeds": seeds, "summary": summary}
 
-    def test(diff, p, p_holm, significant):
-        return {"diff": diff, "ci95": [diff - 0.03, diff + 0.03], "p": p, "p_holm": p_holm, "significant": significant}
+    def test(diff, p, p_holm, significant=None):
+        out = {"diff": diff, "ci95": [diff - 0.03, diff + 0.03], "p": p, "p_holm": p_holm}
+        return out if significant is None else {**out, "significant": significant}
 
     return {
-        "version": 1, "run": NAME, "state": "complete", "plan": {"top": 1, "seeds": [0, 1, 2]},
+        "version": 2, "run": NAME, "state": "complete", "plan": {"top": 1, "seeds": [0, 1, 2]},
         "test_splits": ["Test1"], "confidence": 0.95, "alpha": 0.05,
-        "tests": {"paired_t": "paired t-test over seeds", "bootstrap": "paired bootstrap over utterances",
-                  "correction": "Holm", "resamples": 1000, "bootstrap_seed": 0},
+        "tests": {"method": "method-level test over seeds and speakers", "paired_t": "paired t-test over seeds",
+                  "bootstrap": "paired bootstrap over utterances", "correction": "Holm", "resamples": 1000,
+                  "bootstrap_seed": 0},
         "selection": "highest mean validation ccc_mean over seeds",
         "configurations": [conf(f"{CONDITIONS[0]}/rank1", "search", [CONDITIONS[0]], 0.512),
-                           conf(f"{CONDITIONS[1]}/rank1", "search", [CONDITIONS[1]], 0.431),
+                           conf(f"{CONDITIONS[1]}/rank1", "search", [CONDITIONS[1]], 0.431, failed=1),
                            conf(f"vanilla@{CONDITIONS[0]}", "baseline", [CONDITIONS[0]], 0.402)],
         "best": {CONDITIONS[0]: f"{CONDITIONS[0]}/rank1", CONDITIONS[1]: f"{CONDITIONS[1]}/rank1"},
         "comparisons": [
             {"kind": "baseline", "a": f"{CONDITIONS[0]}/rank1", "b": f"vanilla@{CONDITIONS[0]}", "split": "Test1",
-             "metric": "ccc_mean", "paired_t": test(0.11, 0.004, 0.008, True),
-             "bootstrap": test(0.108, 0.001, 0.002, True)},
+             "metric": "ccc_mean", "seeds": [0, 1, 2], "diff": 0.11, "note": None,
+             "method": test(0.11, 0.01, 0.02, True), "paired_t": test(0.11, 0.004, 0.008),
+             "bootstrap": test(0.108, 0.001, 0.002)},
             {"kind": "condition", "a": f"{CONDITIONS[0]}/rank1", "b": f"{CONDITIONS[1]}/rank1", "split": "Test1",
-             "metric": "ccc_mean", "paired_t": test(0.081, 0.07, 0.07, False),
-             "bootstrap": {"diff": 0.08, "ci95": None, "p": None, "p_holm": None, "significant": None}}]}
+             "metric": "ccc_mean", "seeds": [1, 2], "diff": 0.081, "note": f"{CONDITIONS[1]}/rank1: seed(s) 0 failed",
+             "method": test(0.081, 0.09, 0.09, False), "paired_t": test(0.081, 0.07, 0.07),
+             "bootstrap": {"diff": 0.08, "ci95": None, "p": None, "p_holm": None}}]}
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +170,16 @@ def test_confirmation_tables(report_files):
     rows = {r["configuration"]: r for r in md_table(md, "Confirmation: test CCC on Test1")}
     best = rows[f"{CONDITIONS[0]}/rank1 (best)"]
     assert best["kind"] == "search" and best["seeds"] == "3/3"
+    assert rows[f"{CONDITIONS[1]}/rank1 (best)"]["seeds"] == "2/3 (1 failed)"
     assert best["ccc_mean"] == "0.512 [0.480, 0.544]" and best["ccc_act"] == "0.712 [0.682, 0.742]"
     assert rows[f"vanilla@{CONDITIONS[0]}"]["ccc_mean"] == "0.402 [0.370, 0.434]"
     pairs = md_table(md, "Confirmation: paired comparisons (same seeds)")
-    assert [p["A - B"] for p in pairs] == ["+0.110", "+0.081"]
-    assert pairs[0]["95% CI (t)"] == "[+0.080, +0.140]" and pairs[0]["p (t)"] == "0.004 / 0.008 *"  # significant
-    assert pairs[1]["p (t)"] == "0.07 / 0.07"
-    assert pairs[1]["95% CI (bootstrap)"] == "-" and pairs[1]["p (bootstrap)"] == "n/a"   # an undefined test
+    assert [p["A - B"] for p in pairs] == ["+0.110", "+0.081"] and [p["seeds"] for p in pairs] == ["3", "2"]
+    assert pairs[0]["95% CI (method)"] == "[+0.080, +0.140]" and pairs[0]["p (method)"] == "0.01 / 0.02 *"
+    assert pairs[0]["p (t over seeds)"] == "0.004 / 0.008"       # significant, yet not starred: not the method test
+    assert pairs[0]["p (utterances)"] == "0.001 / 0.002"         # a statement about the trained models: no star
+    assert pairs[1]["p (method)"] == "0.09 / 0.09" and pairs[1]["note"] == f"{CONDITIONS[1]}/rank1: seed(s) 0 failed"
+    assert pairs[1]["95% CI (utterances)"] == "-" and pairs[1]["p (utterances)"] == "n/a"   # an undefined test
 
 
 def test_too_few_trials_give_a_visible_note(report_run, tmp_path):

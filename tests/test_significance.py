@@ -1,12 +1,21 @@
-"""tuner.significance against known results: scipy, hand-computed cases and synthetic systems."""
+"""tuner.significance against known results: scipy, hand-computed cases, synthetic systems and the
+simulation of benchmarks/significance_sim.py."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from model.metrics import ccc
-from tuner.significance import holm, paired_bootstrap, paired_t_test, resampled_ccc, t_interval
+from tuner.significance import (holm, method_test, paired_bootstrap, paired_t_test, resampled_ccc, speaker_groups,
+                                t_interval)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from significance_sim import rejection_rate, simulate  # noqa: E402
 
 
 def test_t_interval_matches_scipy():
@@ -103,3 +112,77 @@ def test_bootstrap_mean_over_attributes_and_nan_labels():
     assert out["diff"] == pytest.approx(mean_ccc(a) - mean_ccc(b), abs=1e-10)
     with pytest.raises(ValueError):
         paired_bootstrap(y, a, b[:, :50])
+
+
+def test_speaker_groups_give_unknown_speakers_groups_of_their_own():
+    assert speaker_groups([7, -1, 3, 7, -1]).tolist() == [1, 2, 0, 1, 3]
+    assert speaker_groups([-1, -1]).tolist() == [0, 1]
+
+
+def test_resampled_ccc_by_groups_equals_the_utterances_drawn():
+    rng = np.random.default_rng(2)
+    labels = rng.normal(4, 1, size=(40, 1))
+    preds = labels[None] + rng.normal(0, 0.6, size=(3, 40, 1))
+    groups = np.arange(40) % 5
+    counts = np.array([[2, 0, 1, 0, 2]])            # groups 0 and 4 twice, group 2 once
+    drawn = np.concatenate([np.flatnonzero(groups == g) for g in (0, 0, 2, 4, 4)])
+    got = resampled_ccc(labels, preds, counts, groups)[0, :, 0]
+    assert got == pytest.approx([ccc(labels[drawn, 0], p[drawn, 0]) for p in preds], abs=1e-10)
+
+
+def test_method_test_is_the_paired_t_when_the_test_set_is_one_speaker():
+    """One speaker: no speaker variance to add; the test is the paired t-test of the per-seed CCCs."""
+    rng = np.random.default_rng(4)
+    y = rng.normal(4, 1, size=200)
+    a = y + rng.normal(0, 1, size=(4, 200)) * np.array([0.5, 0.7, 0.6, 0.9])[:, None]
+    b = y + rng.normal(0, 1, size=(4, 200)) * np.array([0.8, 0.7, 0.9, 1.0])[:, None]
+    out = method_test(y, a, b, np.zeros(200, dtype=int), resamples=200)
+    per_seed = [[ccc(y, s) for s in system] for system in (a, b)]
+    expected = paired_t_test(*per_seed)
+    assert out["diff"] == pytest.approx(expected["diff"]) and out["var_speakers"] == 0.0
+    assert out["p"] == pytest.approx(expected["p"]) and out["ci95"] == pytest.approx(expected["ci95"])
+    assert out["seeds"] == 4 and out["speakers"] == 1 and out["df"] == 3
+
+
+def test_method_test_adds_the_speakers_variance():
+    """Errors shared within a speaker: resampling whole speakers varies the difference more than
+    resampling utterances, and the test's interval widens beyond the seeds' alone."""
+    rng = np.random.default_rng(5)
+    speakers = np.arange(600) % 12
+    y = rng.normal(0, 0.7, 12)[speakers] + rng.normal(0, 1, 600)
+    a = y + rng.normal(0, 0.8, 12)[speakers] + rng.normal(0, 0.8, size=(3, 600))
+    b = y + rng.normal(0, 0.8, 12)[speakers] + rng.normal(0, 0.8, size=(3, 600))
+    by_speaker = method_test(y, a, b, speakers, resamples=400, seed=1)
+    by_utterance = method_test(y, a, b, np.full(600, -1), resamples=400, seed=1)
+    assert by_utterance["speakers"] == 600 and by_speaker["speakers"] == 12
+    assert by_speaker["var_speakers"] > 3 * by_utterance["var_speakers"] > 0
+    assert by_speaker["var_seeds"] == pytest.approx(by_utterance["var_seeds"])
+    assert by_speaker["ci95"][1] - by_speaker["ci95"][0] > by_utterance["ci95"][1] - by_utterance["ci95"][0]
+    assert method_test(y, a, b, speakers, resamples=400, seed=1) == by_speaker   # seeded: repeats exactly
+
+
+def test_method_test_degenerate_cases():
+    y = np.linspace(1, 7, 50)
+    a = np.stack([y + 0.3 * np.sin(np.arange(50) * k) for k in (1, 2)])
+    assert method_test(y, a[:1], a[:1], np.zeros(50))["p"] is None          # one seed: no test
+    assert method_test(y, a, a, np.arange(50), resamples=100)["p"] == 1.0   # identical systems
+    with pytest.raises(ValueError):
+        method_test(y, a, a[:1], np.zeros(50))                               # seeds must pair up
+    with pytest.raises(ValueError):
+        method_test(y, a, a, np.zeros(49))
+
+
+def test_simulation_false_positives_and_power():
+    """The issue's simulation (benchmarks/significance_sim.py: 1,500 utterances of 50 speakers, seed sd
+    0.05, each method with its own speaker biases): under a null with seed variance the method-level
+    test rejects at most 7% of 200 comparisons at alpha 0.05 (3 and 5 seeds), the utterance bootstrap
+    far more; a real difference of 2 seed-sds is found in most comparisons with 5 seeds."""
+    assert rejection_rate(seeds=3, effect=0.0, comparisons=200, seed=11, resamples=200) <= 0.07
+    assert rejection_rate(seeds=5, effect=0.0, comparisons=200, seed=12, resamples=200) <= 0.07
+    assert rejection_rate(seeds=5, effect=2.0, comparisons=200, seed=13, resamples=200) > 0.5
+    rng = np.random.default_rng(14)
+    rejected = 0
+    for k in range(40):
+        y, a, b, _ = simulate(rng, seeds=5)
+        rejected += paired_bootstrap(y, a, b, resamples=200, seed=k)["p"] < 0.05
+    assert rejected / 40 > 0.2

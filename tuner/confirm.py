@@ -10,7 +10,8 @@ slices included); the plan is kept in RUN/confirm/plan.json, so `confirm NAME` a
 same experiment (Tuner.restore: finished seeds are kept, unfinished ones continue from their last
 checkpoint). After its last epoch a seed's trial evaluates its best model (best_model.pt, chosen by
 validation CCC) on the validation split and the test splits, inside the trial (on its node, its GPU),
-and adds `evaluation.json` and `predictions-<split>.npz` to its final checkpoint; tuner.confirm_results
+and adds `evaluation.json` and `predictions-<split>.npz` (per test utterance: store row, labels,
+predictions, speaker code) to its final checkpoint; tuner.confirm_results
 turns those into confirm.json.
 """
 from __future__ import annotations
@@ -157,6 +158,7 @@ def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str
             per_utt = result.pop("predictions")
             buf = io.BytesIO()
             np.savez(buf, index=per_utt["index"], labels=per_utt["labels"], preds=per_utt["preds"],
+                     speakers=utterance_speakers(store, per_utt["index"]),
                      attributes=np.array(trainer.config.attributes))
             (Path(directory) / f"predictions-{split}.npz").write_bytes(buf.getvalue())
             evaluation["test"][split] = result
@@ -167,6 +169,11 @@ def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str
     for split, result in evaluation["test"].items():
         out[f"confirm_{split}_ccc_mean"] = result["ccc_mean"]
     return out
+
+
+def utterance_speakers(store, index: np.ndarray) -> np.ndarray:
+    """The speaker codes of store rows `index` (-1: unknown; all -1 when the store has no speaker ids)."""
+    return store.groups(index, "speaker") if store.speakers else np.full(len(index), -1, dtype=np.int64)
 
 
 def evaluated_checkpoint(run: RunDir, folder: str) -> str | None:

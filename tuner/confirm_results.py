@@ -4,9 +4,10 @@
 summarises each configuration over its seeds and compares configurations with paired tests
 (tuner.significance). `read_confirm(run)` returns confirm.json (None before a confirmation).
 
-confirm.json (version 1; every CCC on the 1..7 label scale, as model.metrics.ccc computes it):
+confirm.json (version 2; every CCC on the 1..7 label scale, as model.metrics.ccc computes it;
+`read_confirm` refuses a file of another version, and `confirm NAME` again rewrites it):
 
-    version: 1
+    version: 2
     run, run_path, store: the search run and its feature store
     updated: ISO time of this file; state: "complete" (every seed evaluated) or "partial"
     plan: {top, seeds: [int], splits: [test split] or null (= the store's test splits),
@@ -15,8 +16,8 @@ confirm.json (version 1; every CCC on the 1..7 label scale, as model.metrics.ccc
            (what the configurations were picked from; absent in confirmations planned before 2026-12)}
     validation_split: e.g. "Validation";  test_splits: e.g. ["Test1"]
     confidence: 0.95;  alpha: 0.05
-    tests: {paired_t: "<name of the test>", bootstrap: "<name>", correction: "<name and family>",
-            resamples: int, bootstrap_seed: int}
+    tests: {method: "<name of the method-level test>", paired_t: "<name>", bootstrap: "<name>",
+            correction: "<name and family>", resamples: int, bootstrap_seed: int}
     selection: how the best configuration of a condition is chosen (highest mean validation
                ccc_mean over its seeds: the test splits are used only to measure)
     configurations: [                       # search picks first (condition, rank), then baselines
@@ -32,27 +33,37 @@ confirm.json (version 1; every CCC on the 1..7 label scale, as model.metrics.ccc
                 trial_id, best_epoch, best_model: URI of best_model.pt | null,
                 validation: {ccc_<attr>, ccc_mean, utterances} | null,
                 test: {split: {ccc_<attr>, ccc_mean, utterances}}, error: text (status failed)}],
-       summary: {seeds_done: int,
+       summary: {seeds_done: int, seeds_failed: int (status "failed": no model; or "error": the
+                 training failed, `confirm NAME` again retries it),
                  validation: {metric: STAT}, test: {split: {metric: STAT}}}}]
-         STAT = {mean, sd, n, ci95: [low, high] | null}  (Student-t interval of the mean over seeds;
-                metric = ccc_<attr> for each trained attribute, and ccc_mean)
+         STAT = {mean, sd, n, ci95: [low, high] | null}  (Student-t interval of the mean over the
+                finished seeds, null below 2; metric = ccc_<attr> per trained attribute, and ccc_mean)
     best: {condition label: configuration id}
     comparisons: [
       {kind: "baseline" (a condition's best against a baseline trained in that condition) |
              "condition" (the best of one condition against the best of another),
        a: configuration id, b: configuration id, condition: label (kind baseline) | null,
        split, metric: ccc_<attr> | ccc_mean (attributes both trained; ccc_mean when they train the same),
-       seeds: [seeds both finished], mean_a, mean_b,
-       paired_t: {test, n, diff (a - b), ci95, t, df, p, p_holm, significant},
-       bootstrap: {test, diff, ci95, p, p_holm, significant, resamples, seed, utterances}}]
+       seeds: [seeds both finished], seeds_failed: {a: [seed], b: [seed]},
+       mean_a, mean_b, diff (a - b, over `seeds`; null without one),
+       note: failed seeds and why there is no test | null,
+       method: {test, diff, ci95, se, t, df, p, p_holm, significant, seeds, speakers,
+                var_seeds, var_speakers, resamples, seed} | null,
+       paired_t: {test, n, diff, ci95, t, df, p, p_holm} | null,
+       bootstrap: {test, diff, ci95, p, p_holm, resamples, seed, utterances} | null}]
 
-`significant` is p_holm < alpha; p (and so p_holm, significant) is null where a test is undefined
-(fewer than two paired seeds, or differences that never vary). The Holm correction runs over the
-comparisons that share a split, a metric and a test.
+A comparison's tests are null when a configuration has fewer than 2 finished seeds or the two share
+fewer than 2. `method` (tuner.significance.method_test: over seeds and test speakers) is the test
+that decides: `significant` is its p_holm < alpha. `paired_t` ignores the test speakers, and
+`bootstrap` (over utterances, seeds fixed) is a statement about these trained models, not about the
+method: neither is marked significant. p (and so p_holm, significant) is null where a test is
+undefined (differences that never vary). The Holm correction runs over the comparisons that share a
+split, a metric and a test.
 """
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import itertools
 import json
@@ -61,25 +72,37 @@ from typing import Any
 import numpy as np
 
 from model.checkpoint import best_model_name
-from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan
+from model.errors import UserError
+from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan, utterance_speakers
 from tuner.run_dir import RunDir
-from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, PAIRED_T, RESAMPLES, holm,
-                                paired_bootstrap, paired_t_test, t_interval)
+from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES, holm,
+                                method_test, paired_bootstrap, paired_t_test, t_interval)
 from tuner.trial_records import read_condition
+from tuner.uris import display_uri
 
 CONFIRM_FILE = "confirm.json"
 TABLE_FILE = "confirm.md"
-VERSION = 1
+VERSION = 2
 BOOTSTRAP_SEED = 0
+TESTS = ("method", "paired_t", "bootstrap")   # the comparisons' tests; only "method" is starred
+UNFINISHED = ("failed", "error")             # a seed's states that count as failed
 SELECTION = ("the best configuration of a condition is the one with the highest mean validation ccc_mean "
              "over its seeds; the test splits only measure it")
 
 
 def read_confirm(run: RunDir) -> dict[str, Any] | None:
-    """confirm.json of the run (None before a confirmation wrote one)."""
+    """confirm.json of the run (None before a confirmation wrote one); a file of another version is
+    refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    return json.loads(run.read_text(EXPERIMENT, CONFIRM_FILE))
+    confirm = json.loads(run.read_text(EXPERIMENT, CONFIRM_FILE))
+    if confirm.get("version") != VERSION:
+        where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
+        raise UserError(f"{where}: confirm.json version {confirm.get('version')}; "
+                        f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
+                        f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
+                        "(nothing is trained again)")
+    return confirm
 
 
 def _seed_records(run: RunDir) -> dict[tuple[str, int], Any]:
@@ -157,19 +180,12 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
                     test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]
                     for split in evaluation["test"]:
                         data = run.read_bytes(EXPERIMENT, rec.folder, ckpt, f"predictions-{split}.npz")
-                        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                            predictions[(c["id"], seed, split)] = {k: npz[k] for k in npz.files}
+                        predictions[(c["id"], seed, split)] = _predictions(data, manifest["store"])
             seeds.append(entry)
         configurations.append({**c, "attributes": list(c["config"]["attributes"]), "epochs": c["config"]["epochs"],
                                "seeds": seeds})
     for conf in configurations:   # after every evaluation was read: test_splits is complete
-        attributes, seeds = conf["attributes"], conf["seeds"]
-        done = [s for s in seeds if s["status"] == "done"]
-        conf["summary"] = {
-            "seeds_done": len(done),
-            "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
-            "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
-                     for split in test_splits}}
+        conf["summary"] = summarise(conf, test_splits)
     best = best_per_condition(configurations, [cond["label"] for cond in manifest["conditions"]])
     comparisons = compare(configurations, best, test_splits, predictions, resamples)
     complete = all(s["status"] in ("done", "failed") for c in configurations for s in c["seeds"])
@@ -179,11 +195,39 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         "state": "complete" if complete else "partial",
         "plan": {k: plan[k] for k in ("top", "seeds", "splits", "baselines", "command", "search") if k in plan},
         "validation_split": val_split, "test_splits": test_splits, "confidence": CONFIDENCE, "alpha": ALPHA,
-        "tests": {"paired_t": PAIRED_T, "bootstrap": BOOTSTRAP,
+        "tests": {"method": METHOD, "paired_t": PAIRED_T, "bootstrap": BOOTSTRAP,
                   "correction": f"{HOLM} over the comparisons sharing a split, a metric and a test",
                   "resamples": resamples, "bootstrap_seed": BOOTSTRAP_SEED},
         "selection": SELECTION, "configurations": configurations, "best": best, "comparisons": comparisons,
     }
+
+
+def summarise(conf: dict[str, Any], test_splits: list[str]) -> dict[str, Any]:
+    """A configuration's summary over its finished seeds (and how many failed)."""
+    attributes, seeds = conf["attributes"], conf["seeds"]
+    done = [s for s in seeds if s["status"] == "done"]
+    return {"seeds_done": len(done), "seeds_failed": sum(s["status"] in UNFINISHED for s in seeds),
+            "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
+            "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
+                     for split in test_splits}}
+
+
+def _predictions(data: bytes, store: str) -> dict[str, np.ndarray]:
+    """A seed's predictions-<split>.npz; its speaker codes from the store when the seed was evaluated
+    before they were saved there."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        out = {k: npz[k] for k in npz.files}
+    if "speakers" not in out:
+        out["speakers"] = utterance_speakers(_open_store(store), out["index"])
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _open_store(uri: str):
+    from model.store import FeatureStore
+    from tuner.store_sync import ensure_local_store
+
+    return FeatureStore.open(ensure_local_store(uri))
 
 
 def best_per_condition(configurations: list[dict], conditions: list[str]) -> dict[str, str]:
@@ -213,52 +257,88 @@ def _pairs(configurations: list[dict], best: dict[str, str]) -> list[tuple[str, 
 
 def compare(configurations: list[dict], best: dict[str, str], test_splits: list[str],
             predictions: dict, resamples: int) -> list[dict[str, Any]]:
-    """Paired comparisons on every test split and shared metric, Holm-corrected per family."""
+    """Paired comparisons on every test split and shared metric, Holm-corrected per family; a pair where
+    a configuration has fewer than 2 finished seeds (or they share fewer than 2) is listed untested."""
     out = []
     for kind, a, b, label in _pairs(configurations, best):
         shared = [x for x in a["attributes"] if x in b["attributes"]]
         metrics = [f"ccc_{x}" for x in shared] + (["ccc_mean"] if set(a["attributes"]) == set(b["attributes"]) else [])
         for split in test_splits:
-            done_a = {s["seed"]: s for s in a["seeds"] if s["status"] == "done" and split in s["test"]}
-            done_b = {s["seed"]: s for s in b["seeds"] if s["status"] == "done" and split in s["test"]}
+            done_a, done_b = _finished(a, split), _finished(b, split)
             seeds = sorted(set(done_a) & set(done_b))
-            if not seeds:
-                continue
+            tested = min(len(done_a), len(done_b), len(seeds)) >= 2
             for metric in metrics:
                 va = [done_a[s]["test"][split][metric] for s in seeds]
                 vb = [done_b[s]["test"][split][metric] for s in seeds]
-                attrs = shared if metric == "ccc_mean" else [metric.removeprefix("ccc_")]
-                out.append({"kind": kind, "a": a["id"], "b": b["id"], "condition": label, "split": split,
-                            "metric": metric, "seeds": seeds, "mean_a": float(np.mean(va)),
-                            "mean_b": float(np.mean(vb)), "paired_t": paired_t_test(va, vb, CONFIDENCE),
-                            "bootstrap": _bootstrap(predictions, a["id"], b["id"], seeds, split, attrs, resamples)})
-    for key in {(c["split"], c["metric"]) for c in out}:
-        family = [c for c in out if (c["split"], c["metric"]) == key]
-        for test in ("paired_t", "bootstrap"):
-            for c, p in zip(family, holm([c[test]["p"] for c in family])):
-                c[test]["p_holm"] = p
-                c[test]["significant"] = None if p is None else bool(p < ALPHA)
+                entry = {"kind": kind, "a": a["id"], "b": b["id"], "condition": label, "split": split,
+                         "metric": metric, "seeds": seeds, "seeds_failed": {"a": _failed(a), "b": _failed(b)},
+                         "mean_a": float(np.mean(va)) if seeds else None,
+                         "mean_b": float(np.mean(vb)) if seeds else None,
+                         "diff": float(np.mean(va) - np.mean(vb)) if seeds else None,
+                         "note": _note(a, b, done_a, done_b, seeds), **{test: None for test in TESTS}}
+                if tested:
+                    attrs = shared if metric == "ccc_mean" else [metric.removeprefix("ccc_")]
+                    labels, preds_a, preds_b, speakers = _stacked(predictions, a["id"], b["id"], seeds, split, attrs)
+                    entry.update(
+                        method=method_test(labels, preds_a, preds_b, speakers, resamples, BOOTSTRAP_SEED, CONFIDENCE),
+                        paired_t=paired_t_test(va, vb, CONFIDENCE),
+                        bootstrap=paired_bootstrap(labels, preds_a, preds_b, resamples, BOOTSTRAP_SEED, CONFIDENCE))
+                out.append(entry)
+    _correct(out)
     return out
 
 
-def _bootstrap(predictions: dict, a: str, b: str, seeds: list[int], split: str, attrs: list[str],
-               resamples: int) -> dict[str, Any]:
-    """Paired bootstrap of a against b over the split's utterances, on the given attributes."""
-    def stack(cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _finished(conf: dict, split: str) -> dict[int, dict]:
+    """seed -> entry of the configuration's seeds evaluated on `split`."""
+    return {s["seed"]: s for s in conf["seeds"] if s["status"] == "done" and split in s["test"]}
+
+
+def _failed(conf: dict) -> list[int]:
+    """The configuration's seeds that failed (no model, or the training errored)."""
+    return [s["seed"] for s in conf["seeds"] if s["status"] in UNFINISHED]
+
+
+def _note(a: dict, b: dict, done_a: dict, done_b: dict, seeds: list[int]) -> str | None:
+    """What a reader must know about a comparison: failed seeds, and why it has no test."""
+    parts = []
+    for conf, done in ((a, done_a), (b, done_b)):
+        if _failed(conf):
+            parts.append(f"{conf['id']}: seed(s) {', '.join(map(str, _failed(conf)))} failed")
+        if len(done) < 2:
+            parts.append(f"{conf['id']}: {len(done)} finished seed(s), no test")
+    if len(done_a) >= 2 and len(done_b) >= 2 and len(seeds) < 2:
+        parts.append(f"{len(seeds)} seed(s) finished by both, no test")
+    return "; ".join(parts) or None
+
+
+def _correct(comparisons: list[dict]) -> None:
+    """Holm over each family (a split, a metric, a test); only the method-level test gets `significant`."""
+    for key in {(c["split"], c["metric"]) for c in comparisons}:
+        for test in TESTS:
+            family = [c[test] for c in comparisons if (c["split"], c["metric"]) == key and c[test] is not None]
+            for result, p in zip(family, holm([r["p"] for r in family])):
+                result["p_holm"] = p
+                if test == "method":
+                    result["significant"] = None if p is None else bool(p < ALPHA)
+
+
+def _stacked(predictions: dict, a: str, b: str, seeds: list[int], split: str,
+             attrs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """labels [n, A], a's and b's predictions [seeds, n, A] and speaker codes [n] of the split's utterances."""
+    def stack(cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         parts = [predictions[(cid, s, split)] for s in seeds]
         cols = [[list(p["attributes"]).index(x) for x in attrs] for p in parts]
         preds = np.stack([p["preds"][:, c] for p, c in zip(parts, cols)])
-        return parts[0]["index"], parts[0]["labels"][:, cols[0]], preds
+        return parts[0]["index"], parts[0]["labels"][:, cols[0]], preds, parts[0]["speakers"]
 
-    index_a, labels, preds_a = stack(a)
-    index_b, _, preds_b = stack(b)
+    index_a, labels, preds_a, speakers = stack(a)
+    index_b, _, preds_b, _ = stack(b)
     if not np.array_equal(index_a, index_b):
         raise RuntimeError(f"{a} and {b} were evaluated on different utterances of {split}")
-    return paired_bootstrap(labels, preds_a, preds_b, resamples=resamples, seed=BOOTSTRAP_SEED,
-                            confidence=CONFIDENCE)
+    return labels, preds_a, preds_b, speakers
 
 
-# ---- the table -----------------------------------------------------------------------------------
+# ---- the tables (confirm.md and the report) --------------------------------------------------------
 
 def stat_cell(stat: dict[str, Any] | None) -> str:
     """A mean and its 95% interval as a table cell (confirm.md and the report)."""
@@ -269,17 +349,46 @@ def stat_cell(stat: dict[str, Any] | None) -> str:
     return f"{stat['mean']:.3f} [{stat['ci95'][0]:.3f}, {stat['ci95'][1]:.3f}]"
 
 
-def p_cell(test: dict[str, Any]) -> str:
-    """A test's p and Holm-adjusted p as a table cell, * when significant."""
-    if test.get("p") is None:
+def p_cell(test: dict[str, Any] | None) -> str:
+    """A test's p and Holm-adjusted p as a table cell, * when significant (the method-level test only)."""
+    if test is None or test.get("p") is None:
         return "n/a"
     mark = " *" if test.get("significant") else ""
     return f"{test['p']:.3g} / {test['p_holm']:.3g}{mark}"
 
 
-def ci_cell(test: dict[str, Any]) -> str:
+def ci_cell(test: dict[str, Any] | None) -> str:
     """A difference's 95% interval as a table cell."""
-    return "-" if test.get("ci95") is None else f"[{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}]"
+    return "-" if test is None or test.get("ci95") is None else f"[{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}]"
+
+
+def seeds_cell(conf: dict[str, Any]) -> str:
+    """Finished seeds of planned, and how many failed."""
+    summary = conf["summary"]
+    failed = f" ({summary['seeds_failed']} failed)" if summary["seeds_failed"] else ""
+    return f"{summary['seeds_done']}/{len(conf['seeds'])}{failed}"
+
+
+COMPARISON_HEADERS = ["A", "B", "split", "metric", "seeds", "A - B", "95% CI (method)", "p (method)",
+                      "p (t over seeds)", "95% CI (utterances)", "p (utterances)", "note"]
+
+
+def comparison_row(c: dict[str, Any]) -> list[str]:
+    """One comparison's cells, in COMPARISON_HEADERS' order."""
+    return [c["a"], c["b"], c["split"], c["metric"], str(len(c["seeds"])),
+            "-" if c["diff"] is None else f"{c['diff']:+.3f}", ci_cell(c["method"]), p_cell(c["method"]),
+            p_cell(c["paired_t"]), ci_cell(c["bootstrap"]), p_cell(c["bootstrap"]), c["note"] or ""]
+
+
+def comparisons_note(confirm: dict[str, Any]) -> str:
+    """How to read the comparisons' table."""
+    t = confirm["tests"]
+    return (f"A - B: the difference of mean test CCC over the seeds both finished (seeds). p is shown as raw / "
+            f"{t['correction']}; * = significant at {confirm['alpha']} after the correction, given to the "
+            f"method-level test only: {t['method']} ({t['resamples']} resamples, seed {t['bootstrap_seed']}). "
+            f"p (t over seeds): {t['paired_t']}, which leaves out the test speakers' variation. p (utterances): "
+            f"{t['bootstrap']}: a statement about these trained models, not about the method. n/a: no test "
+            "(see the note).")
 
 
 def format_table(confirm: dict[str, Any]) -> str:
@@ -287,8 +396,8 @@ def format_table(confirm: dict[str, Any]) -> str:
     seeds = confirm["plan"]["seeds"]
     lines = [f"# Confirmation of run {confirm['run']}", "",
              f"{len(seeds)} seeds per configuration ({', '.join(map(str, seeds))}), full epochs, no early "
-             f"stopping; mean over seeds with its {confirm['confidence']:.0%} Student-t interval "
-             f"[low, high]. State: {confirm['state']}.", ""]
+             f"stopping; mean over the finished seeds with its {confirm['confidence']:.0%} Student-t interval "
+             f"[low, high] (none below 2 finished seeds). State: {confirm['state']}.", ""]
     attrs = list(dict.fromkeys(a for c in confirm["configurations"] for a in c["attributes"]))
     metrics = [f"ccc_{a}" for a in attrs] + ["ccc_mean"]
     best_ids = set(confirm["best"].values())
@@ -299,22 +408,13 @@ def format_table(confirm: dict[str, Any]) -> str:
         for c in confirm["configurations"]:
             name = c["id"] + (" (best)" if c["id"] in best_ids else "")
             test = c["summary"]["test"].get(split, {})
-            lines.append(f"| {name} | {c['summary']['seeds_done']}/{len(c['seeds'])} | "
-                         f"{stat_cell(c['summary']['validation'].get('ccc_mean'))} | "
+            lines.append(f"| {name} | {seeds_cell(c)} | {stat_cell(c['summary']['validation'].get('ccc_mean'))} | "
                          + " | ".join(stat_cell(test.get(m)) for m in metrics) + " |")
         lines.append("")
     if confirm["comparisons"]:
-        lines += ["## Paired comparisons (same seeds)", "",
-                  f"A - B: the difference of mean test CCC. Tests: {confirm['tests']['paired_t']}; "
-                  f"{confirm['tests']['bootstrap']} ({confirm['tests']['resamples']} resamples, seed "
-                  f"{confirm['tests']['bootstrap_seed']}). p is shown as raw / {confirm['tests']['correction']}; "
-                  f"* = significant at {confirm['alpha']} after the correction.", "",
-                  "| A | B | split | metric | A - B | 95% CI (t) | p (t) | 95% CI (bootstrap) | p (bootstrap) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for c in confirm["comparisons"]:
-            lines.append(f"| {c['a']} | {c['b']} | {c['split']} | {c['metric']} | {c['paired_t']['diff']:+.3f} | "
-                         f"{ci_cell(c['paired_t'])} | {p_cell(c['paired_t'])} | {ci_cell(c['bootstrap'])} | "
-                         f"{p_cell(c['bootstrap'])} |")
+        lines += ["## Paired comparisons (same seeds)", "", comparisons_note(confirm), "",
+                  "| " + " | ".join(COMPARISON_HEADERS) + " |", "|---" * len(COMPARISON_HEADERS) + "|"]
+        lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in confirm["comparisons"]]
         lines.append("")
     lines.append(f"Selection: {confirm['selection']}.")
     if confirm["plan"].get("search"):

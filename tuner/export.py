@@ -141,33 +141,50 @@ def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> li
 
 @dataclass
 class ConfirmedPick:
-    """One confirmed search configuration: its condition, rank by confirmed test CCC, confirm.json entry."""
+    """One confirmed search configuration: its condition, rank by confirmed validation CCC, confirm.json entry."""
     condition: str
     rank: int
     configuration: dict[str, Any]
 
 
-def confirmed_picks(confirm: dict[str, Any], top: int) -> tuple[list[ConfirmedPick], str]:
-    """The `top` search configurations of every condition by mean test ccc_mean over seeds (first test split)."""
-    split = confirm["test_splits"][0]
+def validation_mean(configuration: dict[str, Any]) -> float | None:
+    """A confirmed configuration's mean validation ccc_mean over its finished seeds (None: no seed finished)."""
+    return configuration["summary"]["validation"].get("ccc_mean", {}).get("mean")
+
+
+def split_mean(configuration: dict[str, Any], split: str) -> float | None:
+    """Its mean test ccc_mean over its finished seeds on `split` (shown, never ranked by)."""
+    return configuration["summary"]["test"].get(split, {}).get("ccc_mean", {}).get("mean")
+
+
+def confirmed_picks(confirm: dict[str, Any], top: int) -> list[ConfirmedPick]:
+    """The `top` search configurations of every condition by mean validation ccc_mean over seeds: the
+    test splits only measure (selecting on them would bias the reported test CCC upwards)."""
     picks = []
     for label in dict.fromkeys(cond for c in confirm["configurations"] for cond in c["conditions"]):
         scored = [c for c in confirm["configurations"] if c["kind"] == "search" and label in c["conditions"]
-                  and c["summary"]["test"].get(split, {}).get("ccc_mean", {}).get("mean") is not None]
-        scored.sort(key=lambda c: c["summary"]["test"][split]["ccc_mean"]["mean"], reverse=True)
+                  and validation_mean(c) is not None]
+        scored.sort(key=validation_mean, reverse=True)
         picks += [ConfirmedPick(label, rank, c) for rank, c in enumerate(scored[:top], start=1)]
-    return picks, split
+    return picks
 
 
-def confirmed_document(run: RunDir, manifest: dict[str, Any], pick: ConfirmedPick, split: str,
+def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str, Any], pick: ConfirmedPick,
                        target: Path) -> dict[str, Any]:
     """The YAML mapping of one confirmed configuration: its config keys + `metadata`."""
+    from tuner.confirm_results import UNFINISHED
+
     c = pick.configuration
     metadata = {
         "run": run.name, "run_path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
-        "condition": c["condition_values"], "ranked_by": f"mean {split} ccc_mean over seeds (confirm.json)",
+        "condition": c["condition_values"],
+        "ranked_by": f"mean {confirm['validation_split']} ccc_mean over seeds (confirm.json); the test splits "
+                     "only measure",
         "confirmed_rank": pick.rank, "configuration": c["id"], "search_rank": c["rank"], "trial_id": c["trial_id"],
         "seeds": [s["seed"] for s in c["seeds"] if s["status"] == "done"],
+        "seeds_failed": [s["seed"] for s in c["seeds"] if s["status"] in UNFINISHED],
+        "validation_ccc_mean": validation_mean(c),
+        "test_ccc_mean": {split: split_mean(c, split) for split in confirm["test_splits"]},
         "confirmed": {"validation": c["summary"]["validation"], **c["summary"]["test"]},
         "retrain": retrain_command(run, manifest, target,
                                    f"{pick.condition.translate(SAFE_LABEL)}-confirmed{pick.rank}"),
@@ -176,7 +193,7 @@ def confirmed_document(run: RunDir, manifest: dict[str, Any], pick: ConfirmedPic
 
 
 def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
-    """Like export_best, ranked by the confirmation's mean test CCC (confirm.json) instead of the search."""
+    """Like export_best, ranked by the confirmation's mean validation CCC over seeds (confirm.json)."""
     from tuner.confirm_results import read_confirm
 
     manifest = run.read_manifest()
@@ -184,15 +201,17 @@ def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) 
     if confirm is None:
         raise UserError(f"{run}: no confirmation yet (confirm/confirm.json missing); run "
                         f"`python -m tuner confirm {run.name}` first")
-    if not confirm["test_splits"]:
-        raise UserError(f"{run}: the confirmation has no evaluated seed yet; nothing to rank")
-    picks, split = confirmed_picks(confirm, top)
+    picks = confirmed_picks(confirm, top)
     if not picks:
-        raise UserError(f"{run}: no search configuration has a confirmed test CCC yet; nothing to export")
-    score = lambda p: p.configuration["summary"]["test"][split]["ccc_mean"]["mean"]  # noqa: E731
+        raise UserError(f"{run}: no search configuration has a confirmed validation CCC yet; nothing to export")
     return write_exports(
-        out, picks, lambda pick, path: confirmed_document(run, manifest, pick, split, path), max(picks, key=score),
-        f"overall best by mean {split} ccc_mean over seeds across conditions; every condition's confirmed "
-        "configs are in the files listed under `files`",
+        out, picks, lambda pick, path: confirmed_document(run, manifest, confirm, pick, path),
+        max(picks, key=lambda p: validation_mean(p.configuration)),
+        "overall best by mean validation ccc_mean over seeds across conditions (test CCC beside it, never used to "
+        "rank); every condition's confirmed configs are in the files listed under `files`",
         lambda p, path: {"condition": p.condition, "rank": p.rank, "file": str(path),
-                         "configuration": p.configuration["id"], "ccc_mean": score(p)}, force)
+                         "configuration": p.configuration["id"],
+                         "validation_ccc_mean": validation_mean(p.configuration),
+                         "test_ccc_mean": {split: split_mean(p.configuration, split)
+                                           for split in confirm["test_splits"]}},
+        force)

@@ -108,7 +108,8 @@ def tables_confirm(report: RunReport) -> list[Table]:
     per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
-    from tuner.confirm_results import ci_cell, p_cell, search_cell, stat_cell
+    from tuner.confirm_results import (COMPARISON_HEADERS, comparison_row, comparisons_note, search_cell,
+                                       seeds_cell, stat_cell)
 
     c = report.confirm
     if not c:
@@ -119,28 +120,19 @@ def tables_confirm(report: RunReport) -> list[Table]:
     seeds = c["plan"]["seeds"]
     tables = []
     for split in c["test_splits"]:
-        rows = [[conf["id"] + (" (best)" if conf["id"] in best else ""), conf["kind"],
-                 f"{conf['summary']['seeds_done']}/{len(conf['seeds'])}",
+        rows = [[conf["id"] + (" (best)" if conf["id"] in best else ""), conf["kind"], seeds_cell(conf),
                  stat_cell(conf["summary"]["validation"].get("ccc_mean")),
                  *[stat_cell(conf["summary"]["test"].get(split, {}).get(m)) for m in metrics]]
                 for conf in c["configurations"]]
         tables.append(Table(f"Confirmation: test CCC on {split}",
                             ["configuration", "kind", "seeds", "validation ccc_mean", *metrics], rows,
                             note=f"{len(seeds)} seeds per configuration, full epochs, no early stopping; mean over "
-                                 f"seeds [{c['confidence']:.0%} Student-t interval]. State: {c['state']}. "
-                                 f"Selection: {c['selection']}."
+                                 f"the finished seeds [{c['confidence']:.0%} Student-t interval; none below 2]. "
+                                 f"State: {c['state']}. Selection: {c['selection']}."
                                  + (f" Search: {search_cell(c['plan']['search'])}." if c["plan"].get("search") else "")))
     if c["comparisons"]:
-        t = c["tests"]
-        rows = [[k["a"], k["b"], k["split"], k["metric"], f"{k['paired_t']['diff']:+.3f}",
-                 ci_cell(k["paired_t"]), p_cell(k["paired_t"]), ci_cell(k["bootstrap"]), p_cell(k["bootstrap"])]
-                for k in c["comparisons"]]
-        tables.append(Table("Confirmation: paired comparisons (same seeds)",
-                            ["A", "B", "split", "metric", "A - B", "95% CI (t)", "p (t)", "95% CI (bootstrap)",
-                             "p (bootstrap)"], rows,
-                            note=f"Tests: {t['paired_t']}; {t['bootstrap']} ({t['resamples']} resamples, seed "
-                                 f"{t['bootstrap_seed']}). p is shown as raw / {t['correction']}; * = significant "
-                                 f"at {c['alpha']} after the correction; n/a: the test is undefined."))
+        tables.append(Table("Confirmation: paired comparisons (same seeds)", COMPARISON_HEADERS,
+                            [comparison_row(k) for k in c["comparisons"]], note=comparisons_note(c)))
     return tables
 
 

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a baseline config in `train --config` format (repeatable), e.g. "
                              "search_spaces/baselines/deepemocluster_act.yaml")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
-                        help=f"bootstrap resamples (default {RESAMPLES})")
+                        help=f"resamples of the bootstraps over test speakers (the method-level test) and over "
+                             f"utterances (default {RESAMPLES})")
     parser.add_argument("--partial", action="store_true",
                         help="confirm a search that was stopped before its conditions finished (its finished trials)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (`auto`: the running one)")

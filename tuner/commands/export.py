@@ -1,5 +1,6 @@
 """`python -m tuner export NAME [--top N] [--out FILE] [--force] [--by search|confirmed]`: the best configs as
-train-ready YAML (`--by confirmed`: ranked by the confirmation's mean test CCC over seeds).
+train-ready YAML (`--by confirmed`: ranked by the confirmation's mean validation CCC over seeds, the
+test CCC beside it).
 
 FILE (default STORAGE/NAME/best.yaml) is the overall best config; with several conditions or
 --top > 1 each (condition, rank) also gets `<stem>.<condition>.rank<k>.yaml` next to it. Every
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output YAML file (default STORAGE/NAME/best.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--by", choices=("search", "confirmed"), default="search",
-                        help="rank by the search's metric (default) or by the confirmation's mean test CCC "
-                             "over seeds (after `python -m tuner confirm NAME`)")
+                        help="rank by the search's metric (default) or by the confirmation's mean validation CCC "
+                             "over seeds, test CCC shown beside it (after `python -m tuner confirm NAME`)")
 
 
 def main(args: argparse.Namespace) -> int:
