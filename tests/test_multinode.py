@@ -326,15 +326,15 @@ def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, 
 ALLOCATOR_DRIVER = BLOCK_FAULTS + textwrap.dedent("""
     import json, os, sys, threading
     from ray import tune
-    from model.cpu_memory import OPT_OUT, TUNABLES, keep_freed_memory
+    from model.cpu_memory import keep_freed_memory
     from tuner.experiment import start_ray
 
     start_ray(sys.argv[1])
 
     def trainable(config):
         keep_freed_memory()
-        tune.report({"node": os.environ.get("LOOPBACK_NODE"), "setting": os.environ.get(OPT_OUT),
-                     "tunables": os.environ.get(TUNABLES, ""), "main_thread": threading.current_thread()
+        tune.report({"node": os.environ.get("LOOPBACK_NODE"), "setting": os.environ.get("DEEPEMOCLUSTER_MALLOC"),
+                     "tunables": os.environ.get("GLIBC_TUNABLES", ""), "main_thread": threading.current_thread()
                      is threading.main_thread(), "faults": block_faults()})
 
     results = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
