@@ -104,9 +104,6 @@ def encoder_throughput(width: float, m: int, C: int, batch: int, steps: int,
 
 
 def throughput(width: float, m: int, C: int, batch: int, threads: int, steps: int) -> None:
-    from model.cpu_memory import keep_freed_memory
-
-    keep_freed_memory()   # as the Trainer does on the CPU
     torch.set_num_threads(threads)
     print(f"\n== forward+backward throughput (m {m}, C {C}, {batch * C} chunks per batch, width {width}, "
           f"{threads} threads) ==")
@@ -187,6 +184,12 @@ def reference_setting_store(cache: Path) -> Path:
 # it times old checkouts too. argv: config JSON, store, epochs.
 EPOCH_WORKER = """
 import json, sys, time
+try:   # an entry point's choice since issue 20; older checkouts' Trainer applied it itself (or had none)
+    from model.cpu_memory import keep_freed_memory
+except ImportError:
+    pass
+else:
+    keep_freed_memory()
 from model.config import TrainConfig
 from model.trainer import Trainer
 cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
@@ -340,6 +343,9 @@ def main() -> int:
     p.add_argument("--table-modes", default="FSL,SSL", help="FSL, SSL or both (comma-separated)")
     args = p.parse_args()
 
+    from model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()   # as `python -m tuner train` does (an entry point's choice)
     threads = args.threads or usable_cpus()
     args.threads = threads
     print("machine:", machine(), flush=True)

@@ -6,7 +6,14 @@ every step the kernel zero-fills them page by page again: measured on 2 cores, h
 step was those page faults (docs/training.md, "A faster epoch"). With mmap off and trimming raised,
 freed blocks stay in the heap and the next step reuses them: the process keeps its peak memory.
 
-`DEEPEMOCLUSTER_MALLOC=system` leaves malloc as it is.
+That holds for the main thread's arena only. A second thread (Ray runs a trial in one) gets an arena
+of its own, whose heaps are 64 MB at most: larger blocks are mmapped whatever M_MMAP_MAX says. Only a
+single arena for the whole process helps, and glibc reads that limit (`GLIBC_TUNABLES`) when the
+process starts: `mallopt(M_ARENA_MAX, 1)` later is ignored once other threads hold arenas, as a Ray
+worker's threads do. `worker_environment()` is what a process that trains in a thread must start with.
+
+Nothing here runs on import or when a Trainer is built: the entry points (the CLI, a trial's set-up)
+call `keep_freed_memory()`. `DEEPEMOCLUSTER_MALLOC=system` leaves malloc as it is.
 """
 from __future__ import annotations
 
@@ -18,8 +25,18 @@ from model.errors import UserError
 OPT_OUT = "DEEPEMOCLUSTER_MALLOC"
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4    # glibc's mallopt parameters (malloc.h)
 TRIM_THRESHOLD = 2**31 - 1               # only a free run of 2 GB at the heap's top is returned
+TUNABLES = "GLIBC_TUNABLES"              # read by glibc at process start: name=value pairs joined by ':'
+ARENA_MAX = "glibc.malloc.arena_max"
 
 _applied: bool | None = None
+
+
+def setting() -> str:
+    """The value of DEEPEMOCLUSTER_MALLOC: keep (the default) or system; anything else is refused."""
+    value = os.environ.get(OPT_OUT, "keep").strip() or "keep"
+    if value not in ("keep", "system"):
+        raise UserError(f"{OPT_OUT}={value!r}: expected keep (the default) or system (leave malloc as it is)")
+    return value
 
 
 def keep_freed_memory() -> bool:
@@ -30,11 +47,21 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def worker_environment() -> dict[str, str]:
+    """Environment variables for a process that will train in a thread (a Ray worker): the opt-out
+    setting, and unless opted out, one malloc arena for all its threads (GLIBC_TUNABLES keeps the
+    driver's other tunables; an arena_max of the driver's own is kept as it is)."""
+    value = setting()
+    if value == "system":
+        return {OPT_OUT: value}
+    tunables = [t for t in os.environ.get(TUNABLES, "").split(":") if t]
+    if not any(t.startswith(ARENA_MAX + "=") for t in tunables):
+        tunables.append(f"{ARENA_MAX}=1")
+    return {OPT_OUT: value, TUNABLES: ":".join(tunables)}
+
+
 def _apply() -> bool:
-    setting = os.environ.get(OPT_OUT, "keep").strip() or "keep"
-    if setting not in ("keep", "system"):
-        raise UserError(f"{OPT_OUT}={setting!r}: expected keep (the default) or system (leave malloc as it is)")
-    if setting == "system" or not _is_glibc():
+    if setting() == "system" or not _is_glibc():
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

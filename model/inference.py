@@ -15,7 +15,6 @@ import torch
 from model.audio import load_audio
 from model.chunking import chunk_frames, make_chunks
 from model.corpora import ATTRIBUTES
-from model.cpu_memory import keep_freed_memory
 from model.devices import resolve_device
 from model.errors import UserError
 from model.features import FeatureSpec, NormTerms, extract
@@ -30,8 +29,6 @@ BATCH_SENTENCES = 64
 def resolve_model(model: ModelLike, device: str | torch.device = "cpu") -> tuple[DeepEmoCluster, ModelInfo]:
     """A model file path or a (network, info) pair, as an eval-mode network on `device` and its info."""
     device = resolve_device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
     if isinstance(model, (str, Path)):
         network, info = load_model(model, device)
     else:

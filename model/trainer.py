@@ -29,7 +29,6 @@ from model.augment import SpecAugment
 from model.chunking import chunk_frames, chunk_starts, make_chunks
 from model.clustering import KMeansResult, kmeans
 from model.config import TrainConfig
-from model.cpu_memory import keep_freed_memory
 from model.devices import resolve_device, resolve_precision, usable_cpus
 from model.errors import UserError
 from model.folds import DataSplit
@@ -69,8 +68,6 @@ class Trainer:
         self.split = split
         self.store = (store if isinstance(store, FeatureStore) else FeatureStore.open(store)).verify()
         self.device = resolve_device(config.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()    # no page faults on every step's large activations
         torch.set_num_threads(config.num_threads or usable_cpus())
         self.amp_dtype = resolve_precision(config.precision, self.device)
         torch.manual_seed(config.seed)

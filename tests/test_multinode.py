@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from malloc_probe import BLOCK_FAULTS
 from tune_helpers import SMOKE, experiment_trials, result_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,6 +318,53 @@ def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, 
     assert resumed >= 1  # from a checkpoint, not from scratch
     assert after[0]["step"] == resumed + 1
     assert [r["step"] for r in after] == list(range(resumed + 1, steps))  # no step lost after resuming
+
+
+# A driver that joins the cluster as the search does (tuner.experiment.start_ray) and runs one Tune
+# function trial: in its thread, the allocator setting as train_trial applies it, and the page faults
+# per 200 MB block allocated and freed there.
+ALLOCATOR_DRIVER = BLOCK_FAULTS + textwrap.dedent("""
+    import json, os, sys, threading
+    from ray import tune
+    from model.cpu_memory import keep_freed_memory
+    from tuner.experiment import start_ray
+
+    start_ray(sys.argv[1])
+
+    def trainable(config):
+        keep_freed_memory()
+        tune.report({"node": os.environ.get("LOOPBACK_NODE"), "setting": os.environ.get("DEEPEMOCLUSTER_MALLOC"),
+                     "tunables": os.environ.get("GLIBC_TUNABLES", ""), "main_thread": threading.current_thread()
+                     is threading.main_thread(), "faults": block_faults()})
+
+    results = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                         run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()
+    print(json.dumps(results[0].metrics))
+""")
+
+
+def allocator_trial(cluster: LoopbackCluster, tmp: Path, **env: str) -> dict:
+    """The metrics of ALLOCATOR_DRIVER's trial; `env`: the driver's own environment, not the nodes'."""
+    proc = subprocess.run([sys.executable, "-c", ALLOCATOR_DRIVER, cluster.address, str(tmp / "results")],
+                          env=cluster.env(**env), capture_output=True, text=True, cwd=tmp, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_trial_on_a_remote_worker_keeps_freed_memory(loopback_cluster, tmp_path):
+    """The nodes were started without any allocator setting: the driver's job carries it to the worker
+    that runs the trial, whose thread then reuses freed blocks instead of faulting them in again."""
+    trial = allocator_trial(loopback_cluster, tmp_path)
+    assert trial["node"] in {"a", "b"} and not trial["main_thread"]
+    assert trial["setting"] == "keep" and "glibc.malloc.arena_max=1" in trial["tunables"].split(":")
+    assert trial["faults"] < 2_000      # glibc's default: 48,829 per block (tests/test_cpu_memory.py)
+
+
+def test_the_drivers_opt_out_reaches_a_remote_worker(loopback_cluster, tmp_path):
+    trial = allocator_trial(loopback_cluster, tmp_path, DEEPEMOCLUSTER_MALLOC="system")
+    assert trial["node"] in {"a", "b"}
+    assert trial["setting"] == "system" and "arena_max" not in trial["tunables"]
+    assert trial["faults"] > 40_000
 
 
 # ---- the real search (`python -m tuner`) on the cluster ------------------------------------------

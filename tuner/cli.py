@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from model.cpu_memory import keep_freed_memory
 from model.errors import UserError
 
 LOG_DIR_ENV = "DEEPEMOCLUSTER_LOG_DIR"
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        keep_freed_memory()   # the process's allocator: an entry point's choice (model.cpu_memory)
         return int(args._main(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,21 +35,27 @@ REUSE_ACTORS = True  # a trial process keeps torch imported for the next trial: 
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> str:
-    """Join the cluster at `address` (`auto`: the running one) or start a local one on loopback."""
+    """Join the cluster at `address` (`auto`: the running one) or start a local one on loopback.
+
+    The job's workers, on every node, start with the allocator setting (model.cpu_memory): a trial
+    trains in a thread of its worker, which keeps freed memory only with one malloc arena."""
     import ray
+
+    from model.cpu_memory import worker_environment
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if ray.is_initialized():
         return "existing"
+    runtime_env = {"env_vars": worker_environment()}
     if address:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
         except ConnectionError as exc:
             raise UserError(f"--address {address}: cannot join a Ray cluster there: {exc}") from None
         return address
     # address="local": a new Ray of our own, even when RAY_ADDRESS points elsewhere
     ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address=LOOPBACK_IP,
-             include_dashboard=False, log_to_driver=True)
+             include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
     return "local"
 
 

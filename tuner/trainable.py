@@ -68,10 +68,12 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         return
 
     from model.config import TrainConfig
+    from model.cpu_memory import keep_freed_memory
     from model.cv import make_trainer
     from model.metrics import finite_metrics
     from tuner.store_sync import ensure_local_store
 
+    keep_freed_memory()   # this thread shares the worker's one arena (tuner.experiment.start_ray)
     threads = trial_threads(cpus)
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
