@@ -22,7 +22,6 @@ import yaml
 from slurm_cluster import HOST, SlurmCluster, missing_programs
 from tune_helpers import REPO, SMOKE, experiment_trials, result_rows, tuner
 
-pytestmark = pytest.mark.slurm
 SBATCH = REPO / "cluster" / "slurm" / "search.sbatch"
 NAME = "slurm"
 LABELS = ("labeled_ratio=0.5", "labeled_ratio=1.0")   # smoke.yaml's two conditions
@@ -35,6 +34,28 @@ def _unavailable() -> str | None:
     if os.geteuid() != 0:
         return "a Slurm of the test's own needs root (slurmd starts jobs as their user)"
     return None
+
+
+@pytest.mark.parametrize("drop, message", [
+    ("SLURM_JOB_ID", "error: not inside a Slurm job: submit this script with sbatch"),
+    ("TUNER_NAME", "error: TUNER_NAME is not set"),
+    ("TUNER_STORAGE", "error: TUNER_STORAGE is not set"),
+    ("RAY_AUTH_TOKEN_PATH", "no Ray token; create it with `ray get-auth-token --generate`"),
+    ("TUNER_SPACE", "error: TUNER_SPACE is not set: the search-space YAML of the new run slurm"),
+])
+def test_script_refuses_missing_settings_before_starting_anything(tmp_path, drop, message):
+    """Each missing setting: one `error:` line naming it, exit 2, before Ray or the search starts."""
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "SLURM_JOB_ID": "1", "TUNER_NAME": NAME, "TUNER_STORAGE": str(tmp_path / "results"),
+           "TUNER_SPACE": str(SMOKE), "TUNER_PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+           "RAY_AUTH_TOKEN_PATH": str(token), "HOME": str(tmp_path)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop(drop)
+    proc = subprocess.run(["bash", str(SBATCH)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [next(line for line in proc.stderr.splitlines() if message in line)]
+    assert proc.stderr.startswith("error: ") and "Ray head" not in proc.stdout
 
 
 @pytest.fixture
@@ -115,6 +136,7 @@ def job_processes(ray_tmp: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slurm
 def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_store, tmp_path):
     storage = tmp_path / "results"
     out = tmp_path / "job.out"
@@ -132,6 +154,11 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
         before = trial_rows(storage)
         assert sum(len(r) for r in before.values()) < 8, before
         subprocess.run(["scancel", "--signal=TERM", "--batch", job_id], env=env, check=True, timeout=30)
+
+        requeued = wait_for(lambda: (lambda j: j if j["Restarts"] == "1" else None)(slurm.job(job_id)),
+                            "the job requeued", slurm, out, 300)
+        if requeued["JobState"] == "PENDING":   # Slurm holds a requeued job back ~2 min: let it start now
+            slurm.scontrol("update", f"JobId={job_id}", "StartTime=now", check=False)
 
         def finished():
             job = slurm.job(job_id)
