@@ -14,7 +14,7 @@ from pathlib import Path
 
 HOST = "127.0.0.2"
 NODE = "tnode"
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue")
+DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel")
 
 
 def missing_programs() -> list[str]:
@@ -141,8 +141,22 @@ class SlurmCluster:
                 parts.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-30:]))
         return "\n".join(parts)
 
+    def end_jobs(self, timeout: float = 90) -> None:
+        """Cancel every job of this cluster and wait until none is left (their slurmstepd gone with them)."""
+        if self.procs.get("slurmctld") is None or self.procs["slurmctld"].poll() is not None:
+            return
+        subprocess.run([_program("scancel"), "--user=root"], env=self.env, timeout=30)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            queue = subprocess.run([_program("squeue"), "--noheader"], env=self.env, capture_output=True,
+                                   text=True, timeout=30)
+            if queue.returncode == 0 and not queue.stdout.strip():
+                return
+            time.sleep(0.5)
+
     def stop(self) -> None:
-        """End the daemons this cluster started (slurmd, slurmctld, munged), by pid, and wait for them."""
+        """End the jobs, then the daemons this cluster started (slurmd, slurmctld, munged), by pid."""
+        self.end_jobs()
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None:

@@ -136,8 +136,18 @@ def job_processes(ray_tmp: Path) -> list[int]:
     return pids
 
 
+STOPS = {   # how Slurm stops the job mid-search
+    # the time-limit warning (`--signal=B:TERM@...`): SIGTERM to the batch script only; the job requeues itself
+    "time-limit signal": ["scancel", "--signal=TERM", "--batch"],
+    # a preemption by requeue: SIGTERM to every process of the job (Ray's too), SIGKILL after KillWait
+    "requeue": ["scontrol", "requeue"],
+}
+
+
 @pytest.mark.slurm
-def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_store, tmp_path):
+@pytest.mark.parametrize("stop", [pytest.param("time-limit signal"),
+                                  pytest.param("requeue", marks=pytest.mark.slow)])
+def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_store, tmp_path, stop):
     storage = tmp_path / "results"
     out = tmp_path / "job.out"
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
@@ -153,11 +163,15 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
         wait_for(lambda: any(trial_rows(storage).values()), "a trial's first epoch", slurm, out, 300)
         before = trial_rows(storage)
         assert sum(len(r) for r in before.values()) < 8, before
-        subprocess.run(["scancel", "--signal=TERM", "--batch", job_id], env=env, check=True, timeout=30)
+        assert job_processes(ray_tmp), "the job's Ray processes are not recognisable by their RAY_TMPDIR"
+        subprocess.run([*STOPS[stop], job_id], env=env, check=True, timeout=30)
 
-        requeued = wait_for(lambda: (lambda j: j if j["Restarts"] == "1" else None)(slurm.job(job_id)),
-                            "the job requeued", slurm, out, 300)
-        if requeued["JobState"] == "PENDING":   # Slurm holds a requeued job back ~2 min: let it start now
+        def requeued():   # past COMPLETING / REQUEUED: pending again (or already started)
+            job = slurm.job(job_id)
+            return job if job["Restarts"] == "1" and job["JobState"] in ("PENDING", "RUNNING", "COMPLETED") else None
+
+        if wait_for(requeued, "the job requeued", slurm, out, 300)["JobState"] == "PENDING":
+            # Slurm holds a requeued job back for ~2 min (its BeginTime): let it start now
             slurm.scontrol("update", f"JobId={job_id}", "StartTime=now", check=False)
 
         def finished():
@@ -169,8 +183,9 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, text)
         assert job["Restarts"] == "1", (job, text)
         # the first job stopped the driver like Ctrl+C (it exited 130: interrupted, resumable) and requeued
-        assert "SIGTERM: stopping the search" in text and "driver exited with 130" in text, text
-        assert f"requeueing job {job_id}" in text and "resuming run slurm" in text, text
+        assert "SIGTERM: stopping the search" in text and "resuming run slurm" in text, text
+        if stop == "time-limit signal":   # Ray was left alone: the driver stopped like Ctrl+C, then requeued
+            assert "driver exited with 130" in text and f"requeueing job {job_id}" in text, text
         assert text.count("copying the store to each node") == 2, text
     finally:
         subprocess.run(["scancel", job_id], env=env, timeout=30)
