@@ -99,7 +99,7 @@ class SlurmCluster:
         self._wait_for(self.munge_socket.exists, "munged's socket")
         self._start("slurmctld", [_program("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._start("slurmd", [_program("slurmd"), "-D", "-N", NODE, "-f", str(self.conf)])
-        self._wait_for(self._node_idle, f"node {NODE} idle")
+        self._wait_for(self.node_idle, f"node {NODE} idle")
 
     def _start(self, name: str, argv: list[str]) -> None:
         log = open(self.root / f"{name}.out", "w")
@@ -114,9 +114,9 @@ class SlurmCluster:
                 raise RuntimeError(f"Slurm: no {what} (exited: {dead}):\n{self.logs()}")
             time.sleep(0.3)
 
-    def _node_idle(self) -> bool:
-        out = self.scontrol("show", "node", NODE, check=False)
-        return "State=IDLE" in out
+    def node_idle(self) -> bool:
+        """The node is up with nothing allocated (no job, none completing)."""
+        return " State=IDLE " in self.scontrol("show", "node", NODE, check=False)
 
     def scontrol(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run([_program("scontrol"), *args], env=self.env, capture_output=True, text=True,

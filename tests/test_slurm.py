@@ -171,7 +171,9 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
             return job if job["Restarts"] == "1" and job["JobState"] in ("PENDING", "RUNNING", "COMPLETED") else None
 
         if wait_for(requeued, "the job requeued", slurm, out, 300)["JobState"] == "PENDING":
-            # Slurm holds a requeued job back for ~2 min (its BeginTime): let it start now
+            # Slurm holds a requeued job back for ~2 min (its BeginTime): let it start as soon as the
+            # node has finished with the stopped job
+            wait_for(slurm.node_idle, "the node idle after the stopped job", slurm, out, 120)
             slurm.scontrol("update", f"JobId={job_id}", "StartTime=now", check=False)
 
         def finished():
@@ -180,7 +182,7 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
 
         job = wait_for(finished, "the requeued job's end", slurm, out, 600)
         text = out.read_text()
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, text)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, text, slurm.logs())
         assert job["Restarts"] == "1", (job, text)
         # the first job stopped the driver like Ctrl+C (it exited 130: interrupted, resumable) and requeued
         assert "SIGTERM: stopping the search" in text and "resuming run slurm" in text, text
