@@ -6,10 +6,12 @@ requeued job resumes the run to the end: every trial complete, no epoch trained 
 `export` agreeing, no Ray process of the job left."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -184,15 +186,18 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
         text = out.read_text()
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, text, slurm.logs())
         assert job["Restarts"] == "1", (job, text)
-        # the first job stopped the driver like Ctrl+C (it exited 130: interrupted, resumable) and requeued
         assert "SIGTERM: stopping the search" in text and "resuming run slurm" in text, text
         if stop == "time-limit signal":   # Ray was left alone: the driver stopped like Ctrl+C, then requeued
             assert "driver exited with 130" in text and f"requeueing job {job_id}" in text, text
         assert text.count("copying the store to each node") == 2, text
     finally:
         subprocess.run(["scancel", job_id], env=env, timeout=30)
-    assert not job_processes(ray_tmp), "Ray processes of the job outlived it"
-    shutil.rmtree(ray_tmp, ignore_errors=True)
+        left = job_processes(ray_tmp)
+        for pid in left:   # none, unless the job failed to stop its Ray: then the test ends them, by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, "Ray processes of the job outlived it"
 
     # every trial complete (run to its last epoch or stopped by ASHA), each epoch reported once, in order
     for label in LABELS:
