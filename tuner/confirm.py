@@ -82,7 +82,8 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
             raise UserError(f"--baseline {path}: a second baseline named {name!r}; baseline file names must differ")
         names.add(name)
         values = read_baseline(Path(path))
-        per_condition = {c["label"]: full_config({**c["values"], **values}, str(path)) for c in manifest["conditions"]}
+        per_condition = {c["label"]: full_config({**c["values"], **values}, str(path))
+                         for c in baseline_conditions(manifest, values, path)}
         distinct = {json.dumps(v, sort_keys=True) for v in per_condition.values()}
         groups = ([(name, list(per_condition))] if len(distinct) == 1
                   else [(f"{name}@{label}", [label]) for label in per_condition])
@@ -98,6 +99,25 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
     }
+
+
+def baseline_conditions(manifest: dict[str, Any], values: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The conditions a baseline is trained and compared in: every one; in a run whose conditions each train
+    one attribute (per_attribute), where each is compared on its attribute's CCC, a baseline that sets its
+    attributes only in the condition of that one attribute."""
+    from tuner.export import condition_attribute
+
+    conditions = manifest["conditions"]
+    if "attributes" not in values or not all(condition_attribute(c["values"]) for c in conditions):
+        return conditions
+    own = condition_attribute(full_config(values, str(path)))
+    matching = [c for c in conditions if condition_attribute(c["values"]) == own]
+    if own is None or not matching:
+        trains = ", ".join(full_config(values, str(path))["attributes"])
+        raise UserError(f"--baseline {path}: trains {trains}; this run trains one attribute per condition "
+                        f"({', '.join(c['label'] for c in conditions)}) and compares each on its own CCC: give a "
+                        "baseline of one of those attributes, or leave attributes out (trained per condition)")
+    return matching
 
 
 def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
