@@ -280,7 +280,7 @@ def test_condition_labels_of_paths_are_single_folder_names():
 
 PER_ATTRIBUTE = {**{k: v for k, v in VALID.items()}, "per_attribute": {
     "act": {"num_clusters": {"low": 2, "high": 4}, "init_model": None},
-    "val": {"num_clusters": 8, "dropout": 0.3},
+    "val": {"num_clusters": 8, "dropout": 0.3, "temporal": "gru"},
     "dom": None}}
 
 
@@ -302,6 +302,7 @@ def test_per_attribute_gives_each_attribute_its_own_study_and_parameters():
                 assert "init_model" in fixed and fixed["init_model"] is None
             elif attr == "val":
                 assert "num_clusters" not in trial.params and fixed["num_clusters"] == 8 and fixed["dropout"] == 0.3
+                assert trial.params.get("temporal") is None and "triplet_margin" not in trial.params   # lapsed
             else:
                 assert trial.params["num_clusters"] in range(2, 9, 2) and "dropout" not in fixed
             study.tell(trial, 0.0)
@@ -345,8 +346,9 @@ PER_ATTRIBUTE_MALFORMED = [
      "cannot be combined with conditions"),
     ("another attribute's metric", per_attribute({"act": {}, "val": {}}, metric="val_ccc_act"), "metric",
      "use val_ccc_mean"),
-    ("a shared condition the attribute breaks", per_attribute({"act": {"temporal": "gru"}}),
-     "per_attribute.act: parameters.triplet_margin.when.temporal", "never chosen"),
+    ("an own condition never met", per_attribute({"act": {"temporal": "gru", "triplet_weight": {
+        "value": 0.5, "when": {"temporal": "triplet"}}}}), "per_attribute.act.triplet_weight.when.temporal",
+     "never chosen"),
 ]
 
 

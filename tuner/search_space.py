@@ -264,8 +264,9 @@ def _parse_conditions(raw: Any, known: dict, fail: Fail) -> dict[str, list[Any]]
 
 
 def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail,
-                      where: Callable[[str], str] = "parameters.{}".format) -> list[Parameter]:
-    """The parameters in `raw` (a mapping), in its order; `where(name)` is the key messages name."""
+                      where: Callable[[str], str] = "parameters.{}".format, may_lapse=()) -> list[Parameter]:
+    """The parameters in `raw` (a mapping), in its order; `where(name)` is the key messages name. A `when`
+    that can never hold is an error, except for the parameters named in `may_lapse`."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -296,7 +297,7 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail,
                 fail(f"{key}.when.{other}",
                      f"{other!r} is a numeric range; conditions need a categorical or fixed parameter")
             bad = [v for v in allowed if v not in possible]
-            if bad:
+            if bad and name not in may_lapse:
                 fail(f"{key}.when.{other}", f"{bad} is never chosen; {other} takes {possible}")
         params.append(p)
         seen[p.name] = p
@@ -340,7 +341,9 @@ def _parse_per_attribute(raw: dict, known: dict, metrics: list[str], conditions:
                      f"{attr} alone); remove it")
         where = lambda n, a=attr, o=overrides: f"per_attribute.{a}.{n}" if n in o \
             else f"per_attribute.{a}: parameters.{n}"   # noqa: E731
-        effective = _parse_parameters({**shared_raw, **overrides}, known, {}, fail, where)
+        # a shared parameter may lapse for one attribute (triplet_margin when the attribute fixes temporal: gru)
+        effective = _parse_parameters({**shared_raw, **overrides}, known, {}, fail, where,
+                                      may_lapse=set(shared_raw) - set(overrides))
         own[attr] = [p for p in effective if p.name in overrides]
     return {"attributes": [[a] for a in table]}, _merge_attribute_parameters(shared, own)
 
