@@ -74,6 +74,15 @@ def test_each_attribute_study_trains_its_attribute_alone_and_export_writes_the_a
     (run / "kept.yaml").rename(run / "best.yaml")
 
 
+def test_report_shows_each_attribute_study(searched, tmp_path):
+    from tuner.cli import main as cli
+
+    assert cli(["report", NAME, "--storage", str(searched / "results"), "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    for label in LABELS:
+        assert f"Best configurations: {label}" in report
+
+
 def test_predict_reads_the_exported_attribute_file(searched, tiny_corpus, tmp_path, capsys):
     from tuner.cli import main as cli
 
