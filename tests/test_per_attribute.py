@@ -35,6 +35,7 @@ def searched(tiny_store, tmp_path_factory):
     (work / "base_act.yaml").write_text(yaml.safe_dump({**baseline, "attributes": ["act"]}))
     (work / "base.yaml").write_text(yaml.safe_dump(baseline))
     (work / "base_joint.yaml").write_text(yaml.safe_dump({**baseline, "attributes": ["act", "val"]}))
+    (work / "base_dom.yaml").write_text(yaml.safe_dump({**baseline, "attributes": ["dom"]}))
     ray_tmp = short_tmp()
     done = tuner(["run", "--space", "space.yaml", "--store", str(tiny_store), "--name", NAME, "--storage", "results",
                   "--num-cpus", "2"], cwd=work, ray_tmp=ray_tmp)
@@ -119,30 +120,31 @@ def test_confirm_plans_a_one_attribute_baseline_in_its_attribute_condition_only(
 
     run = open_run(NAME, str(searched / "results"))
     plan = plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(1), [SPLIT],
-                             [searched / "base_act.yaml", searched / "base.yaml"])
+                             [searched / "base_act.yaml", searched / "base.yaml", searched / "base_joint.yaml"])
     by_id = {c["id"]: c for c in plan["configurations"]}
     assert list(by_id) == ["attributes=act/rank1", "attributes=val/rank1", "base_act", "base@attributes=act",
-                           "base@attributes=val"]
+                           "base@attributes=val", "base_joint"]
     assert by_id["base_act"]["conditions"] == ["attributes=act"]
     assert by_id["base@attributes=val"]["config"]["attributes"] == ["val"]   # the condition's attribute
-    with pytest.raises(UserError, match=r"base_joint.yaml: trains act, val; this run trains one attribute per "
-                                        r"condition \(attributes=act, attributes=val\)"):
-        plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(1), [SPLIT], [searched / "base_joint.yaml"])
+    assert by_id["base_joint"]["conditions"] == LABELS   # one joint model, compared in both
+    with pytest.raises(UserError, match=r"base_dom.yaml: trains dom alone, which no condition of this run trains "
+                                        r"\(attributes=act, attributes=val\)"):
+        plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(1), [SPLIT], [searched / "base_dom.yaml"])
 
 
 def test_confirm_compares_each_attribute_on_its_own_ccc(searched):
     ray_tmp = short_tmp()
     done = tuner(["confirm", NAME, "--storage", "results", "--num-cpus", "2", "--top", "1", "--seeds", "2",
-                  "--split", SPLIT, "--baseline", "base_act.yaml"], cwd=searched, ray_tmp=ray_tmp, timeout=400)
+                  "--split", SPLIT, "--baseline", "base_joint.yaml"], cwd=searched, ray_tmp=ray_tmp, timeout=400)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     confirm = json.loads((searched / "results" / NAME / "confirm" / "confirm.json").read_text())
     assert confirm["best"] == {"attributes=act": "attributes=act/rank1", "attributes=val": "attributes=val/rank1"}
     by_id = {c["id"]: c for c in confirm["configurations"]}
-    for cid, attr in (("attributes=act/rank1", "act"), ("attributes=val/rank1", "val"), ("base_act", "act")):
-        for seed in by_id[cid]["seeds"]:
-            scores = seed["test"][SPLIT]
-            assert set(scores) >= {"ccc_mean", f"ccc_{attr}"} and scores["ccc_mean"] == scores[f"ccc_{attr}"]
-    pairs = {(c["a"], c["b"]) for c in confirm["comparisons"]}
-    assert ("attributes=act/rank1", "base_act") in pairs            # act against the act baseline
-    assert not any("base_act" in pair and "attributes=val/rank1" in pair for pair in pairs)
+    for cid, attr in (("attributes=act/rank1", "act"), ("attributes=val/rank1", "val")):
+        for seed in by_id[cid]["seeds"]:   # the pick is chosen and measured on its attribute's CCC
+            for scores in (seed["validation"], seed["test"][SPLIT]):
+                assert scores["ccc_mean"] == scores[f"ccc_{attr}"]
+    # each attribute's pick against the joint baseline on that attribute's CCC only; the picks share no attribute
+    assert {(c["a"], c["b"], c["metric"]) for c in confirm["comparisons"]} == {
+        ("attributes=act/rank1", "base_joint", "ccc_act"), ("attributes=val/rank1", "base_joint", "ccc_val")}

@@ -102,21 +102,22 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
 
 
 def baseline_conditions(manifest: dict[str, Any], values: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """The conditions a baseline is trained and compared in: every one; in a run whose conditions each train
-    one attribute (per_attribute), where each is compared on its attribute's CCC, a baseline that sets its
-    attributes only in the condition of that one attribute."""
+    """The conditions a baseline is trained and compared in: every one, except in a run whose conditions
+    each train one attribute (per_attribute), where a baseline that trains one attribute alone belongs to
+    that attribute's condition only. (One that trains several is compared with each condition's pick on
+    that attribute's CCC; one that leaves attributes out trains each condition's attribute.)"""
     from tuner.export import condition_attribute
 
     conditions = manifest["conditions"]
     if "attributes" not in values or not all(condition_attribute(c["values"]) for c in conditions):
         return conditions
     own = condition_attribute(full_config(values, str(path)))
+    if own is None:
+        return conditions
     matching = [c for c in conditions if condition_attribute(c["values"]) == own]
-    if own is None or not matching:
-        trains = ", ".join(full_config(values, str(path))["attributes"])
-        raise UserError(f"--baseline {path}: trains {trains}; this run trains one attribute per condition "
-                        f"({', '.join(c['label'] for c in conditions)}) and compares each on its own CCC: give a "
-                        "baseline of one of those attributes, or leave attributes out (trained per condition)")
+    if not matching:
+        raise UserError(f"--baseline {path}: trains {own} alone, which no condition of this run trains "
+                        f"({', '.join(c['label'] for c in conditions)}): nothing to compare it with")
     return matching
 
 
