@@ -148,3 +148,39 @@ def test_confirm_compares_each_attribute_on_its_own_ccc(searched):
     # each attribute's pick against the joint baseline on that attribute's CCC only; the picks share no attribute
     assert {(c["a"], c["b"], c["metric"]) for c in confirm["comparisons"]} == {
         ("attributes=act/rank1", "base_joint", "ccc_act"), ("attributes=val/rank1", "base_joint", "ccc_val")}
+
+
+def record(label: str, attributes, checkpoints=("checkpoint_000000",)):
+    from tuner.trial_records import TrialRecord
+
+    return TrialRecord(label, f"t_{label[-3:]}", "TERMINATED", {"attributes": attributes}, f"trial_{label[-3:]}",
+                       checkpoints=list(checkpoints), best={"val_ccc_mean": 0.1, "training_iteration": 1,
+                                                            "checkpoint_dir_name": "checkpoint_000000"})
+
+
+def test_attribute_models_of_a_bucket_run_are_uris_and_said_so(capsys):
+    from tuner.export import Pick, attribute_models
+    from tuner.run_dir import RunDir
+
+    run = RunDir("s3://bucket/results?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1", "r")
+    conditions = [{"label": "attributes=act", "values": {"attributes": ["act"]}},
+                  {"label": "attributes=val", "values": {"attributes": "val"}}]   # TrainConfig's string form
+    picks = [Pick(c["label"], c["values"], 1, record(c["label"], c["values"]["attributes"], checkpoints))
+             for c, checkpoints in zip(conditions, [("checkpoint_000000",), ()])]
+    models = attribute_models(run, {"conditions": conditions}, picks)
+    assert models == {"act": "s3://bucket/results/r/attributes=act/trial_act/checkpoint_000000/best_model.pt"
+                             "?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"}
+    err = capsys.readouterr().err
+    assert "attributes=val: its best trial t_val kept no checkpoint" in err
+    assert "`predict` reads local model files" in err
+
+
+def test_no_attribute_file_unless_every_condition_trains_one_attribute_of_its_own(tmp_path):
+    from tuner.export import attribute_models
+    from tuner.run_dir import RunDir
+
+    run = RunDir(tmp_path, "r")
+    for values in ([{"labeled_ratio": 0.5}, {"labeled_ratio": 1.0}], [{}],
+                   [{"attributes": ["act"]}, {"attributes": ["act", "val"]}],
+                   [{"attributes": ["act"], "labeled_ratio": 0.5}, {"attributes": ["act"], "labeled_ratio": 1.0}]):
+        assert attribute_models(run, {"conditions": [{"label": "x", "values": v} for v in values]}, []) is None

@@ -156,8 +156,10 @@ def attribute_file(out: Path) -> Path:
 
 
 def condition_attribute(values: dict[str, Any]) -> str | None:
-    """The attribute a condition trains alone (`attributes: [act]`), else None."""
+    """The attribute a condition trains alone (`attributes: [act]`, or TrainConfig's string form `act`), else None."""
     attributes = values.get("attributes")
+    if isinstance(attributes, str):
+        attributes = [a.strip() for a in attributes.split(",")]
     return attributes[0] if isinstance(attributes, list) and len(attributes) == 1 else None
 
 
