@@ -54,7 +54,7 @@ def variant(**changes) -> dict:
 DELETE = object()
 
 
-@pytest.mark.parametrize("name", ["default", "paper", "smoke"])
+@pytest.mark.parametrize("name", ["default", "paper", "smoke", "per_attribute"])
 def test_shipped_spaces_load_and_sample_valid_configs(name):
     space = load_space(SPACES / f"{name}.yaml")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -276,3 +276,96 @@ def test_condition_labels_of_paths_are_single_folder_names():
     assert a != b                                        # same file name, different files
     assert "/" not in condition_label({"init_model": "s3://bucket/m/valence.pt"})
     assert condition_label({"temporal": "gru"}) == "temporal=gru"
+
+
+PER_ATTRIBUTE = {**{k: v for k, v in VALID.items()}, "per_attribute": {
+    "act": {"num_clusters": {"low": 2, "high": 4}, "init_model": None},
+    "val": {"num_clusters": 8, "dropout": 0.3, "temporal": "gru"},
+    "dom": None}}
+
+
+def test_per_attribute_gives_each_attribute_its_own_study_and_parameters():
+    space = parse_space(PER_ATTRIBUTE, "inline")
+    conditions = space.condition_values()
+    assert [condition_label(c) for c in conditions] == ["attributes=act", "attributes=val", "attributes=dom"]
+    for condition in conditions:
+        attr = condition["attributes"][0]
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(15):
+            trial = study.ask()
+            fixed = SpaceSampler(space, condition)(trial)
+            config = TrainConfig.from_dict({**trial.params, **fixed})
+            assert config.attributes == [attr]            # the study trains its attribute alone
+            assert "lr_adam" in trial.params and config.width == 0.25   # the shared parameters
+            if attr == "act":
+                assert 2 <= trial.params["num_clusters"] <= 4 and "dropout" not in fixed
+                assert "init_model" in fixed and fixed["init_model"] is None
+            elif attr == "val":
+                assert "num_clusters" not in trial.params and fixed["num_clusters"] == 8 and fixed["dropout"] == 0.3
+                assert trial.params.get("temporal") is None and "triplet_margin" not in trial.params   # lapsed
+            else:
+                assert trial.params["num_clusters"] in range(2, 9, 2) and "dropout" not in fixed
+            study.tell(trial, 0.0)
+
+
+def test_per_attribute_model_paths_are_made_absolute_and_kept_out_of_labels(tmp_path, monkeypatch):
+    from tuner.search_space import absolute_model_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ref_act.pt").write_bytes(b"")
+    raw = {**VALID, "per_attribute": {"act": {"init_model": "ref_act.pt"}, "val": {}}}
+    assert absolute_model_paths(raw, "space.yaml")
+    assert raw["per_attribute"]["act"]["init_model"] == str(tmp_path / "ref_act.pt")
+    space = parse_space(raw)
+    assert [condition_label(c) for c in space.condition_values()] == ["attributes=act", "attributes=val"]
+    with pytest.raises(SpaceError, match=r"space.yaml: per_attribute.val.init_model: 'gone.pt': model file not"):
+        absolute_model_paths({**VALID, "per_attribute": {"val": {"init_model": "gone.pt"}}}, "space.yaml")
+
+
+def per_attribute(table, **changes) -> dict:
+    return {**variant(**changes), "per_attribute": table}
+
+
+PER_ATTRIBUTE_MALFORMED = [
+    ("not a mapping", per_attribute(["act", "val"]), "per_attribute", "expected a mapping of attribute"),
+    ("unknown attribute", per_attribute({"arousal": {}}), "per_attribute.arousal", "unknown attribute"),
+    ("entry not a mapping", per_attribute({"act": 10}), "per_attribute.act", "expected a mapping"),
+    ("unknown key", per_attribute({"act": {"num_cluster": 3}}), "per_attribute.act.num_cluster",
+     "unknown parameter"),
+    ("value TrainConfig rejects", per_attribute({"val": {"num_clusters": 1}}), "per_attribute.val.num_clusters",
+     "num_clusters=1"),
+    ("range reversed", per_attribute({"val": {"num_clusters": {"low": 9, "high": 3}}}),
+     "per_attribute.val.num_clusters", "low=9 > high=3"),
+    ("attributes of its own", per_attribute({"act": {"attributes": ["act", "val"]}}), "per_attribute.act.attributes",
+     "set by per_attribute"),
+    ("shared attributes", per_attribute({"act": {}}, parameters__attributes=["act"]), "parameters.attributes",
+     "set by per_attribute"),
+    ("attribute weights", per_attribute({"act": {"attribute_weights": "act=1"}}),
+     "per_attribute.act.attribute_weights", "set by per_attribute"),
+    ("with conditions", per_attribute({"act": {}}, conditions={"labeled_ratio": [0.5, 1.0]}), "per_attribute",
+     "cannot be combined with conditions"),
+    ("another attribute's metric", per_attribute({"act": {}, "val": {}}, metric="val_ccc_act"), "metric",
+     "use val_ccc_mean"),
+    ("an own condition never met", per_attribute({"act": {"temporal": "gru", "triplet_weight": {
+        "value": 0.5, "when": {"temporal": "triplet"}}}}), "per_attribute.act.triplet_weight.when.temporal",
+     "never chosen"),
+]
+
+
+@pytest.mark.parametrize("case,data,key,problem", PER_ATTRIBUTE_MALFORMED, ids=[m[0] for m in PER_ATTRIBUTE_MALFORMED])
+def test_malformed_per_attribute_names_the_key(tmp_path, case, data, key, problem):
+    path = write(tmp_path, data)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {key}:") and problem in message, message
+
+
+def test_bad_per_attribute_key_exits_2_naming_it(tmp_path):
+    path = write(tmp_path, per_attribute({"act": {"num_cluster": 3}}))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "RAY_TMPDIR": str(tmp_path / "ray")}
+    proc = subprocess.run([sys.executable, "-m", "tuner", "run", "--space", str(path), "--store",
+                           str(tmp_path / "no.store"), "--storage", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {path}: per_attribute.act.num_cluster: unknown parameter"), proc.stderr

@@ -49,6 +49,20 @@ def test_experiment_summary_lists_every_hyperparameter_with_its_domain(tmp_path)
     assert [m.name.tag for m in experiment.metric_infos][:2] == ["best/val_ccc_mean", "val/ccc_mean"]
 
 
+def test_a_key_set_per_attribute_is_listed_once_over_its_definitions(tmp_path):
+    space = parse_space({"parameters": {"num_clusters": {"low": 6, "high": 16}, "temporal": "gru", "width": 0.125},
+                         "per_attribute": {"act": {"temporal": "cnn"}, "val": {"num_clusters": {"low": 20, "high": 40}},
+                                           "dom": {"num_clusters": 30}}})
+    write_experiment_summary(tmp_path, space, hparam_metric_tags(space.metrics))
+    infos = {h.name: h for h in _plugin_data(tmp_path)["_hparams_/experiment"].experiment.hparam_infos}
+    assert list(infos) == ["attributes", "num_clusters", "temporal", "width"]
+    assert [v.string_value for v in infos["attributes"].domain_discrete.values] == ["act", "val", "dom"]
+    clusters = infos["num_clusters"].domain_interval
+    assert (clusters.min_value, clusters.max_value) == (6, 40)   # act's shared 6..16, val's 20..40, dom's 30
+    assert [v.string_value for v in infos["temporal"].domain_discrete.values] == ["gru", "cnn"]
+    assert infos["temporal"].differs and not infos["width"].differs
+
+
 class _Trial:
     """What the callback uses of a Ray Trial."""
 

@@ -82,7 +82,8 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
             raise UserError(f"--baseline {path}: a second baseline named {name!r}; baseline file names must differ")
         names.add(name)
         values = read_baseline(Path(path))
-        per_condition = {c["label"]: full_config({**c["values"], **values}, str(path)) for c in manifest["conditions"]}
+        per_condition = {c["label"]: full_config({**c["values"], **values}, str(path))
+                         for c in baseline_conditions(manifest, values, path)}
         distinct = {json.dumps(v, sort_keys=True) for v in per_condition.values()}
         groups = ([(name, list(per_condition))] if len(distinct) == 1
                   else [(f"{name}@{label}", [label]) for label in per_condition])
@@ -98,6 +99,26 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
     }
+
+
+def baseline_conditions(manifest: dict[str, Any], values: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The conditions a baseline is trained and compared in: every one, except in a run whose conditions
+    each train one attribute (per_attribute), where a baseline that trains one attribute alone belongs to
+    that attribute's condition only. (One that trains several is compared with each condition's pick on
+    that attribute's CCC; one that leaves attributes out trains each condition's attribute.)"""
+    from tuner.export import condition_attribute
+
+    conditions = manifest["conditions"]
+    if "attributes" not in values or not all(condition_attribute(c["values"]) for c in conditions):
+        return conditions
+    own = condition_attribute(full_config(values, str(path)))
+    if own is None:
+        return conditions
+    matching = [c for c in conditions if condition_attribute(c["values"]) == own]
+    if not matching:
+        raise UserError(f"--baseline {path}: trains {own} alone, which no condition of this run trains "
+                        f"({', '.join(c['label'] for c in conditions)}): nothing to compare it with")
+    return matching
 
 
 def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -144,7 +144,7 @@ def make_trainable(space: SearchSpace, store: str, trainable=None, name: str | N
 
 def hparam_names(space: SearchSpace) -> list[str]:
     """The hyperparameters shown in TensorBoard's HParams table: conditions and parameters."""
-    return [*space.conditions, *(p.name for p in space.parameters)]
+    return list(dict.fromkeys([*space.conditions, *(p.name for p in space.parameters)]))
 
 
 def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: RunDir, store: str,

@@ -124,19 +124,65 @@ def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[s
 
 
 def export_best(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
-    """Write the best configs; refuses to overwrite existing files unless `force`. Returns the paths."""
+    """Write the best configs (and, for a search with one condition per attribute, the attribute -> model
+    file); refuses to overwrite existing files unless `force`. Returns the paths."""
     manifest = run.read_manifest()
     picks = best_trials(run, manifest, top)
     if not picks:
         raise UserError(f"{run}: no trial has reported a result yet; nothing to export")
+    models = attribute_models(run, manifest, picks)
+    models_file = attribute_file(out)
+    if models and models_file.exists() and not force:
+        raise UserError(f"{models_file}: exists already; pass --force to overwrite or choose --out")
     metric, mode = manifest["metrics"][0], manifest["modes"][0]
     overall = sorted(picks, key=lambda p: p.record.best_value(metric), reverse=(mode == "max"))[0]
-    return write_exports(
+    paths = write_exports(
         out, picks, lambda pick, path: document(run, manifest, pick, path), overall,
         f"overall best by {metric} ({mode}) across conditions; every condition's best configs are in the "
         "files listed under `files`",
         lambda p, path: {"condition": p.condition, "rank": p.rank, "file": str(path), "trial_id": p.record.trial_id,
                          metric: p.record.best_value(metric)}, force)
+    if not models:
+        return paths
+    atomic_write(models_file, f"# each attribute's best model in run {run.name} (by {metric}, {mode}): "
+                 f"python -m tuner predict --attribute-from {models_file.name} AUDIO... --out preds.csv\n"
+                 + yaml.safe_dump(models, sort_keys=False))
+    return [*paths, models_file]
+
+
+def attribute_file(out: Path) -> Path:
+    """The attribute -> model file next to export's FILE: `<stem>.attribute_models.yaml`."""
+    return out.with_name(f"{out.stem}.attribute_models.yaml")
+
+
+def condition_attribute(values: dict[str, Any]) -> str | None:
+    """The attribute a condition trains alone (`attributes: [act]`, or TrainConfig's string form `act`), else None."""
+    attributes = values.get("attributes")
+    if isinstance(attributes, str):
+        attributes = [a.strip() for a in attributes.split(",")]
+    return attributes[0] if isinstance(attributes, list) and len(attributes) == 1 else None
+
+
+def attribute_models(run: RunDir, manifest: dict[str, Any], picks: list[Pick]) -> dict[str, str] | None:
+    """attribute -> best model of its condition's best trial, for a run whose conditions each train one attribute
+    (per_attribute, or `conditions: {attributes: [[act], [val]]}`); None for any other run. Local paths for
+    a run on this machine; a bucket run's models are URIs, which `predict` cannot read (said here)."""
+    attrs = [condition_attribute(c["values"]) for c in manifest["conditions"]]
+    if None in attrs or len(set(attrs)) != len(attrs):
+        return None
+    models = {}
+    for pick in (p for p in picks if p.rank == 1):
+        ckpt = checkpoint_for(pick.record)
+        if ckpt is None:
+            print(f"warning: {pick.condition}: its best trial {pick.record.trial_id} kept no checkpoint; "
+                  "its attribute is left out of the attribute file", file=sys.stderr)
+            continue
+        parts = (pick.condition, pick.record.folder, ckpt, best_model_name(pick.record.config))
+        models[condition_attribute(pick.condition_values)] = run.path(*parts) if run.local else run.child_uri(*parts)
+    if run.local is None and models:
+        print(f"warning: {run} is remote: the attribute file names bucket URIs; `predict` reads local model files, "
+              "so copy each model to this machine and edit the file's paths first", file=sys.stderr)
+    return models
 
 
 @dataclass

@@ -96,7 +96,7 @@ def trial_hours(records: list[TrialRecord], space: SearchSpace) -> tuple[float, 
 
 
 def searched_parameters(space: SearchSpace) -> list[str]:
-    return [p.name for p in space.parameters if p.kind != "fixed"]
+    return list(dict.fromkeys(p.name for p in space.parameters if p.kind != "fixed"))
 
 
 def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str,

@@ -7,12 +7,13 @@ sampler (SpaceSampler) and condition labels live there too and are re-exported h
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import yaml
 
+from model.corpora import ATTRIBUTES
 from model.config import INT_RANGES, TrainConfig, field_type
 from model.errors import ConfigError
 from tuner.space_schema import (Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher,  # noqa: F401
@@ -23,7 +24,8 @@ Fail = Callable[[str, str], NoReturn]
 SCHEDULERS = ("asha", "none", "median", "hyperband")
 SEARCHERS = ("tpe", "random", "multi_objective")
 MODES = ("max", "min")
-TOP_LEVEL_KEYS = ("metric", "mode", "budget", "scheduler", "searcher", "resources", "conditions", "parameters")
+TOP_LEVEL_KEYS = ("metric", "mode", "budget", "scheduler", "searcher", "resources", "conditions", "parameters",
+                  "per_attribute")
 BUDGET_KEYS = ("num_samples", "max_epochs", "time_limit_s")
 RESOURCE_KEYS = ("cpu", "gpu", "max_concurrent_trials")
 SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "rank_by"),
@@ -39,6 +41,8 @@ MAX_SAMPLES = 100_000    # trials per condition
 MAX_RESOURCE = 1024      # CPUs or GPUs per trial
 # Keys the search owns: the budget sets the epochs, the trial's resources set threads and device.
 RESERVED = {"epochs": "budget.max_epochs", "num_threads": "resources.cpu", "device": "resources.gpu"}
+# Keys a per_attribute space sets itself: each attribute's study trains a model of that attribute alone.
+PER_ATTRIBUTE_OWNS = ("attributes", "attribute_weights")
 # Metrics a trial reports (see docs/architecture.md, Trainer.run_epoch).
 METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "loss_ce",
            "loss_ccc", "loss_triplet", "ssl_loss_ce", "nmi")
@@ -71,8 +75,11 @@ def absolute_model_paths(raw: Any, source: str) -> bool:
 
     if not isinstance(raw, dict):
         return False
-    for section in ("parameters", "conditions"):
-        table = raw.get(section)
+    per_attribute = raw.get("per_attribute")
+    tables = [("parameters", raw.get("parameters")), ("conditions", raw.get("conditions"))]
+    if isinstance(per_attribute, dict):
+        tables += [(f"per_attribute.{attr}", table) for attr, table in per_attribute.items()]
+    for section, table in tables:
         if not isinstance(table, dict):
             continue
         for name in PATH_KEYS:
@@ -131,6 +138,8 @@ def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
 
     conditions = _parse_conditions(raw.get("conditions"), known, fail)
     parameters = _parse_parameters(raw.get("parameters"), known, conditions, fail)
+    if "per_attribute" in raw:
+        conditions, parameters = _parse_per_attribute(raw, known, metrics, conditions, parameters, fail)
     return SearchSpace(source, metrics, modes, budget, scheduler, searcher, resources, conditions, parameters)
 
 
@@ -254,7 +263,10 @@ def _parse_conditions(raw: Any, known: dict, fail: Fail) -> dict[str, list[Any]]
     return out
 
 
-def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail) -> list[Parameter]:
+def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail,
+                      where: Callable[[str], str] = "parameters.{}".format, may_lapse=()) -> list[Parameter]:
+    """The parameters in `raw` (a mapping), in its order; `where(name)` is the key messages name. A `when`
+    that can never hold is an error, except for the parameters named in `may_lapse`."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -262,7 +274,7 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail) -> li
     params: list[Parameter] = []
     seen: dict[str, Parameter] = {}
     for name, spec in raw.items():
-        key = f"parameters.{name}"
+        key = where(name)
         _check_name(name, known, key, fail)
         if name in conditions:
             fail(key, "is also a condition; a key is either swept as a condition or searched, not both")
@@ -285,11 +297,73 @@ def _parse_parameters(raw: Any, known: dict, conditions: dict, fail: Fail) -> li
                 fail(f"{key}.when.{other}",
                      f"{other!r} is a numeric range; conditions need a categorical or fixed parameter")
             bad = [v for v in allowed if v not in possible]
-            if bad:
+            if bad and name not in may_lapse:
                 fail(f"{key}.when.{other}", f"{bad} is never chosen; {other} takes {possible}")
         params.append(p)
         seen[p.name] = p
     return params
+
+
+def _parse_per_attribute(raw: dict, known: dict, metrics: list[str], conditions: dict, shared: list[Parameter],
+                         fail: Fail) -> tuple[dict[str, list[Any]], list[Parameter]]:
+    """`per_attribute: {act: {KEY: spec, ...}, val: {...}}`: one study per attribute, each training a model of
+    that attribute alone (condition `attributes: [act]`, so its val_ccc_mean is its own CCC), its entries
+    replacing or adding to the shared `parameters` for that attribute only. Returned as that condition and
+    the parameters, each attribute's own ones active (`when`) in its study alone."""
+    table = raw["per_attribute"]
+    if not isinstance(table, dict) or not table:
+        fail("per_attribute", f"expected a mapping of attribute ({', '.join(ATTRIBUTES)}) -> its parameters, "
+             f"e.g. {{act: {{num_clusters: 10}}, val: {{num_clusters: 30}}}}, got {table!r}")
+    if conditions:
+        fail("per_attribute", "cannot be combined with conditions (each attribute is one condition); "
+             "run one per_attribute search per condition")
+    for attr, overrides in table.items():
+        if attr not in ATTRIBUTES:
+            fail(f"per_attribute.{attr}", f"unknown attribute; expected one of {', '.join(ATTRIBUTES)}")
+        if overrides is not None and not isinstance(overrides, dict):
+            fail(f"per_attribute.{attr}", f"expected a mapping of config key -> distribution or value "
+                 f"(or nothing), got {overrides!r}")
+    for m in metrics:
+        if m.startswith("val_ccc_") and m != "val_ccc_mean":
+            fail("metric", f"{m!r}: in a per_attribute space each study ranks its own attribute's model; use "
+                 "val_ccc_mean (a one-attribute model's val_ccc_mean is that attribute's CCC)")
+    for p in shared:
+        if p.name in PER_ATTRIBUTE_OWNS:
+            fail(f"parameters.{p.name}", "is set by per_attribute (each study trains its attribute alone); "
+                 "remove it")
+    shared_raw = raw.get("parameters") or {}
+    own: dict[str, list[Parameter]] = {}
+    for attr, overrides in table.items():
+        overrides = overrides or {}
+        for name in overrides:
+            if name in PER_ATTRIBUTE_OWNS:
+                fail(f"per_attribute.{attr}.{name}", "is set by per_attribute (the study trains "
+                     f"{attr} alone); remove it")
+        where = lambda n, a=attr, o=overrides: f"per_attribute.{a}.{n}" if n in o \
+            else f"per_attribute.{a}: parameters.{n}"   # noqa: E731
+        # a shared parameter may lapse for one attribute (triplet_margin when the attribute fixes temporal: gru)
+        effective = _parse_parameters({**shared_raw, **overrides}, known, {}, fail, where,
+                                      may_lapse=set(shared_raw) - set(overrides))
+        own[attr] = [p for p in effective if p.name in overrides]
+    return {"attributes": [[a] for a in table]}, _merge_attribute_parameters(shared, own)
+
+
+def _merge_attribute_parameters(shared: list[Parameter], own: dict[str, list[Parameter]]) -> list[Parameter]:
+    """The shared parameters (active for the attributes that do not replace them), each followed by the
+    attributes' replacements, then the attributes' additions; an attribute's own ones active only in its study."""
+    def only_for(p: Parameter, attrs: list[str]) -> Parameter:
+        return replace(p, when={**p.when, "attributes": [[a] for a in attrs]})
+
+    out: list[Parameter] = []
+    names = {p.name for p in shared}
+    for p in shared:
+        replacing = [a for a, ps in own.items() if any(q.name == p.name for q in ps)]
+        keeping = [a for a in own if a not in replacing]
+        if keeping:
+            out.append(only_for(p, keeping) if replacing else p)
+        out += [only_for(q, [a]) for a in replacing for q in own[a] if q.name == p.name]
+    out += [only_for(q, [a]) for a, ps in own.items() for q in ps if q.name not in names]
+    return out
 
 
 def _parse_parameter(name: str, spec: Any, key: str, fail: Fail) -> Parameter:

@@ -52,14 +52,23 @@ def hparam_metric_tags(metrics: list[str]) -> list[str]:
 def experiment_summary(space, metric_tags: list[str]):
     """The HParams experiment Summary (tensorboard.plugins.hparams API): every hyperparameter of the space."""
     hparams = [hp.HParam(name, _Domain(values, differs=len(values) > 1)) for name, values in space.conditions.items()]
-    for p in space.parameters:
-        if p.kind == "categorical":
-            hparams.append(hp.HParam(p.name, _Domain(p.choices)))
-        elif p.kind == "fixed":
-            hparams.append(hp.HParam(p.name, _Domain([p.value], differs=bool(p.when))))
-        else:
-            hparams.append(hp.HParam(p.name, _Domain(None, p.low, p.high)))
+    by_name: dict[str, list] = {}
+    for p in space.parameters:   # a per_attribute space defines a key once per attribute that sets it
+        by_name.setdefault(p.name, []).append(p)
+    hparams += [hp.HParam(name, _parameter_domain(ps)) for name, ps in by_name.items()]
     return hp.hparams_config_pb(hparams, [hp.Metric(tag) for tag in metric_tags])
+
+
+def _parameter_domain(params: list) -> "_Domain":
+    """The domain of one key over its definitions: an interval if any is a range, else the values."""
+    if any(p.kind in ("int", "float") for p in params):
+        ends = [v for p in params for v in ((p.low, p.high) if p.kind in ("int", "float")
+                                            else p.choices if p.kind == "categorical" else [p.value])
+                if isinstance(v, (int, float))]
+        return _Domain(None, min(ends), max(ends))
+    values = [v for p in params for v in (p.choices if p.kind == "categorical" else [p.value])]
+    values = list({repr(v): v for v in values}.values())
+    return _Domain(values, differs=len(values) > 1 or any(p.kind == "categorical" or p.when for p in params))
 
 
 def _typed(values: list[Any]) -> list[str | bool | float]:

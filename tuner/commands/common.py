@@ -35,7 +35,7 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
 
     import ray
 
-    from tuner.export import export_best
+    from tuner.export import attribute_file, export_best
     from tuner.run_summary import format_summary, summarize
     from tuner.uris import display_uri
 
@@ -61,7 +61,12 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
                   file=sys.stderr)
             return 1
         else:
+            models = attribute_file(paths[0])
+            per_attribute = paths[-1] == models   # a search with one study per attribute
+            paths = paths[:-1] if per_attribute else paths
             print(f"best configs: {paths[0]}" + (f" (+{len(paths) - 1} per condition)" if len(paths) > 1 else ""))
+            if per_attribute:
+                print(f"per attribute: python -m tuner predict --attribute-from {models} AUDIO... --out preds.csv")
             import yaml
 
             print(f"retrain:     {yaml.safe_load(paths[0].read_text())['metadata']['retrain']}")

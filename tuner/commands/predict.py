@@ -61,11 +61,15 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
 
     from model.corpora import ATTRIBUTES
     from model.errors import UserError
+    from tuner.uris import display_uri, is_uri
 
     choice: dict[str, str] = {}
     audio: list[str] = []
 
     def add(attr: str, model: str, where: str) -> None:
+        if is_uri(model):
+            raise UserError(f"--attribute-from {where}: {attr}: {display_uri(model)} is a URI; predict reads local "
+                            "model files: copy the model to this machine and give its path")
         if attr not in ATTRIBUTES:
             raise UserError(f"--attribute-from {where}: unknown attribute {attr!r}; expected one of "
                             f"{', '.join(ATTRIBUTES)}")
@@ -88,7 +92,7 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
                 raise UserError(f"--attribute-from {item}: expected a mapping of attribute to model file, "
                                 "e.g. {act: runs/a/best_model.pt, val: runs/b/best_model.pt}")
             for attr, model in table.items():
-                add(str(attr), str(Path(item).parent / model), item)
+                add(str(attr), model if is_uri(model) else str(Path(item).parent / model), item)
         else:
             audio.append(item)
     if not choice:
