@@ -136,13 +136,15 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     try:
         _write_status(out, "running", trainer.epoch)
         summary = trainer.fit(on_epoch, checkpoint_dir)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals)
+        from tuner.stop_signals import exit_code
+
         done = _checkpoint_epoch(checkpoint_dir)
         _write_status(out, "interrupted", done, f"continue with: {resume_hint}")
         kept = (f"the checkpoint of the last complete epoch ({done}) is in {checkpoint_dir}" if done
                 else "no complete epoch was checkpointed yet")
         print(f"interrupted: {kept}; continue with:\n  {resume_hint}", file=sys.stderr, flush=True)
-        return 130
+        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
     except TrainingDiverged as exc:
         _write_status(out, "failed", trainer.epoch, str(exc))
         raise
