@@ -3,8 +3,8 @@ Ctrl+C does: the state is saved, the command exits 143, no process it started is
 where it stopped. Also when started with SIGINT ignored (a background job); a second signal stops at once.
 
 One search, in phases that build on each other (module fixtures): `run` stopped by SIGTERM; `resume` started
-with SIGINT ignored, stopped by SIGTERM; `resume` stopped by two signals; `resume` to the end; `confirm`
-stopped by SIGTERM, then continued to the end."""
+with SIGINT ignored, stopped by SIGTERM; `resume` to the end; `confirm` stopped by SIGTERM, then continued to
+the end. Then, each on its own: a second signal, a SIGTERM while Ray starts, `train`."""
 from __future__ import annotations
 
 import json
@@ -52,7 +52,7 @@ class Command:
     def wait_until(self, what: str, ready, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
-            assert self.proc.poll() is None, f"ended before {what}: {self.text()}"
+            assert self.proc.poll() is None, f"ended before {what}: {self.tail()}"
             assert time.monotonic() < deadline, f"never saw {what}"
             time.sleep(0.1)
 
@@ -63,7 +63,10 @@ class Command:
         return rc
 
     def text(self) -> str:
-        return ("".join(self.out[-200:]) + "".join(self.err))[-6000:]
+        return "".join(self.out) + "".join(self.err)
+
+    def tail(self) -> str:
+        return self.text()[-6000:]
 
     def close(self) -> None:
         """Never leave the command or anything it started behind; its RAY_TMPDIR removed."""
@@ -79,16 +82,16 @@ def ray_tree(processes: dict[int, str]) -> None:
         assert any(part in c for c in cmds), (part, cmds)
 
 
-def stop_cleanly(cmd: Command, signum: int = signal.SIGTERM) -> dict[int, str]:
+def stop_cleanly(cmd: Command, signum: int = signal.SIGTERM, message: bool = True) -> dict[int, str]:
     """Send `signum` to the driver: it exits 128 + signum and no process it started is left; returns the
-    processes before the signal."""
+    processes before the signal. `message`: the search said it is stopping (the signal came during a Tune fit)."""
     before = cmd.processes()
     cmd.proc.send_signal(signum)
     rc = cmd.finish()
-    assert rc == 128 + signum, cmd.text()
+    assert rc == 128 + signum, cmd.tail()
     assert cmd.processes() == {}, cmd.processes()
     text = cmd.text()
-    assert f"[tuner] {signal.Signals(signum).name}: stopping; the state is saved" in text
+    assert not message or f"[tuner] {signal.Signals(signum).name}: stopping; the state is saved" in text
     assert "SIGTERM received at time" not in text   # Ray's C++ stack dump on SIGTERM
     return before
 
@@ -172,36 +175,7 @@ def test_sigterm_stops_resume_started_with_sigint_ignored(resume_stopped, work):
 
 
 @pytest.fixture(scope="module")
-def stopped_twice(resume_stopped, work):
-    """`resume`, SIGTERMed once a restored trial reported, SIGTERMed again once it said it is stopping."""
-    storage = work / "results"
-    start = rows(storage, CONDITIONS)
-    cmd = resume(work)
-    try:
-        cmd.wait_until("a report of the resumed search", lambda: rows(storage, CONDITIONS) > start)
-        cmd.wait_until("a running trial worker", lambda: "ray::ImplicitFunc" in " ".join(cmd.processes().values()))
-        before = cmd.processes()
-        cmd.proc.send_signal(signal.SIGTERM)
-        cmd.wait_until("the first signal's message", lambda: "stopping; the state is saved" in "".join(cmd.err))
-        sent = time.monotonic()
-        cmd.proc.send_signal(signal.SIGTERM)
-        rc = cmd.finish(timeout=30)
-        return before, rc, time.monotonic() - sent, cmd.processes(), cmd.text()
-    finally:
-        cmd.close()
-
-
-def test_a_second_signal_stops_at_once_and_kills_what_the_command_started(stopped_twice):
-    before, rc, seconds, after, text = stopped_twice
-    ray_tree(before)
-    assert rc == 143, text
-    assert "SIGTERM again: stopping at once" in text
-    assert seconds < 10, seconds
-    assert after == {}, after
-
-
-@pytest.fixture(scope="module")
-def finished(stopped_twice, work):
+def finished(resume_stopped, work):
     cmd = resume(work)
     try:
         rc = cmd.finish(timeout=600)
@@ -210,9 +184,9 @@ def finished(stopped_twice, work):
         cmd.close()
 
 
-def test_resume_finishes_the_search_stopped_three_times(finished, work):
+def test_resume_finishes_the_search_stopped_twice(finished, work):
     rc, after, text = finished
-    assert rc == 0, text
+    assert rc == 0, text[-6000:]
     assert after == {}
     storage = work / "results"
     for label in CONDITIONS:
@@ -253,12 +227,52 @@ def test_sigterm_stops_confirm_and_confirm_continues(confirm_stopped, work):
     (before, text), (rc, after, again) = confirm_stopped
     ray_tree(before)
     assert f"interrupted: continue with `python -m tuner confirm {NAME}`" in text
-    assert rc == 0, again
+    assert rc == 0, again[-6000:]
     assert after == {}
     assert "continuing the confirmation" in again
     confirm = json.loads((work / "results" / NAME / "confirm" / "confirm.json").read_text())
     assert confirm["state"] == "complete"
     assert [s["status"] for c in confirm["configurations"] for s in c["seeds"]] == ["done", "done"]
+
+
+def test_a_second_signal_stops_at_once_and_kills_what_the_command_started(work, tiny_store):
+    """`run` (its own), SIGTERMed once a trial reported, SIGTERMed again once it said it is stopping: it exits
+    at once, every process it started killed; on disk, what a killed driver leaves (the studies `running`)."""
+    storage = work / "twice"
+    cmd = Command(["run", "--space", "space.yaml", "--store", str(tiny_store), "--name", NAME, "--storage", "twice",
+                   "--num-cpus", "2"], work)
+    try:
+        cmd.wait_until("a trial's report", lambda: rows(storage, CONDITIONS) >= 1)
+        cmd.wait_until("a running trial worker", lambda: "ray::ImplicitFunc" in " ".join(cmd.processes().values()))
+        before = cmd.processes()
+        cmd.proc.send_signal(signal.SIGTERM)
+        cmd.wait_until("the first signal's message", lambda: "stopping; the state is saved" in "".join(cmd.err))
+        sent = time.monotonic()
+        cmd.proc.send_signal(signal.SIGTERM)
+        rc = cmd.finish(timeout=30)
+        seconds, after = time.monotonic() - sent, cmd.processes()
+    finally:
+        cmd.close()
+    ray_tree(before)
+    assert rc == 143, cmd.tail()
+    assert "SIGTERM again: stopping at once" in cmd.text()
+    assert seconds < 10, seconds
+    assert after == {}, after
+    manifest = json.loads((storage / NAME / "run.json").read_text())
+    assert [c["state"] for c in manifest["conditions"]] == ["running", "running"]
+
+
+def test_sigterm_while_ray_starts(work, tiny_store):
+    """A SIGTERM as soon as Ray's raylet exists (`ray.init` is still starting the driver's side, with Ray's own
+    SIGTERM handlers) stops the command as cleanly, once Ray is up."""
+    cmd = Command(["run", "--space", "space.yaml", "--store", str(tiny_store), "--name", "early", "--storage",
+                   "early", "--num-cpus", "2"], work)
+    try:
+        cmd.wait_until("Ray's raylet", lambda: "raylet" in " ".join(cmd.processes().values()), timeout=120)
+        stop_cleanly(cmd, message=False)
+    finally:
+        cmd.close()
+    assert "interrupted" in cmd.text()
 
 
 def test_sigterm_stops_train_which_resumes(tiny_store, tmp_path):
@@ -272,7 +286,7 @@ def test_sigterm_stops_train_which_resumes(tiny_store, tmp_path):
     try:
         cmd.wait_until("an epoch", lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text())
         cmd.proc.send_signal(signal.SIGTERM)
-        assert cmd.finish() == 143, cmd.text()
+        assert cmd.finish() == 143, cmd.tail()
         assert cmd.processes() == {}
     finally:
         cmd.close()
@@ -283,9 +297,25 @@ def test_sigterm_stops_train_which_resumes(tiny_store, tmp_path):
     again = Command(["train", "--store", str(tiny_store), "--out", str(out), "--resume", "--set", f"epochs={done + 1}"],
                     tmp_path)
     try:
-        assert again.finish() == 0, again.text()
+        assert again.finish() == 0, again.tail()
     finally:
         again.close()
     assert json.loads((out / "status.json").read_text())["state"] == "completed"
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == \
         list(range(1, done + 2))
+
+
+def test_the_private_ray_names_the_stop_relies_on_exist():
+    """tuner.stop_signals hands its stop event to Tune through `ray.tune.tune._setup_signal_catching` and holds
+    off Ray's SIGTERM handlers through `ray._private.utils.set_sigterm_handler`: a Ray without them fails here."""
+    import inspect
+
+    import ray._private.utils as ray_utils
+    import ray.tune.tune as tune_module
+
+    assert callable(getattr(tune_module, "_setup_signal_catching", None)), \
+        "ray.tune.tune._setup_signal_catching is gone: tuner.stop_signals.tune_stop cannot stop Tune's loop"
+    assert "_setup_signal_catching()" in inspect.getsource(tune_module.run), \
+        "ray.tune.run no longer calls _setup_signal_catching: tuner.stop_signals.tune_stop cannot stop Tune's loop"
+    assert callable(getattr(ray_utils, "set_sigterm_handler", None)), \
+        "ray._private.utils.set_sigterm_handler is gone: tuner.stop_signals.ray_start must hold Ray's handler off anew"
