@@ -25,7 +25,7 @@ from tune_helpers import (SMOKE, check_study_matches_ray, command_processes, exp
 
 NAME = "stopped"
 CONDITIONS = ["labeled_ratio=0.5", "labeled_ratio=1.0"]
-EPOCHS = 5
+EPOCHS = 4
 SAMPLES = 3
 SPLIT = "Validation"   # the tiny store's Test1 holds one utterance (no CCC)
 
