@@ -70,8 +70,10 @@ class Command:
 
     def close(self) -> None:
         """Never leave the command or anything it started behind; its RAY_TMPDIR removed."""
-        if self.proc.poll() is None or command_processes(self.proc.pid, self.ray_tmp):
+        if self.proc.poll() is None:
             kill_session(self.proc)
+        for pid in self.processes():   # what a failing test found left behind
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
