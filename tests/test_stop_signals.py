@@ -36,7 +36,8 @@ class Command:
     def __init__(self, args: list[str], cwd: Path, ignore_sigint: bool = False):
         self.ray_tmp = short_tmp()
         preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-        self.proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=cwd, env=tuner_env(self.ray_tmp),
+        env = {**tuner_env(self.ray_tmp), "PYTHONFAULTHANDLER": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True, preexec_fn=preexec)
         self.out: list[str] = []
@@ -57,7 +58,14 @@ class Command:
             time.sleep(0.1)
 
     def finish(self, timeout: float = 120) -> int:
-        rc = self.proc.wait(timeout=timeout)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:   # where it hangs: faulthandler prints every thread's stack on SIGABRT
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=30)
+            for r in self.readers:
+                r.join(timeout=30)
+            raise AssertionError(f"still running {timeout} s later: {self.tail()}") from None
         for r in self.readers:
             r.join(timeout=30)
         return rc
