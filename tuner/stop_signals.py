@@ -8,8 +8,8 @@ shell) keeps ignoring it, and SIGTERM still stops it.
   ends its step, saves the experiment state one last time and returns, as it does on Ctrl+C (given to
   Ray through its private `ray.tune.tune._setup_signal_catching` hook: Ray installs its own handler
   only for SIGINT and only in the main thread, and side-by-side studies run in threads). Elsewhere it
-  raises `Stopped` (a KeyboardInterrupt): `train` checkpoints, other commands unwind, closing their
-  process pools. Either way the command exits with `exit_code()`: 128 + the signal (130 Ctrl+C, 143
+  raises `Stopped` (a KeyboardInterrupt): `train` keeps its last checkpoint, other commands unwind, closing
+  their process pools; except inside `held()` blocks, where it waits until the block ends. Either way the command exits with `exit_code()`: 128 + the signal (130 Ctrl+C, 143
   SIGTERM), after `handled()` shut its Ray down (Ray's processes and trial workers end with it).
 - A second signal: every process the command started that is still its descendant (Ray's processes,
   trial workers, process pools) is frozen (SIGSTOP, so none forks again) and killed (SIGKILL), and the
@@ -33,7 +33,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _handling = False                        # handlers installed by handled()
 _received: int | None = None             # the first signal's number
 _event: threading.Event | None = None    # set by the first signal during a Tune fit (tune_stop)
-_deferred = False                        # in ray_start: the first signal waits until Ray is up
+_deferred = False                        # in held(): the first signal waits until the block ends
 
 
 class Stopped(KeyboardInterrupt):
@@ -75,7 +75,8 @@ def handled() -> Iterator[None]:
         yield
     finally:
         try:
-            _shutdown_ray()
+            with held(act_after=False):   # the command is ending: a first signal now changes nothing
+                _shutdown_ray()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -89,28 +90,44 @@ def _shutdown_ray() -> None:
 
 
 @contextmanager
+def held(act_after: bool = True) -> Iterator[None]:
+    """A block the first signal must not interrupt; it acts (raises Stopped) when the block ends. For library
+    calls that wait on their own threads, which an exception raised inside them can leave waiting forever
+    (TensorBoard's writer: `flush` and `close` join its thread)."""
+    global _deferred
+    if _deferred or not _handling:
+        yield
+        return
+    _deferred = True
+    try:
+        yield
+    finally:
+        _deferred = False
+    if act_after and _received is not None:
+        raise Stopped(_received)
+
+
+@contextmanager
 def ray_start() -> Iterator[None]:
     """Around `ray.init`: a signal during Ray's start-up acts once Ray is up, and SIGTERM stays ours.
 
     Ray's Python handlers (which kill Ray's processes and exit) are held off (private
     `ray._private.utils.set_sigterm_handler`); the crash handler Ray's C++ core worker installs for SIGTERM
     (absl's: it prints a stack dump and arms an alarm that aborts the process 3 s later) is replaced after."""
-    global _deferred
     if not _handling:
         yield
         return
     import ray._private.utils as ray_utils
 
     original, ray_utils.set_sigterm_handler = ray_utils.set_sigterm_handler, lambda handler: None
-    _deferred = True
-    try:
-        yield
-    finally:
-        ray_utils.set_sigterm_handler, _deferred = original, False
-        signal.signal(signal.SIGTERM, _on_signal)
-    if _received is not None:
-        signal.alarm(0)   # the alarm of the crash handler, had the signal reached it
-        raise Stopped(_received)
+    with held():
+        try:
+            yield
+        finally:
+            ray_utils.set_sigterm_handler = original
+            signal.signal(signal.SIGTERM, _on_signal)
+            if _received is not None:
+                signal.alarm(0)   # the alarm of the crash handler, had the signal reached it
 
 
 @contextmanager

@@ -113,23 +113,26 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
     from torch.utils.tensorboard import SummaryWriter
 
+    from tuner.stop_signals import held
+
     writer = SummaryWriter(log_dir=str(out))
     attributes = list(config.attributes)
 
     def on_epoch(metrics: dict[str, Any]) -> bool:
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(json_metrics(metrics)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for key, value in finite_metrics(metrics).items():
-            tag = tensorboard_tag(key)
-            if tag is not None:
-                writer.add_scalar(tag, value, metrics["epoch"])
-        writer.flush()
-        if metrics["is_best"]:
-            trainer.save_best_model(best)
-        _write_status(out, "running", metrics["epoch"])
-        print(format_line(metrics, config.epochs, attributes), flush=True)
+        with held():   # Ctrl+C or SIGTERM acts after the epoch's records (TensorBoard's flush waits on its thread)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(json_metrics(metrics)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            for key, value in finite_metrics(metrics).items():
+                tag = tensorboard_tag(key)
+                if tag is not None:
+                    writer.add_scalar(tag, value, metrics["epoch"])
+            writer.flush()
+            if metrics["is_best"]:
+                trainer.save_best_model(best)
+            _write_status(out, "running", metrics["epoch"])
+            print(format_line(metrics, config.epochs, attributes), flush=True)
         return False
 
     resume_hint = f"python -m tuner train --store {args.store} --out {out} --resume"
@@ -149,7 +152,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         _write_status(out, "failed", trainer.epoch, str(exc))
         raise
     finally:
-        writer.close()
+        with held(act_after=False):   # joins TensorBoard's writer thread; the outcome is decided already
+            writer.close()
     if not best.exists():
         trainer.save_best_model(best)
     _write_status(out, "completed", trainer.epoch)
