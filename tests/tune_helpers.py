@@ -105,3 +105,19 @@ def check_study_matches_ray(study, ray_trial_ids) -> None:
     extra = [t for t in study.trials if t.user_attrs["ray_trial_id"] not in set(ray_trial_ids)]
     assert all(t.state.is_finished() for t in extra)
     assert sorted(t.number for t in extra) == sorted(study.user_attrs.get("trials_ray_lost", []))
+
+
+def command_processes(sid: int, ray_tmp: str) -> dict[int, str]:
+    """pid -> command line of every live process of session `sid` (a command started with
+    start_new_session=True: Ray's processes and trial workers stay in its session) and of every process whose
+    command line mentions `ray_tmp` (the command's RAY_TMPDIR)."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if fields[0] != "Z" and (int(fields[3]) == sid or ray_tmp in cmdline):   # a zombie is gone
+            found[int(proc.name)] = cmdline
+    return found

@@ -70,21 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        keep_freed_memory()   # the process's allocator: an entry point's choice (model.cpu_memory)
-        return int(args._main(args) or 0)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
-        log = write_crash_log(args.command, argv)
-        where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
-        print(f"internal error (a bug, not your input): {exc.__class__.__name__}: {exc}; {where}; "
-              "please report it with that file", file=sys.stderr)
-        return 1
+    from tuner import stop_signals
+
+    with stop_signals.handled():   # SIGTERM stops a command as Ctrl+C does; its Ray is shut down at the end
+        try:
+            keep_freed_memory()   # the process's allocator: an entry point's choice (model.cpu_memory)
+            return int(args._main(args) or 0)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals.Stopped)
+            print("interrupted", file=sys.stderr)
+            return stop_signals.exit_code()
+        except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
+            log = write_crash_log(args.command, argv)
+            where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
+            print(f"internal error (a bug, not your input): {exc.__class__.__name__}: {exc}; {where}; "
+                  "please report it with that file", file=sys.stderr)
+            return 1
 
 
 def log_dir() -> Path:

@@ -263,6 +263,7 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
 
     from tuner.experiment import _start
     from tuner.run_dir import space_from_manifest
+    from tuner.stop_signals import tune_stop
     from tuner.trial_records import read_condition
     from tuner.uris import display_uri
 
@@ -280,7 +281,10 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
         print(f"[tuner] confirm: {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds "
               f"= {n} trainings")
         tuner = make_confirm_tuner(space, run, manifest["store"], plan)
-    tuner.fit()
+    with tune_stop() as stop:   # Ctrl+C or SIGTERM: Tune stops, its state saved
+        tuner.fit()
     records = read_condition(run, EXPERIMENT, "val_ccc_mean", "max")
-    return {"interrupted": any(r.status in ("RUNNING", "PENDING") for r in records),
+    planned = len(plan["configurations"]) * len(plan["seeds"])
+    return {"interrupted": any(r.status in ("RUNNING", "PENDING") for r in records)
+            or (stop.is_set() and len(records) < planned),
             "errored": [r.trial_id for r in records if r.status == "ERROR"]}

@@ -23,6 +23,7 @@ from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_jour
                                    storage_setting, upload_journal)
 from tuner.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
 from tuner.space_schema import SearchSpace, SpaceSampler, best_metric, condition_label
+from tuner.stop_signals import ray_start, tune_stop
 from tuner.store_sync import check_store
 from tuner.trial_records import read_condition
 
@@ -49,13 +50,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> str:
     runtime_env = {"env_vars": worker_environment()}
     if address:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
+            with ray_start():   # SIGTERM stays ours (tuner.stop_signals), not Ray's
+                ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
         except ConnectionError as exc:
             raise UserError(f"--address {address}: cannot join a Ray cluster there: {exc}") from None
         return address
     # address="local": a new Ray of our own, even when RAY_ADDRESS points elsewhere
-    ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address=LOOPBACK_IP,
-             include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
+    with ray_start():
+        ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address=LOOPBACK_IP,
+                 include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
     return "local"
 
 
@@ -277,27 +280,30 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
             todo.append((index, condition))
     timings: dict[str, float] = {}
     interrupted = False
-    if side_by_side and len(todo) > 1:
-        from tuner.side_by_side import run_in_threads
+    with tune_stop() as stop:   # Ctrl+C or SIGTERM: every study stops, its state saved
+        if side_by_side and len(todo) > 1:
+            from tuner.side_by_side import run_in_threads
 
-        print(f"[tuner] {len(todo)} studies side by side, at most "
-              f"{space.resources.max_concurrent_trials or 'unlimited'} trial(s) at a time in the run")
-        outcomes = run_in_threads({condition_label(c): (lambda i=i, c=c: _run_condition(
-            space, store, run, i, c, resume, setting, side_by_side)) for i, c in todo})
-        timings = {label: seconds for label, (seconds, _) in outcomes.items()}
-        interrupted = any(stopped for _, stopped in outcomes.values())
-    else:
-        for index, condition in todo:
-            seconds, interrupted = _run_condition(space, store, run, index, condition, resume, setting, side_by_side)
-            timings[condition_label(condition)] = seconds
-            if interrupted:
-                break
+            print(f"[tuner] {len(todo)} studies side by side, at most "
+                  f"{space.resources.max_concurrent_trials or 'unlimited'} trial(s) at a time in the run")
+            outcomes = run_in_threads({condition_label(c): (lambda i=i, c=c: _run_condition(
+                space, store, run, i, c, resume, setting, side_by_side, stop)) for i, c in todo}, stop)
+            timings = {label: seconds for label, (seconds, _) in outcomes.items()}
+            interrupted = any(stopped for _, stopped in outcomes.values())
+        else:
+            for index, condition in todo:
+                seconds, interrupted = _run_condition(space, store, run, index, condition, resume, setting,
+                                                      side_by_side, stop)
+                timings[condition_label(condition)] = seconds
+                if interrupted:
+                    break
     return {"run": run.uri, "timings": timings, "interrupted": interrupted}
 
 
 def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, condition: dict[str, Any],
-                   resume: bool, setting: str, side_by_side: bool) -> tuple[float, bool]:
-    """Run or restore one condition's study; returns (seconds, interrupted)."""
+                   resume: bool, setting: str, side_by_side: bool, stop: threading.Event) -> tuple[float, bool]:
+    """Run or restore one condition's study; returns (seconds, interrupted). `stop`: set by Ctrl+C or SIGTERM
+    (tuner.stop_signals), Tune's loop ends when it is set."""
     from ray import tune
 
     label = condition_label(condition)
@@ -325,11 +331,13 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
     finally:
         upload_journal(run)  # bucket storage: the local journal into the run folder
     seconds = time.perf_counter() - start
-    # a stopped driver (Ctrl+C) leaves RUNNING/PENDING trials; HyperBand may end with PAUSED ones
-    unfinished = [r.trial_id for r in read_condition(run, label, space.metric, space.mode)
-                  if r.status in ("RUNNING", "PENDING")]
-    if unfinished:  # interrupted (Ctrl+C): keep the study resumable
-        print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s); "
+    # a stopped driver (Ctrl+C, SIGTERM) leaves RUNNING/PENDING trials, or fewer trials than the budget when it
+    # stopped between two trials or before the first; HyperBand may end with PAUSED ones
+    records = read_condition(run, label, space.metric, space.mode)
+    unfinished = [r.trial_id for r in records if r.status in ("RUNNING", "PENDING")]
+    if unfinished or (stop.is_set() and len(records) < space.budget.num_samples):  # keep the study resumable
+        print(f"[tuner] condition {label}: interrupted with {len(unfinished)} unfinished trial(s) and "
+              f"{space.budget.num_samples - len(records)} not started; "
               f"continue with `python -m tuner resume {run.name}`", file=sys.stderr)
         return seconds, True
     _set_state(run, label, "done")

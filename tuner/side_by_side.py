@@ -9,11 +9,11 @@ state (so `resume` restores each one as before). What they share is the run's li
   fairly: a free slot goes to the asking condition holding the fewest slots (then the one waiting
   longest), so the studies advance together and none waits for another to finish. Ray's own
   ConcurrencyLimiter is per Tuner, so TuneConfig.max_concurrent_trials is left unset.
-Ctrl+C stops every study the way it stops one (Ray saves its state, trials stay resumable): Ray
-installs its SIGINT handler only in the main thread, so the studies' threads share one stop event
-(`INTERRUPTED`), handed to Ray through its private `ray.tune.tune._setup_signal_catching` hook, and
-Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised. The registry
-keeps one trainable per name, so each condition's is named after it (tuner.experiment.make_trainable).
+Ctrl+C or SIGTERM stops every study the way it stops one (Ray saves its state, trials stay resumable): the
+studies' Tune loops share one stop event (tuner.stop_signals.tune_stop), which a failing study also sets to
+stop the others, and Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised.
+The registry keeps one trainable per name, so each condition's is named after it
+(tuner.experiment.make_trainable).
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from ray.tune.search.util import _set_search_properties_backwards_compatible
 STALE_S = 10.0   # a condition that has not asked for this long (its study ended) is no longer waiting
 _SLOTS: dict[str, "RunSlots"] = {}
 _SLOTS_LOCK = threading.Lock()
-INTERRUPTED = threading.Event()
 
 
 class RunSlots:
@@ -115,16 +114,13 @@ class RunWideLimiter(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-def run_in_threads(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Run each job (a condition's study) in its own thread; Ctrl+C stops them all, Ray-style.
+def run_in_threads(jobs: dict[str, Callable[[], Any]], stop: threading.Event) -> dict[str, Any]:
+    """Run each job (a condition's study) in its own thread; `stop` (watched by every study's Tune loop) is
+    set when one job fails, so that the others stop too (resumable).
 
     Returns label -> the job's return value; the first exception of a job is raised after all ended."""
     import ray.tune.registry as registry_module
-    import ray.tune.tune as tune_module
 
-    INTERRUPTED.clear()
-    original = tune_module._setup_signal_catching
-    tune_module._setup_signal_catching = lambda: INTERRUPTED   # every study's loop watches the shared event
     registry = registry_module._global_registry   # Tuner.fit registers its trainable: not thread-safe in Ray
     register, register_lock = registry.register, threading.Lock()
 
@@ -141,21 +137,16 @@ def run_in_threads(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
             results[label] = job()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
-            INTERRUPTED.set()   # one study failed: stop the others (resumable)
+            stop.set()   # one study failed: stop the others (resumable)
 
     threads = [threading.Thread(target=work, args=item, name=f"study-{item[0]}") for item in jobs.items()]
     try:
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            try:
-                for t in threads:
-                    t.join(timeout=0.5)
-            except KeyboardInterrupt:
-                print("[tuner] stopping every study (Ray saves their state; continue with `resume`)", flush=True)
-                INTERRUPTED.set()
+            for t in threads:
+                t.join(timeout=0.5)   # the signal handler (tuner.stop_signals) runs in this thread
     finally:
-        tune_module._setup_signal_catching = original
         del registry.register   # the class's own method again
     if errors:
         raise errors[0]

@@ -51,8 +51,10 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
         print(f"tensorboard: python -m tuner tensorboard {run.name} --storage {storage} --launch")
         print(f"export:      python -m tuner export {run.name} --storage {storage} --out best.yaml")
     if outcome.get("interrupted"):
+        from tuner.stop_signals import exit_code
+
         print(f"interrupted: continue with `python -m tuner resume {run.name}`")
-        return 130
+        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
     if run.local is not None:
         try:
             paths = export_best(run, run.local / "best.yaml", top=top, force=True)

@@ -96,6 +96,7 @@ def main(args: argparse.Namespace) -> int:
     from tuner.confirm import EXPERIMENT, run_confirmation
     from tuner.confirm_results import CONFIRM_FILE, TABLE_FILE, collect, write_results
     from tuner.run_dir import open_run
+    from tuner.stop_signals import exit_code
     from tuner.uris import display_uri
 
     if args.top is not None:
@@ -127,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
           f"{display_uri(run.child_uri(EXPERIMENT, TABLE_FILE))}")
     if outcome["interrupted"]:
         print(f"interrupted: continue with `python -m tuner confirm {run.name}`", file=sys.stderr)
-        return 130
+        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
     if outcome["errored"]:
         print(f"error: {len(outcome['errored'])} training(s) failed (trials {', '.join(outcome['errored'])}); "
               f"their error.txt files are under {display_uri(run.child_uri(EXPERIMENT))}; `python -m tuner confirm "

@@ -113,41 +113,47 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
     from torch.utils.tensorboard import SummaryWriter
 
+    from tuner.stop_signals import held
+
     writer = SummaryWriter(log_dir=str(out))
     attributes = list(config.attributes)
 
     def on_epoch(metrics: dict[str, Any]) -> bool:
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(json_metrics(metrics)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for key, value in finite_metrics(metrics).items():
-            tag = tensorboard_tag(key)
-            if tag is not None:
-                writer.add_scalar(tag, value, metrics["epoch"])
-        writer.flush()
-        if metrics["is_best"]:
-            trainer.save_best_model(best)
-        _write_status(out, "running", metrics["epoch"])
-        print(format_line(metrics, config.epochs, attributes), flush=True)
+        with held():   # Ctrl+C or SIGTERM acts after the epoch's records (TensorBoard's flush waits on its thread)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(json_metrics(metrics)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            for key, value in finite_metrics(metrics).items():
+                tag = tensorboard_tag(key)
+                if tag is not None:
+                    writer.add_scalar(tag, value, metrics["epoch"])
+            writer.flush()
+            if metrics["is_best"]:
+                trainer.save_best_model(best)
+            _write_status(out, "running", metrics["epoch"])
+            print(format_line(metrics, config.epochs, attributes), flush=True)
         return False
 
     resume_hint = f"python -m tuner train --store {args.store} --out {out} --resume"
     try:
         _write_status(out, "running", trainer.epoch)
         summary = trainer.fit(on_epoch, checkpoint_dir)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals)
+        from tuner.stop_signals import exit_code
+
         done = _checkpoint_epoch(checkpoint_dir)
         _write_status(out, "interrupted", done, f"continue with: {resume_hint}")
         kept = (f"the checkpoint of the last complete epoch ({done}) is in {checkpoint_dir}" if done
                 else "no complete epoch was checkpointed yet")
         print(f"interrupted: {kept}; continue with:\n  {resume_hint}", file=sys.stderr, flush=True)
-        return 130
+        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
     except TrainingDiverged as exc:
         _write_status(out, "failed", trainer.epoch, str(exc))
         raise
     finally:
-        writer.close()
+        with held(act_after=False):   # joins TensorBoard's writer thread; the outcome is decided already
+            writer.close()
     if not best.exists():
         trainer.save_best_model(best)
     _write_status(out, "completed", trainer.epoch)
