@@ -19,11 +19,19 @@ def test_signal_catching_hook():
 
     hook = getattr(tune_module, "_setup_signal_catching", None)
     _need(callable(hook) and not inspect.signature(hook).parameters, "ray.tune.tune._setup_signal_catching()",
-          "tuner/side_by_side.py", "the conditions' threads share one stop event (Ray catches SIGINT only in the "
-          "main thread)")
+          "tuner/stop_signals.py", "every study's Tune loop watches one stop event that Ctrl+C and SIGTERM set (Ray "
+          "catches SIGINT only in the main thread, and never SIGTERM)")
     source = inspect.getsource(tune_module.run)
     _need("_setup_signal_catching()" in source, "tune.run calling _setup_signal_catching()",
-          "tuner/side_by_side.py", "the replaced hook must be what tune.run reads its stop event from")
+          "tuner/stop_signals.py", "the replaced hook must be what tune.run reads its stop event from")
+
+
+def test_sigterm_handler_switch():
+    import ray._private.utils as ray_utils
+
+    _need(callable(getattr(ray_utils, "set_sigterm_handler", None)), "ray._private.utils.set_sigterm_handler",
+          "tuner/stop_signals.py", "ray.init's SIGTERM handlers (which kill Ray's processes mid-step) are held off "
+          "while Ray starts, so that SIGTERM stays a clean stop")
 
 
 def test_global_trainable_registry():

@@ -313,19 +313,3 @@ def test_sigterm_stops_train_which_resumes(tiny_store, tmp_path):
     assert json.loads((out / "status.json").read_text())["state"] == "completed"
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == \
         list(range(1, done + 2))
-
-
-def test_the_private_ray_names_the_stop_relies_on_exist():
-    """tuner.stop_signals hands its stop event to Tune through `ray.tune.tune._setup_signal_catching` and holds
-    off Ray's SIGTERM handlers through `ray._private.utils.set_sigterm_handler`: a Ray without them fails here."""
-    import inspect
-
-    import ray._private.utils as ray_utils
-    import ray.tune.tune as tune_module
-
-    assert callable(getattr(tune_module, "_setup_signal_catching", None)), \
-        "ray.tune.tune._setup_signal_catching is gone: tuner.stop_signals.tune_stop cannot stop Tune's loop"
-    assert "_setup_signal_catching()" in inspect.getsource(tune_module.run), \
-        "ray.tune.run no longer calls _setup_signal_catching: tuner.stop_signals.tune_stop cannot stop Tune's loop"
-    assert callable(getattr(ray_utils, "set_sigterm_handler", None)), \
-        "ray._private.utils.set_sigterm_handler is gone: tuner.stop_signals.ray_start must hold Ray's handler off anew"
