@@ -85,17 +85,16 @@ def env(ray_tmp: str, cache: Path, machine: Path) -> dict[str, str]:
 
 
 def wait_for_holds(bucket: Bucket, proc: subprocess.Popen, timeout: float = 300) -> dict[str, dict]:
-    """Poll until the bucket's experiment state shows the first trial finished and the held ones RUNNING at
-    the epochs they hold after; returns suffix -> trial."""
+    """Poll until the bucket's experiment state shows one trial finished and the held ones RUNNING at the
+    epochs they hold after; returns the trials by role: finished, second (held at 2), third (held at the end)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the search ended before it could be killed:\n" + proc.stderr.read()[-3000:]
-        by_suffix = {t["trial_id"][-5:]: (t, meta) for t, meta in bucket.entries()}
-        epoch = {k: (meta.get("last_result") or {}).get("training_iteration") for k, (_, meta) in by_suffix.items()}
-        status = {k: t["status"] for k, (t, _) in by_suffix.items()}
-        if status.get("00000") == "TERMINATED" and all(
-                status.get(k) == "RUNNING" and epoch.get(k) == e for k, e in HELD.items()):
-            return {k: t for k, (t, _) in by_suffix.items()}
+        at = {(t["status"], (meta.get("last_result") or {}).get("training_iteration")): t
+              for t, meta in bucket.entries()}
+        roles = {"finished": ("TERMINATED", EPOCHS), "second": ("RUNNING", HELD[2]), "third": ("RUNNING", HELD[3])}
+        if len(at) == 3 and all(state in at for state in roles.values()):
+            return {role: at[state] for role, state in roles.items()}
         time.sleep(0.5)
     raise AssertionError(f"the bucket never showed the held trials: {bucket.entries()}")
 
@@ -133,17 +132,17 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
         held = wait_for_holds(bucket, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started; the trial workers live on
         proc.wait(timeout=30)
-        finished = {held["00000"]["trial_id"]: bucket.rows(held["00000"])}
+        finished = {held["finished"]["trial_id"]: bucket.rows(held["finished"])}
         # the worker of the second trial outlives the driver: released, it trains epoch 3 and uploads its checkpoint
         release.touch()
-        orphan = f"checkpoint_{HELD['00001']:06d}/"
+        orphan = f"checkpoint_{HELD[2]:06d}/"
         deadline = time.monotonic() + 120
-        while not any(n.startswith(orphan) for n in bucket.trial_files(held["00001"])):
+        while not any(n.startswith(orphan) for n in bucket.trial_files(held["second"])):
             assert time.monotonic() < deadline, "the second trial's worker did not train on after the driver died"
             time.sleep(0.5)
         end_session(proc.pid)
         # the third trial's last upload is cut: its state (RUNNING at its final epoch) arrived, epochs 5-6 did not
-        cut_last_upload(bucket, held["00002"], EPOCHS - 2)
+        cut_last_upload(bucket, held["third"], EPOCHS - 2)
 
         # resumed as on a new head: the killed driver's local Optuna journal is not there, only the bucket's
         resumed = subprocess.run([sys.executable, "-m", "tuner", "resume", NAME, "--storage", storage,
@@ -164,7 +163,7 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
     for trial_id, trial_rows in rows.items():  # every epoch once: none lost with the driver, none twice
         assert [(r["training_iteration"], r["epoch"]) for r in trial_rows] == \
             [(e, e) for e in range(1, EPOCHS + 1)], (trial_id, trial_rows)
-    second = rows[held["00001"]["trial_id"]]   # continued from epoch 2's checkpoint, not from the orphan's epoch 3
+    second = rows[held["second"]["trial_id"]]   # continued from epoch 2's checkpoint, not from the orphan's epoch 3
     assert [r["iterations_since_restore"] for r in second] == [1, 2, 1, 2, 3, 4]
     for trial in after.values():  # checkpoints of every trial are in the bucket
         names = bucket.trial_files(trial)

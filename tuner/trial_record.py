@@ -7,7 +7,9 @@ its experiment state names, at epoch k. Every checkpoint of a trial holds the re
 1..k exactly once: the result rows keep each epoch's first stored row and get one made from the
 checkpoint's report where the storage has none (the driver died while uploading them), and rows after k
 (recorded after the snapshot by a driver that died, or never: a worker's epoch after its driver died
-has no row) are dropped, since the trial trains those epochs again.
+has no row) are dropped, since the trial trains those epochs again. A trial Ray restarts only for the
+trainable to end it at once (its Optuna study finished it after Ray's last snapshot: tuner.experiment
+`kept_finished`) trains nothing again: its record stays as the storage holds it.
 """
 from __future__ import annotations
 
@@ -21,11 +23,19 @@ if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 
+_KEPT: set[str] = set()   # trial ids whose record stays as stored (this driver process; all conditions)
+
+
+def keep_as_recorded(trial_ids: frozenset[str]) -> None:
+    """The trials the trainable ends at once (already finished in the study): their records are not rebuilt."""
+    _KEPT.update(trial_ids)
+
+
 def checkpoint_reports(trial: "Trial") -> list[dict[str, Any]] | None:
-    """The reports of epochs 1..k in the checkpoint Ray restarts `trial` from (None: no checkpoint, or one
-    written before checkpoints kept their reports)."""
+    """The reports of epochs 1..k in the checkpoint Ray restarts `trial` from (None: no checkpoint, one written
+    before checkpoints kept their reports, or a trial kept as recorded)."""
     checkpoint = trial.checkpoint
-    if checkpoint is None:
+    if checkpoint is None or trial.trial_id in _KEPT:
         return None
     try:
         with checkpoint.filesystem.open_input_stream(Path(checkpoint.path, REPORTED).as_posix()) as f:
