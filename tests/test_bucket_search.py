@@ -1,7 +1,11 @@
 """A whole search with the store and the results in an S3 bucket (moto on loopback, the endpoint in
-the URIs' query), on a local Ray: the driver is SIGKILLed mid-search, `resume` finishes it from the
-bucket on a machine without the killed driver's files, `confirm` runs on it, and `status`, `export`,
-`tensorboard` and `report` then work from the bucket alone."""
+the URIs' query), on a local Ray: the driver is SIGKILLed at a fixed point of the search (tuner.hold: one
+trial finished, the second held after epoch 2, the third held after its last epoch), the second trial's
+orphaned worker trains epoch 3 after the driver died, the kill's cut upload of the third trial's last rows
+is reproduced, then `resume` finishes the search from the bucket on a machine without the killed
+driver's files (every epoch once in the rows, the TensorBoard curves and the Optuna study: docs/search.md
+"What a resume owes each epoch"), `confirm` runs on it, and `status`, `export`, `tensorboard` and
+`report` then work from the bucket alone."""
 from __future__ import annotations
 
 import json
@@ -217,7 +221,15 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
     assert (reader / "report" / "report.html").stat().st_size > 0
     status = json.loads(out["status"])
     assert status["conditions"][0]["study"] == "done" and status["conditions"][0]["by_state"] == {"TERMINATED": 3}
+    # no trial looks stopped early (the third one ended under `resume` without training), the best is the rows'
+    assert (status["conditions"][0]["stopped_early"], status["conditions"][0]["epochs_trained"]) == (0, 3 * EPOCHS)
+    best_id, best_row = max(((t, r) for t, trial_rows in rows.items() for r in trial_rows),
+                            key=lambda pair: pair[1]["val_ccc_mean"])
+    assert (status["conditions"][0]["best"]["trial_id"], status["conditions"][0]["best"]["epoch"]) == \
+        (best_id, best_row["training_iteration"])
     best = yaml.safe_load((reader / "best.yaml").read_text())
+    assert (best["metadata"]["trial_id"], best["metadata"]["best_epoch"], best["metadata"]["epochs_trained"]) == \
+        (best_id, best_row["training_iteration"], EPOCHS)
     ckpt = best["metadata"]["checkpoint"]
     assert ckpt.startswith(f"s3://tuner-test/{prefix}/results/{NAME}/{LABEL}/trial_")
     assert ckpt.endswith(storage[storage.index("?"):])  # the query stays at the end of every URI

@@ -133,3 +133,18 @@ def test_rows_the_killed_driver_had_not_uploaded_come_from_the_checkpoint(tmp_pa
     rows = second.rows(second.local_path)
     assert [(r["training_iteration"], r["epoch"], r["v"]) for r in rows] == [(e, e, e / 10) for e in range(1, 5)]
     assert rows[2]["trial_id"] == "t1" and rows[3]["config"] == {"lr": 0.1}
+
+
+def test_a_trial_the_study_had_finished_keeps_its_record(tmp_path):
+    # ended at once under `resume` (tuner.experiment.kept_finished): nothing is trained again, so its stored
+    # rows past Ray's snapshot are its record
+    from tuner.trial_record import keep_as_recorded
+
+    second = killed_driver(tmp_path, uploaded=4)
+    second.trial_id = "finished-in-study"
+    second.checkpoint_at(2)
+    keep_as_recorded(frozenset({second.trial_id}))
+    resumed = ResultJsonLogger()
+    resumed.on_trial_start(0, [], second)
+    resumed.on_trial_complete(4, [], second)
+    assert second.epochs(second.local_path) == [1, 2, 3, 4]

@@ -61,7 +61,7 @@ class _Trial:
     """What the callback uses of a Ray Trial."""
 
     def __init__(self, path, config, storage=None, checkpoint=None):
-        self.local_path, self.config = str(path), config
+        self.trial_id, self.local_path, self.config = "t1", str(path), config
         self.storage, self.checkpoint = storage, checkpoint   # its folder in the run's storage; the restart point
 
     def init_local_path(self) -> None:
