@@ -236,3 +236,34 @@ def test_a_journal_upload_stops_at_the_last_complete_line(s3_server, tmp_path, m
     monkeypatch.setattr(optuna_studies, "_OPEN", {})       # and a reader after it
     assert [t.value for t in load_studies(resumed)[label].trials] == [0.5, 0.7]
     assert run.read_bytes(JOURNAL).endswith(b"}\n")           # the bucket's copy: complete lines only
+
+
+def test_epochs_a_killed_driver_recorded_after_its_snapshot_are_replaced_when_trained_again(tmp_path):
+    """Ray's snapshot named trial a's checkpoint of epoch 2; the killed driver had recorded epochs 3-4 (epoch 3
+    its best) in the study. The restored trial trains epochs 3-4 again: their new values replace the old ones,
+    and the best epoch is judged again from them."""
+    from tuner.optuna_studies import load_studies
+    from tuner.run_dir import RunDir
+    from tuner.search_space import parse_space
+
+    space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
+    run = RunDir(tmp_path, "r")
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "metrics": ["val_ccc_mean"], "modes": ["max"], "conditions": [{"label": LABEL, "values": {}, "state": "pending"}]})
+    first = make_searcher(run, space)
+    first.suggest("a")
+    for epoch, value in ((1, 0.1), (2, 0.2)):
+        first.on_trial_result("a", {"val_ccc_mean": value, "training_iteration": epoch})
+    first.save(str(tmp_path / "searcher.pkl"))          # the snapshot: a at epoch 2
+    for epoch, value in ((3, 0.5), (4, 0.3)):           # recorded after it, then the driver dies
+        first.on_trial_result("a", {"val_ccc_mean": value, "training_iteration": epoch})
+    write_ray_snapshot(run, {"a": "RUNNING"})
+
+    restored = make_searcher(run, space)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"val_ccc_mean": 0.25, "training_iteration": 3})
+    restored.on_trial_complete("a", {"val_ccc_mean": 0.35, "training_iteration": 4})
+
+    trial = load_studies(run)[LABEL].trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == 0.35
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.25, 4: 0.35}
+    assert (trial.user_attrs["best_epoch"], trial.user_attrs["best_value"]) == (4, 0.35)

@@ -1,6 +1,7 @@
 """result.json of a trial retried within one driver keeps every reported epoch (tuner.result_log), while a
 trial restored by a new driver still continues the storage's copy; Ray's own JSON logger is run on the
-same events to show the gap it leaves."""
+same events to show the gap it leaves. A trial restarted from its checkpoint at epoch k holds epochs 1..k
+once, whatever the killed driver had uploaded (tuner.trial_record)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import pyarrow.fs
 from ray.tune.logger import JsonLoggerCallback
 
 from tuner.result_log import ResultJsonLogger
+from tuner.trainable import REPORTED
 
 
 class Trial:
@@ -23,8 +25,15 @@ class Trial:
         self.local_path = str(tmp / driver / "trial_t1")
         self.storage = SimpleNamespace(trial_fs_path=str(tmp / "storage" / "trial_t1"),
                                        storage_filesystem=pyarrow.fs.LocalFileSystem())
-        self.checkpoint = "checkpoint_000000"
+        self.checkpoint = None
         self.init_local_path()   # Ray creates it when it adds the trial
+
+    def checkpoint_at(self, epochs: int) -> None:
+        """Ray restarts the trial from its checkpoint of epoch `epochs`, which holds the reports of epochs 1..k."""
+        path = Path(self.storage.trial_fs_path, f"checkpoint_{epochs - 1:06d}")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / REPORTED).write_text(json.dumps([{"epoch": e, "v": e / 10} for e in range(1, epochs + 1)]))
+        self.checkpoint = SimpleNamespace(path=str(path), filesystem=pyarrow.fs.LocalFileSystem())
 
     def init_local_path(self) -> None:
         Path(self.local_path).mkdir(parents=True, exist_ok=True)
@@ -34,20 +43,29 @@ class Trial:
         Path(self.storage.trial_fs_path).mkdir(parents=True, exist_ok=True)
         pyarrow.fs.copy_files(f"{self.local_path}/result.json", f"{self.storage.trial_fs_path}/result.json")
 
+    def rows(self, where: str) -> list[dict]:
+        return [json.loads(line) for line in Path(where, "result.json").read_text().splitlines()]
+
     def epochs(self, where: str) -> list[int]:
-        return [json.loads(line)["epoch"] for line in Path(where, "result.json").read_text().splitlines()]
+        return [row["epoch"] for row in self.rows(where)]
+
+
+def row(epoch: int, value: float | None = None) -> dict:
+    """A reported row as Ray hands it to the loggers: the trial's metrics and the training iteration."""
+    return {"epoch": epoch, "v": epoch / 10 if value is None else value, "training_iteration": epoch}
 
 
 def retried_in_its_third_epoch(logger, trial: Trial) -> None:
     """Epochs 1 and 2 reported (a snapshot after the first), the trial killed in its third, Ray retrying it from
     its epoch-2 checkpoint in the same driver, epochs 3 and 4 reported."""
     logger.on_trial_start(0, [], trial)
-    logger.on_trial_result(0, [], trial, {"epoch": 1})
+    logger.on_trial_result(0, [], trial, row(1))
     trial.snapshot()
-    logger.on_trial_result(1, [], trial, {"epoch": 2})
+    logger.on_trial_result(1, [], trial, row(2))
+    trial.checkpoint_at(2)
     logger.on_trial_start(2, [], trial)   # the retry: a new trial process, from the latest checkpoint
     for epoch in (3, 4):
-        logger.on_trial_result(epoch, [], trial, {"epoch": epoch})
+        logger.on_trial_result(epoch, [], trial, row(epoch))
     logger.on_trial_complete(4, [], trial)
 
 
@@ -68,12 +86,65 @@ def test_a_new_driver_continues_the_storages_result_json(tmp_path):
     logger = ResultJsonLogger()
     logger.on_trial_start(0, [], first)
     for epoch in (1, 2):
-        logger.on_trial_result(epoch, [], first, {"epoch": epoch})
+        logger.on_trial_result(epoch, [], first, row(epoch))
     first.snapshot()                                 # the snapshot the new driver restores from (epoch 2)
 
     second = Trial(tmp_path, "driver2")              # another driver's staging folder, the same storage
+    second.checkpoint_at(2)
     resumed = ResultJsonLogger()
     resumed.on_trial_start(0, [], second)
-    resumed.on_trial_result(3, [], second, {"epoch": 3})
+    resumed.on_trial_result(3, [], second, row(3))
     resumed.on_trial_complete(3, [], second)
     assert second.epochs(second.local_path) == [1, 2, 3]
+
+
+def killed_driver(tmp_path: Path, uploaded: int) -> Trial:
+    """A driver that reported epochs 1-4 of a trial and was killed with rows 1..`uploaded` in the storage."""
+    first = Trial(tmp_path, "driver1")
+    logger = ResultJsonLogger()
+    logger.on_trial_start(0, [], first)
+    for epoch in range(1, uploaded + 1):
+        logger.on_trial_result(epoch, [], first, row(epoch))
+    first.snapshot()
+    return Trial(tmp_path, "driver2")
+
+
+def test_rows_a_killed_driver_recorded_after_its_snapshot_are_trained_again_not_kept_twice(tmp_path):
+    # the storage holds epochs 1-4, Ray's last experiment snapshot named the checkpoint of epoch 2
+    second = killed_driver(tmp_path, uploaded=4)
+    second.checkpoint_at(2)
+    resumed = ResultJsonLogger()
+    resumed.on_trial_start(0, [], second)
+    for epoch in (3, 4):   # trained again from epoch 2's checkpoint: new values
+        resumed.on_trial_result(epoch, [], second, row(epoch, value=epoch))
+    resumed.on_trial_complete(4, [], second)
+    assert [(r["training_iteration"], r["v"]) for r in second.rows(second.local_path)] == \
+        [(1, 0.1), (2, 0.2), (3, 3), (4, 4)]
+
+
+def test_rows_the_killed_driver_had_not_uploaded_come_from_the_checkpoint(tmp_path):
+    # killed while uploading the snapshot that named epoch 4's checkpoint (its last, the trial's end): the
+    # experiment state arrived, result.json's rows 3-4 did not; the trial ends at once, without a report
+    second = killed_driver(tmp_path, uploaded=2)
+    second.checkpoint_at(4)
+    resumed = ResultJsonLogger()
+    resumed.on_trial_start(0, [], second)
+    resumed.on_trial_complete(4, [], second)
+    rows = second.rows(second.local_path)
+    assert [(r["training_iteration"], r["epoch"], r["v"]) for r in rows] == [(e, e, e / 10) for e in range(1, 5)]
+    assert rows[2]["trial_id"] == "t1" and rows[3]["config"] == {"lr": 0.1}
+
+
+def test_a_trial_the_study_had_finished_keeps_its_record(tmp_path):
+    # ended at once under `resume` (tuner.experiment.kept_finished): nothing is trained again, so its stored
+    # rows past Ray's snapshot are its record
+    from tuner.trial_record import keep_as_recorded
+
+    second = killed_driver(tmp_path, uploaded=4)
+    second.trial_id = "finished-in-study"
+    second.checkpoint_at(2)
+    keep_as_recorded(frozenset({second.trial_id}))
+    resumed = ResultJsonLogger()
+    resumed.on_trial_start(0, [], second)
+    resumed.on_trial_complete(4, [], second)
+    assert second.epochs(second.local_path) == [1, 2, 3, 4]

@@ -1,13 +1,21 @@
 """tuner.tensorboard_log: the HParams experiment summary and a trial's curves and session, read back from the event files."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.fs
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.util import tensor_util
 
 from tuner.search_space import parse_space
 from tuner.tensorboard_log import TensorBoardCallback, hparam_metric_tags, write_experiment_summary
+from tuner.trainable import REPORTED
 
 SPACE = {
     "metric": "val_ccc_mean", "mode": "max",
@@ -66,8 +74,9 @@ def test_a_key_set_per_attribute_is_listed_once_over_its_definitions(tmp_path):
 class _Trial:
     """What the callback uses of a Ray Trial."""
 
-    def __init__(self, path, config):
-        self.local_path, self.config = str(path), config
+    def __init__(self, path, config, storage=None, checkpoint=None):
+        self.trial_id, self.local_path, self.config = "t1", str(path), config
+        self.storage, self.checkpoint = storage, checkpoint   # its folder in the run's storage; the restart point
 
     def init_local_path(self) -> None:
         pass
@@ -100,3 +109,54 @@ def test_trial_curves_best_value_and_session(tmp_path):
         assert start.hparams["attributes"].string_value == "act,val"
         end = data["_hparams_/session_end_info"].session_end_info
         assert end.status == (api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS)
+
+
+def _value(value) -> float:
+    return float(tensor_util.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+
+
+def _steps(*folders: Path, tag: str = "val/ccc_mean") -> list[tuple[int, float]]:
+    """(step, value) of `tag` across every event file in `folders`, sorted."""
+    return sorted((e.step, round(_value(v), 6))
+                  for folder in folders for path in Path(folder).glob("events.out.tfevents.*")
+                  for e in EventFileLoader(str(path)).Load() for v in e.summary.value if v.tag == tag)
+
+
+def _restarted(tmp_path, killed_epochs: int, checkpoint_epochs: int) -> tuple[_Trial, Path]:
+    """A trial whose killed driver logged epochs 1..`killed_epochs` (value epoch/10) into the run's storage,
+    restarted by a new driver from its checkpoint of epoch `checkpoint_epochs`."""
+    storage = tmp_path / "storage" / "trial_t1"
+    first = TensorBoardCallback(["val_ccc_mean"], ["max"], [])
+    killed = _Trial(storage, {})
+    for epoch in range(1, killed_epochs + 1):
+        first.log_trial_result(epoch, killed, {"epoch": epoch, "val_ccc_mean": epoch / 10})
+    first._writers[killed].flush()   # killed: never closed
+    checkpoint = storage / f"checkpoint_{checkpoint_epochs - 1:06d}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / REPORTED).write_text(json.dumps([{"epoch": e, "val_ccc_mean": e / 10}
+                                                   for e in range(1, checkpoint_epochs + 1)]))
+    trial = _Trial(tmp_path / "driver2", {}, SimpleNamespace(trial_fs_path=str(storage),
+                                                             storage_filesystem=pyarrow.fs.LocalFileSystem()),
+                   SimpleNamespace(path=str(checkpoint), filesystem=pyarrow.fs.LocalFileSystem()))
+    (tmp_path / "driver2").mkdir()
+    return trial, storage
+
+
+def test_a_restarted_trial_has_each_epoch_once_after_a_killed_driver_logged_past_its_checkpoint(tmp_path):
+    trial, storage = _restarted(tmp_path, killed_epochs=4, checkpoint_epochs=2)
+    callback = TensorBoardCallback(["val_ccc_mean"], ["max"], [])
+    callback.log_trial_start(trial)
+    for epoch in (3, 4):   # trained again from epoch 2: other values
+        callback.log_trial_result(epoch, trial, {"epoch": epoch, "val_ccc_mean": 1 - epoch / 10})
+    callback.log_trial_end(trial)
+    # the storage's copy after the next upload: what is left there plus the new driver's files
+    assert _steps(storage, trial.local_path) == [(1, 0.1), (2, 0.2), (3, 0.7), (4, 0.6)]
+    assert _steps(storage, trial.local_path, tag="best/val_ccc_mean") == [(1, 0.1), (2, 0.2), (3, 0.7), (4, 0.7)]
+
+
+def test_a_restarted_trial_gets_the_epochs_of_its_checkpoint_the_killed_driver_had_not_uploaded(tmp_path):
+    trial, storage = _restarted(tmp_path, killed_epochs=1, checkpoint_epochs=3)
+    callback = TensorBoardCallback(["val_ccc_mean"], ["max"], [])
+    callback.log_trial_start(trial)   # restarted from its last checkpoint: it ends without a report
+    callback.log_trial_end(trial)
+    assert _steps(storage, trial.local_path) == [(1, 0.1), (2, 0.2), (3, 0.3)]

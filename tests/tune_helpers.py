@@ -86,8 +86,13 @@ def kill_session(proc: subprocess.Popen, timeout: float = 60) -> None:
     """SIGKILL the driver's process group, then its trial workers, and wait until none is left."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    end_session(proc.pid, timeout)
+
+
+def end_session(sid: int, timeout: float = 60) -> None:
+    """SIGKILL every process left in session `sid` (a killed driver's trial workers) until none is left."""
     deadline = time.monotonic() + timeout
-    while pids := session_processes(proc.pid):
+    while pids := session_processes(sid):
         assert time.monotonic() < deadline, f"processes {pids} of the killed driver's session survived"
         for pid in pids:
             try:

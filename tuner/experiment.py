@@ -254,11 +254,13 @@ def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]
     the scheduler's decision and Ray's next snapshot): they stay finished."""
     from tuner.optuna_studies import load_studies
     from tuner.scheduler_state import finished_in_study
+    from tuner.trial_record import keep_as_recorded
 
     if storage_setting(run.read_manifest()) is None:
         return frozenset()
     study = load_studies(run).get(label)
     ids = finished_in_study(read_condition(run, label, space.metric, space.mode), study, space.metric)
+    keep_as_recorded(frozenset(ids))   # ended at once: their rows and curves stay as recorded
     if ids:
         print(f"[tuner] condition {label}: {len(ids)} trial(s) the study had already finished (stopped early or "
               f"complete) stay finished: {', '.join(sorted(ids))}")

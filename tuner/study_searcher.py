@@ -5,6 +5,9 @@ training iteration (single objective) and tells the final value. This subclass a
 - the user attributes `ray_trial_id`, `trial_folder`, and, whenever the trial improves,
   `best_value`, `best_epoch` and `best_model` (the best epoch's checkpoint `best_model.pt`);
 - PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
+- one intermediate value per epoch: an epoch reported again (a resumed trial trains the epochs after its
+  checkpoint again, which a killed driver may have recorded) replaces the earlier value, and the best
+  so far is judged again from there;
 - a study that survives the driver: Ray pickles the searcher into its experiment state, but the
   storage is never pickled; it is re-opened from the run (journal file or RDB URL) on restore, and
   the Ray trial -> Optuna trial map is rebuilt from the study's `ray_trial_id` links and the trial
@@ -157,14 +160,23 @@ class StudySearcher(OptunaSearch):
         if trial is None or trial_id in self._completed_trials:
             return
         try:
-            super().on_trial_result(trial_id, result)
+            step = int(result.get("training_iteration", 0))
+            stored = self._storage.get_trial(trial._trial_id)
             value = result.get(self._primary())
+            if step in stored.intermediate_values and value is not None and not isinstance(self.metric, list):
+                # an epoch a killed driver recorded after its last snapshot, trained again: its new value
+                # replaces the old one (Trial.report would keep the old one)
+                self._storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
+            else:
+                super().on_trial_result(trial_id, result)
             if value is not None:
-                best = self._storage.get_trial(trial._trial_id).user_attrs.get("best_value")
-                better = best is None or (value > best if self._primary_mode() == "max" else value < best)
+                best, best_epoch = stored.user_attrs.get("best_value"), stored.user_attrs.get("best_epoch", 0)
+                # a best recorded at this epoch or later came from epochs trained again: it is replaced
+                better = best is None or best_epoch >= step or (
+                    value > best if self._primary_mode() == "max" else value < best)
                 if better:
                     trial.set_user_attr("best_value", value)
-                    trial.set_user_attr("best_epoch", int(result.get("training_iteration", 0)))
+                    trial.set_user_attr("best_epoch", step)
                     if result.get("checkpoint_dir_name"):
                         trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
                                                                    result["checkpoint_dir_name"],

@@ -7,7 +7,8 @@ its hyperparameters and final metrics, and one experiment summary at the run's r
 every hyperparameter of the space, so that trials with conditional parameters share one table.
 Events are written with torch.utils.tensorboard (the project's one writer, also used by `train`; it
 needs the declared `tensorboard` package) and the HParams summaries built by TensorBoard's own
-`tensorboard.plugins.hparams` API.
+`tensorboard.plugins.hparams` API. A trial restarted from a checkpoint (a resumed run, a retry) gets
+its curve rewritten from the reports that checkpoint holds: each of its epochs once (tuner.trial_record).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ray.tune.logger import LoggerCallback
 from tensorboard.plugins.hparams import summary_v2 as hp
 
 from tuner.trainable import tag_for
+from tuner.trial_record import checkpoint_reports
 from tuner.trial_records import better
 
 # Reported keys that are bookkeeping, not curves.
@@ -139,7 +141,27 @@ class TensorBoardCallback(LoggerCallback):
         return self._writers[trial]
 
     def log_trial_start(self, trial) -> None:
+        reports = checkpoint_reports(trial)
+        if reports is not None:   # restarted from a checkpoint: its epochs, once, are the trial's curve
+            self._remove_events(trial)
         self._writer(trial)
+        for iteration, report in enumerate(reports or (), start=1):
+            self.log_trial_result(iteration, trial, report)
+
+    def _remove_events(self, trial) -> None:
+        """Delete the trial's event files, here and in the run's storage (a killed driver's steps may pass
+        the checkpoint the trial restarts from, or miss some of its epochs)."""
+        import pyarrow.fs
+
+        if trial in self._writers:
+            self._writers.pop(trial).close()
+        self._best.pop(trial, None)
+        for path in Path(trial.local_path).glob("events.out.tfevents.*"):
+            path.unlink()
+        fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True)):
+            if info.base_name.startswith("events.out.tfevents.") and info.type == pyarrow.fs.FileType.File:
+                fs.delete_file(info.path)
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         writer = self._writer(trial)

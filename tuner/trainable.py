@@ -4,13 +4,16 @@ The trial opens the feature store by path (memory-mapped in this process; the st
 into Ray's object store), builds the Trainer from the sampled config, restores from the trial's
 last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
 checkpoint after every epoch (a callback of Trainer.fit, the one epoch loop) so that a scheduler can
-stop it between epochs.
+stop it between epochs. Each checkpoint also holds every epoch's report so far (`REPORTED`, JSON): the
+record a resumed driver rebuilds the trial's rows from (tuner.trial_record).
 """
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 # Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
@@ -21,6 +24,7 @@ TAG_PREFIXES = (("best_val_", "val/best_"), ("best_", "best/"), ("kmeans_objecti
                 ("nmi", "cluster/nmi"), ("fold", "folds/fold"), ("is_best", "val/is_best"),
                 ("peak_rss_mb", "resources/peak_rss_mb"), ("peak_gpu_mb", "resources/peak_gpu_mb"))
 TRAINER_PEAK_RSS = "peak_rss_mb"
+REPORTED = "reported.json"   # in each trial checkpoint: the metrics reported for epochs 1..k, in order
 
 
 def tag_for(metric: str) -> str:
@@ -49,6 +53,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
+    """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
+    path = Path(directory) / REPORTED
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = ()) -> None:
@@ -71,6 +81,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     from model.cpu_memory import keep_freed_memory
     from model.cv import make_trainer
     from model.metrics import finite_metrics
+    from tuner.hold import hold_after, hold_epoch
     from tuner.store_sync import ensure_local_store
 
     keep_freed_memory()   # this thread shares the worker's one arena (tuner.experiment.start_ray)
@@ -82,10 +93,13 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     trainer = make_trainer(train_config, str(ensure_local_store(store_path)))   # CVTrainer for cv_folds
 
     checkpoint = tune.get_checkpoint()
+    reported: list[dict[str, Any]] | None = []   # None: continued from a checkpoint without them
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(directory)
+            reported = read_reported(directory)
 
+    held = hold_epoch()   # tests only (tuner.hold)
     epoch_start = time.perf_counter()
 
     def report(metrics: dict[str, Any]) -> None:
@@ -109,7 +123,11 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             if finish is not None and trainer.epoch >= train_config.epochs:
                 metrics.update(finish(trainer, directory))
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
+            if reported is not None:
+                reported.append(metrics)
+                (Path(directory) / REPORTED).write_text(json.dumps(reported))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        hold_after(trainer.epoch, held)
         epoch_start = time.perf_counter()
 
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
