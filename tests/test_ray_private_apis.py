@@ -87,3 +87,16 @@ def test_optuna_search_attributes(attribute):
     present = hasattr(search, attribute) and (attribute != "_ot_study" or isinstance(search._ot_study, optuna.Study))
     _need(present, f"OptunaSearch.{attribute}", "tuner/study_searcher.py",
           "StudySearcher reattaches the run's durable study and its trials after a driver died")
+
+
+def test_trial_checkpoint_and_storage():
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    users, why = ("tuner/trial_record.py, tuner/tensorboard_log.py",
+                  "a restarted trial's rows and curve are made to match the checkpoint Ray restarts it from")
+    _need(isinstance(vars(Trial).get("checkpoint"), property), "Trial.checkpoint (DeveloperAPI)", users, why)
+    _need("self.storage" in inspect.getsource(Trial.set_storage), "Trial.storage (DeveloperAPI)", users, why)
+    _need(isinstance(vars(StorageContext).get("trial_fs_path"), property)
+          and "self.storage_filesystem" in inspect.getsource(StorageContext.__init__),
+          "StorageContext.storage_filesystem / trial_fs_path", users, why)
