@@ -20,6 +20,7 @@ import yaml
 
 from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
+from model.yaml_files import read_yaml
 
 TEMPORAL_MODULES = ("none", "gru", "cnn", "transformer", "triplet")   # model.network builds each
 OPTIMIZERS = ("reference", "adam")
@@ -108,13 +109,7 @@ class TrainConfig:
         source = "config"
         if path is not None:
             source = str(path)
-            try:
-                loaded = yaml.safe_load(Path(path).read_text())
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: config file not found") from None
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-            values = loaded or {}
+            values = read_yaml(path, ConfigError, "config file") or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
             values = dict(values)

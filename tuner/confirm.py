@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from model.config import TrainConfig
 from model.errors import UserError
+from model.yaml_files import read_yaml
 from tuner.run_dir import RunDir
 
 EXPERIMENT = "confirm"                 # RUN/confirm: the Ray experiment, the plan and the results
@@ -54,7 +54,7 @@ def full_config(values: dict[str, Any], source: str) -> dict[str, Any]:
 def read_baseline(path: Path) -> dict[str, Any]:
     """The config keys a baseline file sets (UserError naming the file when it is not a valid config)."""
     TrainConfig.load(path)  # every problem of the file, with its name
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    values = read_yaml(path, what="config file") or {}
     return {k: v for k, v in values.items() if k != "metadata"}
 
 

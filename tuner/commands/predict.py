@@ -57,10 +57,9 @@ def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
 def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     """--attribute-from's items as {attribute: model}, plus the items that are audio (argparse's nargs
     also takes the audio files that follow the option)."""
-    import yaml
-
     from model.corpora import ATTRIBUTES
     from model.errors import UserError
+    from model.yaml_files import read_yaml
 
     choice: dict[str, str] = {}
     audio: list[str] = []
@@ -80,10 +79,7 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
                 raise UserError(f"--attribute-from {item}: expected ATTR=MODEL, e.g. act=runs/a/best_model.pt")
             add(attr.strip(), model, item)
         elif Path(item).suffix.lower() in (".yaml", ".yml"):
-            try:
-                table = yaml.safe_load(Path(item).read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise UserError(f"--attribute-from {item}: not a readable YAML file ({exc})") from None
+            table = read_yaml(item)
             if not isinstance(table, dict) or not table or not all(isinstance(v, str) for v in table.values()):
                 raise UserError(f"--attribute-from {item}: expected a mapping of attribute to model file, "
                                 "e.g. {act: runs/a/best_model.pt, val: runs/b/best_model.pt}")

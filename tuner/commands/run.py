@@ -49,12 +49,13 @@ def main(args: argparse.Namespace) -> int:
     from tuner.commands.common import check_top, demo_store, finish
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
-    from tuner.search_space import absolute_model_paths, load_space, parse_space
+    from model.yaml_files import parse_yaml, read_text
+    from tuner.search_space import SpaceError, absolute_model_paths, load_space, parse_space
 
     space_path = Path(args.space)
     space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
-    space_text = space_path.read_text()
-    raw = yaml.safe_load(space_text)
+    space_text = read_text(space_path, SpaceError, "search-space file")
+    raw = parse_yaml(space_text, str(space_path), SpaceError)
     changes = []
     if absolute_model_paths(raw, str(space_path)):   # trials run in their own folders
         changes.append("init_model paths made absolute")

@@ -1,0 +1,40 @@
+"""Reading the YAML files a user gives (configs, search spaces, baselines, `--attribute-from` tables).
+
+`read_yaml(path)` is the one way in: every problem of the file (missing, a folder, unreadable) is a
+UserError naming the file and what was expected, never a Python traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.errors import UserError
+
+
+def read_text(path: str | Path, error: type[UserError] = UserError, what: str = "YAML file") -> str:
+    """The text of a file the user named; `error` (a UserError class) names the file and `what` it
+    should be on any problem."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder; expected a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_yaml(text: str, source: str, error: type[UserError] = UserError) -> Any:
+    """The parsed YAML text; `source` names it in the error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}") from None
+
+
+def read_yaml(path: str | Path, error: type[UserError] = UserError, what: str = "YAML file") -> Any:
+    """The parsed YAML file at `path` (UserError, or `error`, naming the file on any problem)."""
+    return parse_yaml(read_text(path, error, what), str(path), error)
