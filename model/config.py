@@ -38,6 +38,14 @@ INT_RANGES = {
 INT_NOTES = {"unlabeled_pool": " (or null: all; 0: no SSL)", "num_threads": " (0 = the CPUs this process may use)"}
 
 
+class InvalidValue(ConfigError):
+    """A value TrainConfig.validate refuses; `key` names it (TrainConfig.from_dict says where it came from)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass
 class TrainConfig:
     temporal: str = "gru"                 # none | gru | cnn | transformer | triplet
@@ -85,22 +93,28 @@ class TrainConfig:
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a mapping; unknown keys and wrong types are errors naming `source`."""
+    def from_dict(cls, values: dict[str, Any], source: str = "config",
+                  key_sources: dict[str, str] | None = None) -> "TrainConfig":
+        """Build from a mapping; unknown keys and wrong values are errors naming `source`, or the key's
+        own source in `key_sources` (`--set` for an override)."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+
+        def where(key: str) -> str:
+            return (key_sources or {}).get(key, source)
+
         known = {f.name: f for f in fields(cls)}
         kwargs = {}
         for key, value in values.items():
             if key == "metadata":
                 continue
             if key not in known:
-                raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
-            kwargs[key] = _coerce(key, value, FIELD_TYPES[key], source)
+                raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {', '.join(known)}")
+            kwargs[key] = _coerce(key, value, FIELD_TYPES[key], where(key))
         try:
             return cls(**kwargs)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        except InvalidValue as exc:
+            raise ConfigError(f"{where(exc.key)}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
@@ -118,7 +132,7 @@ class TrainConfig:
             if not sep or not key.strip():
                 raise ConfigError(f"override {item!r}: expected key=value")
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        return cls.from_dict(values, source)
+        return cls.from_dict(values, source, {item.partition("=")[0].strip(): "--set" for item in overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +148,7 @@ class TrainConfig:
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> None:
         def bad(key, allowed):
-            raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
+            raise InvalidValue(key, f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
 
         for key, (low, high) in INT_RANGES.items():
             value = getattr(self, key)

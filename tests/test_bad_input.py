@@ -277,6 +277,10 @@ def junk_dir(d: Path) -> Path:
     return d / "junk"
 
 
+def not_named(proc: subprocess.CompletedProcess, name: str) -> None:
+    assert name not in proc.stderr, proc.stderr
+
+
 def train_set(case_id: str, pair: str, *names: str) -> Case:
     """`train --set PAIR` on the shared store: exit 2 with a message naming `names`."""
     return Case(case_id, lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", pair], 2, names)
@@ -389,6 +393,18 @@ CASES = [
     Case("train-config-nan",
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
                        text_file(d, "c.yaml", "lr_adam: .nan\n")], 2, ("{d}/c.yaml", "lr_adam=nan")),
+    Case("train-set-error-is-blamed-on-set-not-the-config",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "epochs: 2\n"),
+                       "--set", "freeze_encoder_epochs=-1"], 2, ("--set: freeze_encoder_epochs=-1",),
+         check=lambda w, d, proc: not_named(proc, "c.yaml")),
+    Case("train-set-unknown-key-is-blamed-on-set",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "epochs: 2\n"),
+                       "--set", "colour=red"], 2, ("--set: unknown key 'colour'",),
+         check=lambda w, d, proc: not_named(proc, "c.yaml")),
+    Case("train-config-error-with-a-set-is-blamed-on-the-config",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
+                       text_file(d, "c.yaml", "lr_adam: .nan\n"), "--set", "epochs=2"], 2,
+         ("{d}/c.yaml: lr_adam=nan",)),
     # train: outputs
     Case("train-out-is-a-file", lambda w, d: ["train", "--store", w.store, "--out", text_file(d)], 2,
          ("{d}/notes.txt", "is a file")),
