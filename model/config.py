@@ -16,11 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
-from model.yaml_files import read_yaml
+from model.yaml_files import parse_yaml, read_yaml
 
 TEMPORAL_MODULES = ("none", "gru", "cnn", "transformer", "triplet")   # model.network builds each
 OPTIMIZERS = ("reference", "adam")
@@ -131,7 +129,7 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"override {item!r}: expected key=value")
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            values[key.strip()] = parse_yaml(raw, f"--set {item}", ConfigError) if raw.strip() else None
         return cls.from_dict(values, source, {item.partition("=")[0].strip(): "--set" for item in overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,6 +242,8 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             pairs = [item.partition("=") for item in value.split(",") if item.strip()]
             if not pairs or any(not sep for _, sep, _ in pairs):
                 fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
+            if len({k.strip() for k, _, _ in pairs}) < len(pairs):
+                fail("each attribute once, e.g. act=2,val=1")
             try:
                 value = {k.strip(): float(v) for k, _, v in pairs}
             except ValueError:

@@ -27,10 +27,35 @@ def read_text(path: str | Path, error: type[UserError] = UserError, what: str = 
         raise error(f"{path}: cannot read: {exc.strerror}") from None
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that gives one key twice (the YAML spec forbids it; PyYAML would keep the last value)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (merge keys `<<` may be overridden)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict[Any, int] = {}   # key -> the line it was first given on
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in lines:
+                    raise DuplicateKey(f"key {key!r} is given twice (lines {lines[key]} and {line}); keep one")
+                lines[key] = line
+            except TypeError:   # an unhashable key: SafeConstructor says so
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str, error: type[UserError] = UserError) -> Any:
     """The parsed YAML text; `source` names it in the error."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
+    except DuplicateKey as exc:
+        raise error(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {exc}") from None
 
