@@ -92,6 +92,19 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     return choice, audio
 
 
+def refuse_models(audio: list[str]) -> None:
+    """With --attribute-from every attribute comes from its own model: a model among the audio is a mistake
+    (it was read as audio and skipped, and the attributes it should have given were left out)."""
+    from model.errors import UserError
+
+    for item in audio:
+        path = Path(item)
+        if path.suffix == ".pt" or (path.is_dir() and any(path.glob("*.pt"))):
+            raise UserError(f"{item}: a model given with --attribute-from; there each attribute comes from its own "
+                            "model: name this one there too (e.g. --attribute-from dom=MODEL act=OTHER), audio only "
+                            "before it")
+
+
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_file
     from model.errors import UserError
@@ -105,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
     if args.attribute_from:
         choice, more_audio = attribute_choice(args.attribute_from)
         audio = list(args.inputs) + more_audio
+        refuse_models(audio)
     else:
         if not args.inputs:
             raise UserError("give MODEL (a model file or a folder of model files), then audio files or folders")
