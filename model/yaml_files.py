@@ -5,6 +5,7 @@ UserError naming the file and what was expected, never a Python traceback.
 """
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,27 @@ import yaml
 from model.errors import UserError
 
 
+# Byte-order marks of the Unicode encodings a text editor may save in (UTF-32 first: its LE mark starts with UTF-16's).
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 text (a UTF-8 mark dropped), or UTF-16/32 text that starts with its byte-order mark."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding)
+    return data.decode("utf-8-sig")
+
+
 def read_text(path: str | Path, error: type[UserError] = UserError, what: str = "YAML file") -> str:
     """The text of a file the user named; `error` (a UserError class) names the file and `what` it
     should be on any problem."""
     path = Path(path)
     try:
-        return path.read_text()
+        return decode(path.read_bytes())
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
