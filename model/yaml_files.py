@@ -47,8 +47,44 @@ class DuplicateKey(yaml.YAMLError):
     """A mapping that gives one key twice (the YAML spec forbids it; PyYAML would keep the last value)."""
 
 
+class AliasBomb(yaml.YAMLError):
+    """A document whose aliases expand to more values than any real file holds ("billion laughs")."""
+
+
+# The most values (scalars, lists and mappings, each alias counted as the values it stands for) a file may
+# expand to: real configs and spaces hold a few hundred; nested aliases can reach billions in 600 bytes.
+MAX_VALUES = 100_000
+
+
+def expanded_size(node: yaml.Node, limit: int = MAX_VALUES) -> int:
+    """How many values `node` stands for with every alias expanded (counting stops just above `limit`)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) not in sizes:
+            sizes[id(n)] = 1   # a node inside itself (a recursive alias) counts once
+            children = n.value if isinstance(n, yaml.SequenceNode) else \
+                [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else []
+            total = 1
+            for child in children:
+                total += size(child)
+                if total > limit:
+                    break
+            sizes[id(n)] = total
+        return sizes[id(n)]
+
+    return size(node)
+
+
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load's loader, refusing a key given twice in one mapping (merge keys `<<` may be overridden)."""
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (merge keys `<<` may be overridden)
+    and a document whose aliases expand beyond MAX_VALUES values (before building anything)."""
+
+    def construct_document(self, node):
+        if expanded_size(node) > MAX_VALUES:
+            raise AliasBomb(f"its aliases expand to more than {MAX_VALUES} values (nested aliases, a "
+                            "\"billion laughs\"?); write the values out")
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         lines: dict[Any, int] = {}   # key -> the line it was first given on
@@ -70,7 +106,7 @@ def parse_yaml(text: str, source: str, error: type[UserError] = UserError) -> An
     """The parsed YAML text; `source` names it in the error."""
     try:
         return yaml.load(text, Loader=_Loader)
-    except DuplicateKey as exc:
+    except (DuplicateKey, AliasBomb) as exc:
         raise error(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {exc}") from None

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -650,6 +651,30 @@ def test_bad_input(case: Case, outcomes, world):
 
 def test_no_case_was_an_internal_error(outcomes, world):
     assert not world.logs.exists() or not list(world.logs.iterdir())
+
+
+# ---- a memory bomb -------------------------------------------------------------------------------
+def alias_bomb() -> str:
+    """A 607-byte search space whose one choice, nine levels of nine aliases, stands for 9**9 values ("billion
+    laughs"; formatting its error message took over a minute and all the memory allowed)."""
+    levels = ["&l0 [" + ", ".join(f'"l{i}"' for i in range(9)) + "]"]
+    levels += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "metric: val_ccc_mean\nparameters:\n  temporal:\n    choices:\n      - - " + "\n        - ".join(levels) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once_in_bounded_memory(tmp_path):
+    space = tmp_path / "bomb.yaml"
+    space.write_text(alias_bomb())
+    limit = 2 << 30   # address space: the command needs about 1 GiB; expanding the aliases needs far more
+
+    def bounded():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run(tuner_cmd(["run", "--space", space, "--store", tmp_path / "none", "--storage", tmp_path]),
+                          env=env(tmp_path / "logs"), capture_output=True, text=True, timeout=5, preexec_fn=bounded)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {space}: its aliases expand to more than 100000 values (nested aliases, a "
+                           '"billion laughs"?); write the values out\n')
 
 
 # ---- two writers ---------------------------------------------------------------------------------
