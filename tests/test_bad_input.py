@@ -565,6 +565,13 @@ CASES = [
     Case("predict-attribute-from-a-folder-named-yaml",
          lambda w, d: [(d / "t.yaml").mkdir(), "predict", w.wav, "--attribute-from", d / "t.yaml",
                        "--out", d / "p.csv"][1:], 2, ("{d}/t.yaml", "is a folder")),
+    # --resamples 5 is refused too, after them: on a run the bounds' errors come first, before anything is planned
+    Case("confirm-seeds-huge",
+         lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--seeds", 100000, "--resamples", 5][1:], 2,
+         ("--seeds 100000", "<= 100")),
+    Case("confirm-top-huge",
+         lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--top", 1000, "--resamples", 5][1:], 2,
+         ("--top 1000", "<= 20")),
     Case("confirm-run-missing", lambda w, d: ["confirm", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("dashboard-run-missing", lambda w, d: ["dashboard", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("report-run-missing", lambda w, d: ["report", "nope", "--storage", d], 2, ("{d}/nope",)),
