@@ -684,6 +684,51 @@ def test_an_alias_bomb_is_refused_at_once_in_bounded_memory(tmp_path):
                            '"billion laughs"?); write the values out\n')
 
 
+# ---- a full disk ---------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs; mounting needs root, which the test machines have)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk], check=True, capture_output=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", disk], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill `disk` until at most `leave` bytes remain free."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > leave:
+                f.write(bytes(4096))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
+    def run(args: list, out: Path, unchanged: bool = True) -> None:
+        before = snapshot(small_disk)
+        proc = subprocess.run(tuner_cmd(args), env=env(world.logs), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (f"error: {out}: the disk holding it is full (no space left on device); nothing "
+                               "partial was left there: free some space and run the command again\n")
+        assert not [p for p in small_disk.rglob(".*") if "tmp" in p.name]   # no temporary file or folder left
+        assert not unchanged or snapshot(small_disk) == before
+
+    run(["prepare", world.corpus, "--out", small_disk / "s.store", "--quiet"], small_disk / "s.store")  # 6.7 MB
+    fake_run(world, small_disk)
+    fill(small_disk)
+    run(["report", "demo", "--storage", small_disk], small_disk / "demo")
+    (small_disk / "filler").unlink()
+    fill(small_disk, leave=24 << 10)   # room for the config and a line of metrics, not for the checkpoint
+    run(["train", "--store", world.store, "--out", small_disk / "r", "--set", *TINY], small_disk / "r",
+        unchanged=False)   # the run's config and (empty) metrics: `train --resume` continues it
+    assert not world.logs.exists() or not list(world.logs.iterdir())
+
+
 # ---- two writers ---------------------------------------------------------------------------------
 def start(args: list, world: World, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(tuner_cmd(args), cwd=cwd, env=env(world.logs), stdout=subprocess.PIPE,
