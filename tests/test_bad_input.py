@@ -146,7 +146,8 @@ def model_copy(w: World, d: Path, change: Callable[[dict], None]) -> Path:
 
 
 def fake_run(w: World, storage: Path, name: str = "demo", result_text: dict[str, str] | None = None,
-             manifest_text: str | None = None, state_text: str | None = None) -> Path:
+             manifest_text: str | None = None, state_text: str | None = None,
+             files: dict[str, bytes] | None = None, optuna_storage: str | None = None) -> Path:
     """A finished search run's files as Ray and `run` leave them (two trials), without running Ray."""
     run = storage / name
     exp = run / "all"
@@ -167,7 +168,12 @@ def fake_run(w: World, storage: Path, name: str = "demo", result_text: dict[str,
                 "store": str(w.store), "created": "2026-01-01T00:00:00+00:00", "command": "python -m tuner run",
                 "metrics": ["val_ccc_mean"], "modes": ["max"],
                 "conditions": [{"label": "all", "values": {}, "state": "done"}]}
+    if optuna_storage:
+        manifest["optuna_storage"] = optuna_storage
     (run / "run.json").write_text(manifest_text if manifest_text is not None else json.dumps(manifest))
+    for rel, data in (files or {}).items():   # files the tool writes later (confirm/..., optuna.journal), as given
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(data)
     return run
 
 
@@ -572,6 +578,33 @@ CASES = [
     Case("confirm-top-huge",
          lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--top", 1000, "--resamples", 5][1:], 2,
          ("--top 1000", "<= 20")),
+    Case("confirm-plan-truncated",
+         lambda w, d: [fake_run(w, d, files={"confirm/plan.json": b'{"version": 1, "top": 3, "se'}), "confirm", "demo",
+                       "--storage", d][1:], 2, ("{d}/demo/confirm/plan.json", "damaged confirmation plan")),
+    Case("report-confirm-json-garbled",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b"\x00garbled{"}), "report", "demo",
+                       "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "damaged confirmation results"), unchanged=False),
+    Case("report-confirm-json-empty",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b""}), "report", "demo",
+                       "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "damaged confirmation results"), unchanged=False),
+    Case("export-confirmed-json-a-string",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b'"done"'}), "export", "demo", "--storage", d,
+                       "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "expected a JSON object, found str")),
+    Case("export-confirmed-json-wrong-shape",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": json.dumps({"version": 1, "test_splits": ["T"]})
+                                             .encode()}),
+                       "export", "demo", "--storage", d, "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "run, state, plan, configurations, best, comparisons, tests missing")),
+    Case("dashboard-journal-junk",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": bytes(range(256)) * 4}, optuna_storage="journal"),
+                       "dashboard", "demo", "--storage", d][1:], 2, ("{d}/demo/optuna.journal", "damaged Optuna")),
+    Case("report-journal-junk",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": bytes(range(256)) * 4}, optuna_storage="journal"),
+                       "report", "demo", "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/optuna.journal", "damaged Optuna"), unchanged=False),
     Case("confirm-run-missing", lambda w, d: ["confirm", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("dashboard-run-missing", lambda w, d: ["dashboard", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("report-run-missing", lambda w, d: ["report", "nope", "--storage", d], 2, ("{d}/nope",)),

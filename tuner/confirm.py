@@ -102,7 +102,8 @@ def read_plan(run: RunDir) -> dict[str, Any] | None:
     """The plan of the run's confirmation (None before `confirm` ran)."""
     if not run.exists(EXPERIMENT, PLAN_FILE):
         return None
-    return json.loads(run.read_text(EXPERIMENT, PLAN_FILE))
+    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
+                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
 
 
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -77,7 +77,9 @@ def read_confirm(run: RunDir) -> dict[str, Any] | None:
     """confirm.json of the run (None before a confirmation wrote one)."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    return json.loads(run.read_text(EXPERIMENT, CONFIRM_FILE))
+    return run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results",
+                         keys=("version", "run", "state", "plan", "test_splits", "configurations", "best",
+                               "comparisons", "tests"))
 
 
 def _seed_records(run: RunDir) -> dict[tuple[str, int], Any]:

@@ -129,7 +129,11 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
         fetch_journal(run)
         if not journal_path(run).exists():
             return {}
-    storage = open_storage(run, setting)
-    names = {s.study_name for s in storage.get_all_studies()}
+    try:
+        storage = open_storage(run, setting)
+        names = {s.study_name for s in storage.get_all_studies()}
+    except (UnicodeDecodeError, ValueError) as exc:   # a journal of junk (json.JSONDecodeError is a ValueError)
+        raise UserError(f"{journal_path(run) if setting == JOURNAL_STORAGE else setting}: damaged Optuna "
+                        f"storage: {exc}") from None
     return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
             for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}
