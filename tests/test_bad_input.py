@@ -423,6 +423,9 @@ CASES = [
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
                        text_file(d, "c.yaml", "lr_adam: .nan\n"), "--set", "epochs=2"], 2,
          ("{d}/c.yaml: lr_adam=nan",)),
+    Case("train-init-model-other-chunk-frames",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", *TINY, f"init_model={w.model}",
+                       "chunk_frames=48"], 2, ("init_model {run}/best_model.pt", "chunk_frames=62")),
     # train: outputs
     Case("train-out-is-a-file", lambda w, d: ["train", "--store", w.store, "--out", text_file(d)], 2,
          ("{d}/notes.txt", "is a file")),
