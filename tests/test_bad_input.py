@@ -529,6 +529,8 @@ CASES = [
                        "--name", "x"], 2, ("{d}/copy.store/frames.npy", "corrupt")),
     Case("run-name-bad", lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "a/b"],
          2, ("--name 'a/b'",)),
+    Case("run-name-empty", lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", ""],
+         2, ("--name ''",)),
     Case("run-name-exists",
          lambda w, d: [fake_run(w, d), "run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "demo"][1:],
          2, ("{d}/demo", "exists already")),

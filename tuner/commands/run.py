@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
 
         # a bucket URI is kept as is; run_search checks the store (check_store) before writing anything
         store = args.store if is_uri(args.store) else str(Path(args.store).resolve())
-    name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    default_name = f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    name = args.name if args.name is not None else default_name   # --name "" is refused, not defaulted
     run = RunDir(args.storage, name)
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
         outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage,
