@@ -8,6 +8,7 @@ never be written, before any work is spent on its content.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -18,6 +19,29 @@ from typing import BinaryIO, Callable
 from model.errors import UserError
 
 Writer = Callable[[BinaryIO], None]
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(UserError):
+    """No space left where an output is written (the atomic writes left nothing partial behind)."""
+
+
+def disk_full(folder: str | os.PathLike) -> DiskFull:
+    """The error for a write below `folder` that failed for want of space."""
+    return DiskFull(f"{folder}: the disk holding it is full (no space left on device); nothing partial was "
+                    "left there: free some space and run the command again")
+
+
+def no_space_left(exc: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether `exc`, raised writing below `folder`, came from a full disk: an OSError saying so, or another
+    error (torch.save's "unexpected pos") while the disk has no space left."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_DISK_ERRNOS
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail == 0
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -45,8 +69,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Writer) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; an ordinary file is what a user expects
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and no_space_left(exc, path.parent)   # before the unlink frees space
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise disk_full(path.parent) from None
         raise
     return path
 

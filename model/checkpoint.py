@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from model.atomic_files import replace_dir
+from model.atomic_files import disk_full, no_space_left, replace_dir
 from model.errors import UserError
 from model.safe_load import load_torch
 
@@ -52,6 +52,10 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any],
         for name, write in (extra_files or {}).items():
             write(tmp / name)
         replace_dir(tmp, directory, old=old)   # find_checkpoint looks in `old` after a crash mid-swap
+    except Exception as exc:
+        if no_space_left(exc, tmp):   # torch.save says "unexpected pos" on a full disk
+            raise disk_full(directory.parent) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

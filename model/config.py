@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
+from model.yaml_files import parse_yaml, read_yaml
 
 TEMPORAL_MODULES = ("none", "gru", "cnn", "transformer", "triplet")   # model.network builds each
 OPTIMIZERS = ("reference", "adam")
@@ -35,6 +34,14 @@ INT_RANGES = {
     "embed_batch_chunks": (1, 1 << 16), "num_threads": (0, 1024), "seed": (0, 2**63 - 1),
 }
 INT_NOTES = {"unlabeled_pool": " (or null: all; 0: no SSL)", "num_threads": " (0 = the CPUs this process may use)"}
+
+
+class InvalidValue(ConfigError):
+    """A value TrainConfig.validate refuses; `key` names it (TrainConfig.from_dict says where it came from)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -84,22 +91,28 @@ class TrainConfig:
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a mapping; unknown keys and wrong types are errors naming `source`."""
+    def from_dict(cls, values: dict[str, Any], source: str = "config",
+                  key_sources: dict[str, str] | None = None) -> "TrainConfig":
+        """Build from a mapping; unknown keys and wrong values are errors naming `source`, or the key's
+        own source in `key_sources` (`--set` for an override)."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+
+        def where(key: str) -> str:
+            return (key_sources or {}).get(key, source)
+
         known = {f.name: f for f in fields(cls)}
         kwargs = {}
         for key, value in values.items():
             if key == "metadata":
                 continue
             if key not in known:
-                raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
-            kwargs[key] = _coerce(key, value, FIELD_TYPES[key], source)
+                raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {', '.join(known)}")
+            kwargs[key] = _coerce(key, value, FIELD_TYPES[key], where(key))
         try:
             return cls(**kwargs)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        except InvalidValue as exc:
+            raise ConfigError(f"{where(exc.key)}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
@@ -108,13 +121,7 @@ class TrainConfig:
         source = "config"
         if path is not None:
             source = str(path)
-            try:
-                loaded = yaml.safe_load(Path(path).read_text())
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: config file not found") from None
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-            values = loaded or {}
+            values = read_yaml(path, ConfigError, "config file") or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
             values = dict(values)
@@ -122,8 +129,8 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"override {item!r}: expected key=value")
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        return cls.from_dict(values, source)
+            values[key.strip()] = parse_yaml(raw, f"--set {item}", ConfigError) if raw.strip() else None
+        return cls.from_dict(values, source, {item.partition("=")[0].strip(): "--set" for item in overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +146,7 @@ class TrainConfig:
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> None:
         def bad(key, allowed):
-            raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
+            raise InvalidValue(key, f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
 
         for key, (low, high) in INT_RANGES.items():
             value = getattr(self, key)
@@ -235,6 +242,8 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             pairs = [item.partition("=") for item in value.split(",") if item.strip()]
             if not pairs or any(not sep for _, sep, _ in pairs):
                 fail("a mapping of attribute to weight, e.g. act=2,val=1 or {act: 2, val: 1}")
+            if len({k.strip() for k, _, _ in pairs}) < len(pairs):
+                fail("each attribute once, e.g. act=2,val=1")
             try:
                 value = {k.strip(): float(v) for k, _, v in pairs}
             except ValueError:

@@ -81,7 +81,8 @@ class Trainer:
         self.network = build_network(config, self.n_mels).to(self.device)
         self.init_report = None
         if config.init_model:
-            self.init_report = init_network(self.network, list(config.attributes), config.init_model, self.store)
+            self.init_report = init_network(self.network, list(config.attributes), config.init_model, self.store,
+                                            config.chunk_frames)
             print(self.init_report.line(), file=sys.stderr, flush=True)
         if config.channels_last:
             self.network.encoder.conv.to(memory_format=torch.channels_last)

@@ -50,15 +50,17 @@ def check_features(model_path: str | Path, model_spec: dict, store) -> None:
                         f"store with `python -m tuner prepare CORPUS --features {model_kind}{hint}`")
 
 
-def init_network(network: DeepEmoCluster, attributes: list[str], path: str | Path, store) -> InitReport:
-    """Copy the matching parts of the model file at `path` into `network` (see the module doc)."""
+def init_network(network: DeepEmoCluster, attributes: list[str], path: str | Path, store,
+                 chunk_frames: int) -> InitReport:
+    """Copy the matching parts of the model file at `path` into `network`, a network for chunks of
+    `chunk_frames` frames (see the module doc)."""
     source, info = load_model(path)
     check_features(path, info.feature_spec, store)
     report = InitReport(str(path))
     src, dst = source.state_dict(), network.state_dict()
     enc = {k: v for k, v in src.items() if k.startswith("encoder.")}
     if any(k not in dst or dst[k].shape != v.shape for k, v in enc.items()) or len(enc) != sum(
-            k.startswith("encoder.") for k in dst):
+            k.startswith("encoder.") for k in dst) or info.config.chunk_frames != chunk_frames:   # shapes may fit
         cfg = info.config
         raise UserError(f"init_model {path}: its encoder (width={cfg.width}, chunk_frames={cfg.chunk_frames}) does "
                         "not fit this run's; set width and chunk_frames to the model's")

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -145,7 +146,8 @@ def model_copy(w: World, d: Path, change: Callable[[dict], None]) -> Path:
 
 
 def fake_run(w: World, storage: Path, name: str = "demo", result_text: dict[str, str] | None = None,
-             manifest_text: str | None = None, state_text: str | None = None) -> Path:
+             manifest_text: str | None = None, state_text: str | None = None,
+             files: dict[str, bytes] | None = None, optuna_storage: str | None = None) -> Path:
     """A finished search run's files as Ray and `run` leave them (two trials), without running Ray."""
     run = storage / name
     exp = run / "all"
@@ -166,7 +168,12 @@ def fake_run(w: World, storage: Path, name: str = "demo", result_text: dict[str,
                 "store": str(w.store), "created": "2026-01-01T00:00:00+00:00", "command": "python -m tuner run",
                 "metrics": ["val_ccc_mean"], "modes": ["max"],
                 "conditions": [{"label": "all", "values": {}, "state": "done"}]}
+    if optuna_storage:
+        manifest["optuna_storage"] = optuna_storage
     (run / "run.json").write_text(manifest_text if manifest_text is not None else json.dumps(manifest))
+    for rel, data in (files or {}).items():   # files the tool writes later (confirm/..., optuna.journal), as given
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(data)
     return run
 
 
@@ -277,6 +284,10 @@ def junk_dir(d: Path) -> Path:
     return d / "junk"
 
 
+def not_named(proc: subprocess.CompletedProcess, name: str) -> None:
+    assert name not in proc.stderr, proc.stderr
+
+
 def train_set(case_id: str, pair: str, *names: str) -> Case:
     """`train --set PAIR` on the shared store: exit 2 with a message naming `names`."""
     return Case(case_id, lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", pair], 2, names)
@@ -374,18 +385,47 @@ CASES = [
     train_set("train-set-huge-batch", "batch_size=10000000", "batch_size=10000000", "<= 4096"),
     train_set("train-set-huge-k", "num_clusters=100000", "num_clusters=100000", "<= 4096"),
     train_set("train-set-unknown-key", "colour=red", "colour"),
+    train_set("train-set-duplicate-attribute-weight", "attribute_weights=act=1,act=5", "--set: attribute_weights",
+              "act=1,act=5", "each attribute once"),
+    train_set("train-set-duplicate-key-in-a-mapping", "attribute_weights={act: 1, act: 5}", "--set attribute_weights",
+              "'act' is given twice"),
     train_set("train-set-without-equals", "epochs", "'epochs'", "key=value"),
     Case("train-config-missing", lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", d / "c.yaml"],
          2, ("{d}/c.yaml", "not found")),
+    Case("train-config-a-folder",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", junk_dir(d)], 2,
+         ("{d}/junk", "is a folder", "config file")),
     Case("train-config-bad-yaml",
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "a: [1\n")],
          2, ("{d}/c.yaml", "YAML")),
+    Case("train-config-duplicate-key",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
+                       text_file(d, "c.yaml", "epochs: 2\nwidth: 0.5\nepochs: 3\n")], 2,
+         ("{d}/c.yaml", "'epochs' is given twice (lines 1 and 3)")),
+    Case("train-config-utf16-is-read",
+         lambda w, d: [(d / "c.yaml").write_text("lr_adam: .nan\n", encoding="utf-16"), "train", "--store", w.store,
+                       "--out", d / "r", "--config", d / "c.yaml"][1:], 2, ("{d}/c.yaml: lr_adam=nan",)),
     Case("train-config-a-list",
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "- 1\n")],
          2, ("{d}/c.yaml", "mapping")),
     Case("train-config-nan",
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
                        text_file(d, "c.yaml", "lr_adam: .nan\n")], 2, ("{d}/c.yaml", "lr_adam=nan")),
+    Case("train-set-error-is-blamed-on-set-not-the-config",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "epochs: 2\n"),
+                       "--set", "freeze_encoder_epochs=-1"], 2, ("--set: freeze_encoder_epochs=-1",),
+         check=lambda w, d, proc: not_named(proc, "c.yaml")),
+    Case("train-set-unknown-key-is-blamed-on-set",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "c.yaml", "epochs: 2\n"),
+                       "--set", "colour=red"], 2, ("--set: unknown key 'colour'",),
+         check=lambda w, d, proc: not_named(proc, "c.yaml")),
+    Case("train-config-error-with-a-set-is-blamed-on-the-config",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
+                       text_file(d, "c.yaml", "lr_adam: .nan\n"), "--set", "epochs=2"], 2,
+         ("{d}/c.yaml: lr_adam=nan",)),
+    Case("train-init-model-other-chunk-frames",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", *TINY, f"init_model={w.model}",
+                       "chunk_frames=48"], 2, ("init_model {run}/best_model.pt", "chunk_frames=62")),
     # train: outputs
     Case("train-out-is-a-file", lambda w, d: ["train", "--store", w.store, "--out", text_file(d)], 2,
          ("{d}/notes.txt", "is a file")),
@@ -442,6 +482,12 @@ CASES = [
     Case("predict-model-a-code-pickle",
          lambda w, d: [torch.save(argparse.Namespace(a=1), d / "m.pt"), "predict", d / "m.pt", w.wav,
                        "--out", d / "p.csv"][1:], 2, ("{d}/m.pt",)),
+    Case("predict-attribute-from-yaml-duplicate-attribute",
+         lambda w, d: ["predict", w.wav, "--attribute-from", text_file(d, "t.yaml", f"act: {w.model}\nact: {w.model}\n"),
+                       "--out", d / "p.csv"], 2, ("{d}/t.yaml", "'act' is given twice")),
+    Case("predict-model-and-attribute-from",
+         lambda w, d: ["predict", w.model, w.wav, "--attribute-from", f"act={w.model}", "--out", d / "p.csv"], 2,
+         ("{run}/best_model.pt", "--attribute-from")),
     Case("predict-skips-one-bad-file",
          lambda w, d: ["predict", w.model, w.wav, text_file(d, "junk.wav", "x"), "--out", d / "p.csv"], 0,
          check=check_predict_skips, unchanged=False),
@@ -464,6 +510,17 @@ CASES = [
          lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("[16, 24]", "[16, 100000]")),
                        "--store", w.store, "--storage", d], 2,
          ("{d}/space.yaml", "parameters.chunk_frames.choices", "chunk_frames=100000")),
+    Case("run-space-duplicate-key",
+         lambda w, d: ["run", "--space", space_file(d, lambda t: t + "  width: 0.25\n"), "--store", w.store,
+                       "--storage", d], 2, ("{d}/space.yaml", "'width' is given twice (lines 32 and 38)")),
+    Case("run-space-utf16-is-read",   # then refused for its --num-samples: the space itself was fine
+         lambda w, d: [(d / "space.yaml").write_text(SMOKE.read_text(), encoding="utf-16"), "run", "--space",
+                       d / "space.yaml", "--store", w.store, "--storage", d, "--num-samples", 0][1:], 2,
+         ("--num-samples 0",)),
+    Case("run-space-latin1",
+         lambda w, d: [(d / "space.yaml").write_bytes(b"# caf\xe9\n" + SMOKE.read_bytes()), "run", "--space",
+                       d / "space.yaml", "--store", w.store, "--storage", d][1:], 2,
+         ("{d}/space.yaml", "not UTF-8", "byte 5")),
     Case("run-space-infinite-cpu",
          lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("cpu: 1", "cpu: .inf")),
                        "--store", w.store, "--storage", d], 2, ("{d}/space.yaml", "resources.cpu")),
@@ -472,6 +529,8 @@ CASES = [
                        "--name", "x"], 2, ("{d}/copy.store/frames.npy", "corrupt")),
     Case("run-name-bad", lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "a/b"],
          2, ("--name 'a/b'",)),
+    Case("run-name-empty", lambda w, d: ["run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", ""],
+         2, ("--name ''",)),
     Case("run-name-exists",
          lambda w, d: [fake_run(w, d), "run", "--space", SMOKE, "--store", w.store, "--storage", d, "--name", "demo"][1:],
          2, ("{d}/demo", "exists already")),
@@ -517,6 +576,55 @@ CASES = [
     Case("tensorboard-run-missing", lambda w, d: ["tensorboard", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("tensorboard-port-out-of-range",
          lambda w, d: [fake_run(w, d), "tensorboard", "demo", "--storage", d, "--port", 70000][1:], 2, ("--port 70000",)),
+    Case("confirm-baseline-a-folder",
+         lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--baseline", junk_dir(d)][1:], 2,
+         ("{d}/junk", "is a folder", "config file")),
+    Case("predict-attribute-from-a-folder-named-yaml",
+         lambda w, d: [(d / "t.yaml").mkdir(), "predict", w.wav, "--attribute-from", d / "t.yaml",
+                       "--out", d / "p.csv"][1:], 2, ("{d}/t.yaml", "is a folder")),
+    # --resamples 5 is refused too, after them: on a run the bounds' errors come first, before anything is planned
+    Case("confirm-seeds-huge",
+         lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--seeds", 100000, "--resamples", 5][1:], 2,
+         ("--seeds 100000", "<= 100")),
+    Case("confirm-top-huge",
+         lambda w, d: [fake_run(w, d), "confirm", "demo", "--storage", d, "--top", 1000, "--resamples", 5][1:], 2,
+         ("--top 1000", "<= 20")),
+    Case("confirm-plan-truncated",
+         lambda w, d: [fake_run(w, d, files={"confirm/plan.json": b'{"version": 1, "top": 3, "se'}), "confirm", "demo",
+                       "--storage", d][1:], 2, ("{d}/demo/confirm/plan.json", "damaged confirmation plan")),
+    Case("report-confirm-json-garbled",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b"\x00garbled{"}), "report", "demo",
+                       "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "damaged confirmation results"), unchanged=False),
+    Case("report-confirm-json-empty",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b""}), "report", "demo",
+                       "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "damaged confirmation results"), unchanged=False),
+    Case("export-confirmed-json-a-string",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": b'"done"'}), "export", "demo", "--storage", d,
+                       "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "expected a JSON object, found str")),
+    Case("export-confirmed-json-wrong-shape",
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": json.dumps({"version": 1, "test_splits": ["T"]})
+                                             .encode()}),
+                       "export", "demo", "--storage", d, "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
+         ("{d}/demo/confirm/confirm.json", "run, state, plan, configurations, best, comparisons, tests missing")),
+    Case("dashboard-journal-junk",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": bytes(range(256)) * 4}, optuna_storage="journal"),
+                       "dashboard", "demo", "--storage", d][1:], 2, ("{d}/demo/optuna.journal", "damaged Optuna")),
+    Case("report-journal-junk",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": bytes(range(256)) * 4}, optuna_storage="journal"),
+                       "report", "demo", "--storage", d, "--out", d / "rep"][1:], 2,
+         ("{d}/demo/optuna.journal", "damaged Optuna"), unchanged=False),
+    Case("report-journal-missing",
+         lambda w, d: [fake_run(w, d, optuna_storage="journal"), "report", "demo", "--storage", d, "--out", d / "rep"][1:],
+         2, ("{d}/demo/optuna.journal", "Optuna storage is missing", "all")),
+    Case("report-sqlite-moved-is-not-created",
+         lambda w, d: [fake_run(w, d, optuna_storage=f"sqlite:///{d}/studies.db"), "report", "demo", "--storage", d,
+                       "--out", d / "rep"][1:], 2, ("{d}/studies.db", "Optuna storage is missing")),
+    Case("dashboard-journal-empty",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": b""}, optuna_storage="journal"),
+                       "dashboard", "demo", "--storage", d][1:], 2, ("{d}/demo/optuna.journal", "storage is empty")),
     Case("confirm-run-missing", lambda w, d: ["confirm", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("dashboard-run-missing", lambda w, d: ["dashboard", "nope", "--storage", d], 2, ("{d}/nope",)),
     Case("report-run-missing", lambda w, d: ["report", "nope", "--storage", d], 2, ("{d}/nope",)),
@@ -602,6 +710,75 @@ def test_bad_input(case: Case, outcomes, world):
 
 
 def test_no_case_was_an_internal_error(outcomes, world):
+    assert not world.logs.exists() or not list(world.logs.iterdir())
+
+
+# ---- a memory bomb -------------------------------------------------------------------------------
+def alias_bomb() -> str:
+    """A 607-byte search space whose one choice, nine levels of nine aliases, stands for 9**9 values ("billion
+    laughs"; formatting its error message took over a minute and all the memory allowed)."""
+    levels = ["&l0 [" + ", ".join(f'"l{i}"' for i in range(9)) + "]"]
+    levels += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "metric: val_ccc_mean\nparameters:\n  temporal:\n    choices:\n      - - " + "\n        - ".join(levels) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once_in_bounded_memory(tmp_path):
+    space = tmp_path / "bomb.yaml"
+    space.write_text(alias_bomb())
+    limit = 2 << 30   # address space: the command needs about 1 GiB; expanding the aliases needs far more
+
+    def bounded():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run(tuner_cmd(["run", "--space", space, "--store", tmp_path / "none", "--storage", tmp_path]),
+                          env=env(tmp_path / "logs"), capture_output=True, text=True, timeout=5, preexec_fn=bounded)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {space}: its aliases expand to more than 100000 values (nested aliases, a "
+                           '"billion laughs"?); write the values out\n')
+
+
+# ---- a full disk ---------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs; mounting needs root, which the test machines have)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk], check=True, capture_output=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", disk], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill `disk` until at most `leave` bytes remain free."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > leave:
+                f.write(bytes(4096))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
+    def run(args: list, out: Path, unchanged: bool = True) -> None:
+        before = snapshot(small_disk)
+        proc = subprocess.run(tuner_cmd(args), env=env(world.logs), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (f"error: {out}: the disk holding it is full (no space left on device); nothing "
+                               "partial was left there: free some space and run the command again\n")
+        assert not [p for p in small_disk.rglob(".*") if "tmp" in p.name]   # no temporary file or folder left
+        assert not unchanged or snapshot(small_disk) == before
+
+    run(["prepare", world.corpus, "--out", small_disk / "s.store", "--quiet"], small_disk / "s.store")  # 6.7 MB
+    fake_run(world, small_disk)
+    fill(small_disk)
+    run(["report", "demo", "--storage", small_disk], small_disk / "demo")
+    (small_disk / "filler").unlink()
+    fill(small_disk, leave=24 << 10)   # room for the config and a line of metrics, not for the checkpoint
+    run(["train", "--store", world.store, "--out", small_disk / "r", "--set", *TINY], small_disk / "r",
+        unchanged=False)   # the run's config and (empty) metrics: `train --resume` continues it
     assert not world.logs.exists() or not list(world.logs.iterdir())
 
 

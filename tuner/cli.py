@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from model.cpu_memory import keep_freed_memory
+from model.atomic_files import FULL_DISK_ERRNOS, disk_full
 from model.errors import UserError
 
 LOG_DIR_ENV = "DEEPEMOCLUSTER_LOG_DIR"
@@ -82,12 +83,31 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals.Stopped)
             print("interrupted", file=sys.stderr)
             return stop_signals.exit_code()
+        except OSError as exc:
+            if exc.errno not in FULL_DISK_ERRNOS:
+                return internal_error(args.command, argv, exc)
+            print(f"error: {disk_full(output_of(args, exc))}", file=sys.stderr)
+            return 2
         except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
-            log = write_crash_log(args.command, argv)
-            where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
-            print(f"internal error (a bug, not your input): {exc.__class__.__name__}: {exc}; {where}; "
-                  "please report it with that file", file=sys.stderr)
-            return 1
+            return internal_error(args.command, argv, exc)
+
+
+def internal_error(command: str, argv: list[str], exc: Exception) -> int:
+    """A bug: one line naming the log file that holds the traceback; exit code 1."""
+    log = write_crash_log(command, argv)
+    where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
+    print(f"internal error (a bug, not your input): {exc.__class__.__name__}: {exc}; {where}; "
+          "please report it with that file", file=sys.stderr)
+    return 1
+
+
+def output_of(args: argparse.Namespace, exc: OSError) -> str:
+    """Where a command that ran out of disk space was writing: its output, else the folder of the file the
+    error names (a temporary sibling of the output, already removed, is not worth naming)."""
+    for where in (getattr(args, "out", None), getattr(args, "storage", None)):
+        if where:
+            return str(where)
+    return str(Path(exc.filename).parent) if exc.filename else os.getcwd()
 
 
 def log_dir() -> Path:

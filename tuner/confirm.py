@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from model.config import TrainConfig
 from model.errors import UserError
+from model.yaml_files import read_yaml
 from tuner.run_dir import RunDir
 
 EXPERIMENT = "confirm"                 # RUN/confirm: the Ray experiment, the plan and the results
@@ -55,7 +55,7 @@ def full_config(values: dict[str, Any], source: str) -> dict[str, Any]:
 def read_baseline(path: Path) -> dict[str, Any]:
     """The config keys a baseline file sets (UserError naming the file when it is not a valid config)."""
     TrainConfig.load(path)  # every problem of the file, with its name
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    values = read_yaml(path, what="config file") or {}
     return {k: v for k, v in values.items() if k != "metadata"}
 
 
@@ -138,7 +138,8 @@ def read_plan(run: RunDir) -> dict[str, Any] | None:
     """The plan of the run's confirmation (None before `confirm` ran)."""
     if not run.exists(EXPERIMENT, PLAN_FILE):
         return None
-    return json.loads(run.read_text(EXPERIMENT, PLAN_FILE))
+    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
+                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
 
 
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -95,7 +95,9 @@ def read_confirm(run: RunDir) -> dict[str, Any] | None:
     refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    confirm = json.loads(run.read_text(EXPERIMENT, CONFIRM_FILE))
+    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results",
+                            keys=("version", "run", "state", "plan", "test_splits", "configurations", "best",
+                                  "comparisons", "tests"))
     if confirm.get("version") != VERSION:
         where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
         raise UserError(f"{where}: confirm.json version {confirm.get('version')}; "

@@ -134,6 +134,27 @@ def open_storage(run: RunDir, setting: str) -> "optuna.storages.BaseStorage":
         return _OPEN[key]
 
 
+def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
+    """For reading commands (report, dashboard): once a condition has begun, its storage (the journal, or a
+    sqlite file) must be there and not empty; a missing one is refused, never read as "no studies" (and a
+    sqlite file is never created by reading it)."""
+    setting = storage_setting(manifest)
+    begun = [c["label"] for c in manifest["conditions"] if c["state"] != "pending"]
+    if setting is None or not begun:
+        return
+    if setting == JOURNAL_STORAGE:
+        fetch_journal(run)
+        path = journal_path(run)
+    elif setting.startswith("sqlite:///"):
+        path = Path(setting.removeprefix("sqlite:///"))
+    else:
+        return
+    if not path.is_file() or path.stat().st_size == 0:
+        raise UserError(f"{path}: the run's Optuna storage is {'empty' if path.is_file() else 'missing'}, yet "
+                        f"condition(s) {', '.join(begun)} have run; put the file back (moved or restored from a "
+                        "backup?) to read the run's studies")
+
+
 def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
     """condition label -> its Optuna study, for every condition whose study has begun (in manifest order)."""
     import optuna
@@ -147,7 +168,11 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
         fetch_journal(run)
         if not journal_path(run).exists():
             return {}
-    storage = open_storage(run, setting)
-    names = {s.study_name for s in storage.get_all_studies()}
+    try:
+        storage = open_storage(run, setting)
+        names = {s.study_name for s in storage.get_all_studies()}
+    except (UnicodeDecodeError, ValueError) as exc:   # a journal of junk (json.JSONDecodeError is a ValueError)
+        raise UserError(f"{journal_path(run) if setting == JOURNAL_STORAGE else setting}: damaged Optuna "
+                        f"storage: {exc}") from None
     return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
             for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}

@@ -170,9 +170,10 @@ def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
     """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
     Optuna storage (tuner.optuna_studies), or for a run made before studies were stored, the trial
     records. A condition whose study has not begun has none."""
-    from tuner.optuna_studies import load_studies, storage_setting
+    from tuner.optuna_studies import check_storage_kept, load_studies, storage_setting
 
     if storage_setting(manifest) is not None:
+        check_storage_kept(run, manifest)
         studies = load_studies(run)
         source = f"the run's Optuna storage ({storage_setting(manifest)})"
     else:

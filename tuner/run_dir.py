@@ -237,6 +237,26 @@ class RunDir:
             raise UserError(f"{self.path(MANIFEST)}: damaged manifest: {problem}")
         return manifest
 
+    def read_json(self, *parts: str, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A JSON object the tool wrote in the run folder; damaged (not JSON, not an object, one of `keys`
+        missing) it is a UserError naming the file as a damaged `what`."""
+        def damaged(problem: str) -> UserError:
+            return UserError(f"{self.path(*parts)}: damaged {what}: {problem}")
+
+        try:
+            data = json.loads(self.read_text(*parts))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise damaged(str(exc)) from None
+        if not isinstance(data, dict):
+            raise damaged(f"expected a JSON object, found {type(data).__name__}")
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise damaged(f"{', '.join(missing)} missing")
+        if not isinstance(data.get("configurations", []), list) \
+                or not all(isinstance(c, dict) for c in data.get("configurations", [])):
+            raise damaged("configurations is not a list of objects")
+        return data
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.write_text(json.dumps({**manifest, "version": MANIFEST_VERSION}, indent=2, default=str), MANIFEST)
 

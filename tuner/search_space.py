@@ -11,11 +11,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-import yaml
-
 from model.corpora import ATTRIBUTES
 from model.config import INT_RANGES, TrainConfig, field_type
 from model.errors import ConfigError
+from model.yaml_files import read_yaml
 from tuner.space_schema import (Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher,  # noqa: F401
                                 SpaceSampler, condition_label)
 
@@ -101,18 +100,7 @@ def absolute_model_paths(raw: Any, source: str) -> bool:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file; any problem raises SpaceError (exit code 2)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: search-space file not found") from None
-    except OSError as exc:
-        raise SpaceError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
-    return parse_space(raw, str(path))
+    return parse_space(read_yaml(path, SpaceError, "search-space file"), str(path))
 
 
 def parse_space(raw: Any, source: str = "search space") -> SearchSpace:

@@ -12,6 +12,8 @@ import argparse
 
 from tuner.run_dir import add_storage_argument
 
+MAX_SEEDS = 100   # bounds that stop a typo (an extra zero) from planning weeks of trainings
+MAX_TOP = 20
 HELP = "retrain a run's best configs (and baselines) with several seeds; test CCC with intervals and significance"
 
 
@@ -21,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("name", help="the run name")
     add_storage_argument(parser)
-    parser.add_argument("--top", type=int, default=None, help=f"configurations per condition (default {DEFAULT_TOP})")
+    parser.add_argument("--top", type=int, default=None,
+                        help=f"configurations per condition (default {DEFAULT_TOP}, at most {MAX_TOP})")
     parser.add_argument("--seeds", type=int, default=None,
-                        help=f"seeds per configuration (default {DEFAULT_SEEDS}: seeds 1..N)")
+                        help=f"seeds per configuration (default {DEFAULT_SEEDS}: seeds 1..N; at most {MAX_SEEDS})")
     parser.add_argument("--split", action="append", default=None, metavar="SPLIT",
                         help="test split (repeatable; default: every test split of the store)")
     parser.add_argument("--baseline", action="append", default=None, metavar="FILE",
@@ -101,8 +104,12 @@ def main(args: argparse.Namespace) -> int:
 
     if args.top is not None:
         check_top(args.top)
-    if args.seeds is not None and args.seeds < 1:
-        raise UserError(f"--seeds {args.seeds}: expected an integer >= 1")
+        if args.top > MAX_TOP:
+            raise UserError(f"--top {args.top}: expected an integer <= {MAX_TOP} (each configuration is retrained "
+                            "with every seed; the ones below the top few are not worth the trainings)")
+    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds {args.seeds}: expected an integer >= 1 and <= {MAX_SEEDS} (each seed is a full "
+                        "training of every configuration; the interval narrows little beyond a few dozen)")
     if args.resamples < 100:
         raise UserError(f"--resamples {args.resamples}: expected an integer >= 100")
     run = open_run(args.name, args.storage)

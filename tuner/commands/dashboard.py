@@ -30,12 +30,13 @@ def main(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from model.errors import UserError
-    from tuner.optuna_studies import load_studies, open_storage, storage_setting
+    from tuner.optuna_studies import check_storage_kept, load_studies, open_storage, storage_setting
     from tuner.run_dir import open_run
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")
     run = open_run(args.name, args.storage)
+    check_storage_kept(run, run.read_manifest())
     studies = load_studies(run)  # fetches a bucket run's journal; refuses a run without studies
     storage = open_storage(run, storage_setting(run.read_manifest()))
     print(f"optuna-dashboard for run {run.name} ({len(studies)} studies: {', '.join(studies) or 'none yet'})")

@@ -57,11 +57,10 @@ def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
 def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     """--attribute-from's items as {attribute: model}, plus the items that are audio (argparse's nargs
     also takes the audio files that follow the option)."""
-    import yaml
-
     from model.corpora import ATTRIBUTES
     from model.errors import UserError
     from tuner.uris import display_uri, is_uri
+    from model.yaml_files import read_yaml
 
     choice: dict[str, str] = {}
     audio: list[str] = []
@@ -84,10 +83,7 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
                 raise UserError(f"--attribute-from {item}: expected ATTR=MODEL, e.g. act=runs/a/best_model.pt")
             add(attr.strip(), model, item)
         elif Path(item).suffix.lower() in (".yaml", ".yml"):
-            try:
-                table = yaml.safe_load(Path(item).read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise UserError(f"--attribute-from {item}: not a readable YAML file ({exc})") from None
+            table = read_yaml(item)
             if not isinstance(table, dict) or not table or not all(isinstance(v, str) for v in table.values()):
                 raise UserError(f"--attribute-from {item}: expected a mapping of attribute to model file, "
                                 "e.g. {act: runs/a/best_model.pt, val: runs/b/best_model.pt}")
@@ -98,6 +94,19 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     if not choice:
         raise UserError("--attribute-from: no ATTR=MODEL given (e.g. --attribute-from act=MODEL_A val=MODEL_B)")
     return choice, audio
+
+
+def refuse_models(audio: list[str]) -> None:
+    """With --attribute-from every attribute comes from its own model: a model among the audio is a mistake
+    (it was read as audio and skipped, and the attributes it should have given were left out)."""
+    from model.errors import UserError
+
+    for item in audio:
+        path = Path(item)
+        if path.suffix == ".pt" or (path.is_dir() and any(path.glob("*.pt"))):
+            raise UserError(f"{item}: a model given with --attribute-from; there each attribute comes from its own "
+                            "model: name this one there too (e.g. --attribute-from dom=MODEL act=OTHER), audio only "
+                            "before it")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -113,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
     if args.attribute_from:
         choice, more_audio = attribute_choice(args.attribute_from)
         audio = list(args.inputs) + more_audio
+        refuse_models(audio)
     else:
         if not args.inputs:
             raise UserError("give MODEL (a model file or a folder of model files), then audio files or folders")

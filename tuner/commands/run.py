@@ -49,12 +49,13 @@ def main(args: argparse.Namespace) -> int:
     from tuner.commands.common import check_top, demo_store, finish
     from tuner.experiment import run_search
     from tuner.run_dir import RunDir
-    from tuner.search_space import absolute_model_paths, load_space, parse_space
+    from model.yaml_files import parse_yaml, read_text
+    from tuner.search_space import SpaceError, absolute_model_paths, load_space, parse_space
 
     space_path = Path(args.space)
     space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
-    space_text = space_path.read_text()
-    raw = yaml.safe_load(space_text)
+    space_text = read_text(space_path, SpaceError, "search-space file")
+    raw = parse_yaml(space_text, str(space_path), SpaceError)
     changes = []
     if absolute_model_paths(raw, str(space_path)):   # trials run in their own folders
         changes.append("init_model paths made absolute")
@@ -74,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
 
         # a bucket URI is kept as is; run_search checks the store (check_store) before writing anything
         store = args.store if is_uri(args.store) else str(Path(args.store).resolve())
-    name = args.name or f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    default_name = f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    name = args.name if args.name is not None else default_name   # --name "" is refused, not defaulted
     run = RunDir(args.storage, name)
     with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
         outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage,
