@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_machine import describe_machine  # noqa: E402
-from epoch_bench import ensure_store, reference_setting_store  # noqa: E402
+from epoch_bench import add_setting_arguments, setting_store  # noqa: E402
 
 PARTS = ("time_embed_s", "time_kmeans_s", "time_train_s", "time_batch_s", "time_validate_s")
 
@@ -50,17 +50,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="rounds of (one CV epoch, k single-split epochs)")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--store", type=Path, help="a feature store (default: the reference's timing setting, synthetic)")
-    p.add_argument("--utterances", type=int, default=0, help="instead: a synthetic store of this many utterances")
-    p.add_argument("--cache", default="/tmp/deepemocluster-bench", help="where the synthetic store is kept")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable)")
-    p.add_argument("--temporal", default="gru")
-    p.add_argument("--m", type=int, default=62)
-    p.add_argument("--C", type=int, default=11)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    add_setting_arguments(p)
     args = p.parse_args()
 
     from model.config import TrainConfig
@@ -69,12 +59,7 @@ def main() -> int:
     from model.trainer import Trainer
 
     keep_freed_memory()   # as `python -m tuner train` and a trial do
-    if args.store:
-        store = args.store
-    elif args.utterances:
-        store = ensure_store(Path(args.cache), args.utterances, 0, 0)
-    else:
-        store = reference_setting_store(Path(args.cache))
+    store = setting_store(args)
     config = TrainConfig(temporal=args.temporal, chunk_frames=args.m, chunks_per_sentence=args.C,
                          num_clusters=args.k, batch_size=args.batch, width=args.width, precision=args.precision,
                          num_threads=args.threads, unlabeled_pool=0, seed=0)

@@ -142,6 +142,32 @@ def epoch_speed(store: Path, variants: list[str], args) -> None:
               f"load {os.getloadavg()[0]:.2f})", flush=True)
 
 
+def add_setting_arguments(p) -> None:
+    """The store and training-setting options of the side-by-side benchmarks (trial_bench, cv_bench): the
+    reference's timing setting by default (width 1.0, m 62, C 11, K 10, batch 32, GRU)."""
+    p.add_argument("--store", type=Path, help="a feature store (default: the reference's timing setting, synthetic)")
+    p.add_argument("--utterances", type=int, default=0,
+                   help="instead of the reference setting: a synthetic store of this many utterances (quick runs)")
+    p.add_argument("--cache", default="/tmp/deepemocluster-bench", help="where the synthetic store is kept")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (and a trial's CPUs; 0 = all usable)")
+    p.add_argument("--temporal", default="gru")
+    p.add_argument("--m", type=int, default=62)
+    p.add_argument("--C", type=int, default=11)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+
+
+def setting_store(args) -> Path:
+    """The store add_setting_arguments' options name: --store, a synthetic one of --utterances, or the reference's."""
+    if args.store:
+        return args.store
+    if args.utterances:
+        return ensure_store(Path(args.cache), args.utterances, 0, 0)
+    return reference_setting_store(Path(args.cache))
+
+
 def reference_setting_store(cache: Path) -> Path:
     """A store of exactly 300 Train + 100 Validation utterances (the reference's timing setting), FSL."""
     import csv

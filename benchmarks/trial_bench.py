@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_machine import describe_machine  # noqa: E402
-from epoch_bench import ensure_store, reference_setting_store  # noqa: E402
+from epoch_bench import add_setting_arguments, setting_store  # noqa: E402
 
 from model.devices import usable_cpus  # noqa: E402
 
@@ -101,26 +101,10 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds of (train, trial[, other trial]), seeds 0, 1, ...")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run")
     p.add_argument("--compare", type=Path, help="another checkout whose trial runs in each round too")
-    p.add_argument("--store", type=Path, help="a feature store (default: the reference's timing setting, synthetic)")
-    p.add_argument("--utterances", type=int, default=0,
-                   help="instead of the reference setting: a synthetic store of this many utterances (quick runs)")
-    p.add_argument("--cache", default="/tmp/deepemocluster-bench", help="where the synthetic store is kept")
-    p.add_argument("--threads", type=int, default=0, help="torch threads and the trial's CPUs (0 = all usable)")
-    p.add_argument("--temporal", default="gru")
-    p.add_argument("--m", type=int, default=62)
-    p.add_argument("--C", type=int, default=11)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    add_setting_arguments(p)
     args = p.parse_args()
     threads = args.threads or usable_cpus()
-    if args.store:
-        store = args.store
-    elif args.utterances:
-        store = ensure_store(Path(args.cache), args.utterances, 0, 0)
-    else:
-        store = reference_setting_store(Path(args.cache))
+    store = setting_store(args)
     kinds = [("train", REPO, run_train), ("trial", REPO, run_trial)]
     if args.compare:
         kinds.append(("other trial", args.compare.resolve(), run_trial))

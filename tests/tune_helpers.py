@@ -47,16 +47,10 @@ def experiment_trials(exp_dir: Path) -> list[dict]:
 
 
 def result_rows(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    """The complete rows of a trial's result.json."""
+    from tuner.trial_record import read_rows
+
+    return read_rows(trial_dir / "result.json")
 
 
 def searcher_study(exp_dir: Path):

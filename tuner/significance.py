@@ -94,7 +94,7 @@ def resampled_ccc(labels: np.ndarray, preds: np.ndarray, counts: np.ndarray,
     labels = np.asarray(labels, dtype=np.float64)
     preds = np.asarray(preds, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
-    R, (K, n, A) = counts.shape[0], preds.shape
+    R, (K, _, A) = counts.shape[0], preds.shape
     out = np.empty((R, K, A))
     for j in range(A):
         keep = np.isfinite(labels[:, j]) & np.isfinite(preds[:, :, j]).all(axis=0)
