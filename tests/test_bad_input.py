@@ -605,7 +605,7 @@ CASES = [
                        "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
          ("{d}/demo/confirm/confirm.json", "expected a JSON object, found str")),
     Case("export-confirmed-json-wrong-shape",
-         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": json.dumps({"version": 1, "test_splits": ["T"]})
+         lambda w, d: [fake_run(w, d, files={"confirm/confirm.json": json.dumps({"version": 2, "test_splits": ["T"]})
                                              .encode()}),
                        "export", "demo", "--storage", d, "--by", "confirmed", "--out", d / "b.yaml"][1:], 2,
          ("{d}/demo/confirm/confirm.json", "run, state, plan, configurations, best, comparisons, tests missing")),

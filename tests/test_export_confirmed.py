@@ -41,8 +41,9 @@ def run_with_confirm(tmp_path, confirm: dict) -> RunDir:
 
 def test_export_confirmed_ranks_by_validation_not_test(tmp_path):
     """X is better on validation, Y on test: X is exported first, with Y's higher test CCC beside it."""
-    confirm = {"version": 2, "validation_split": "Validation", "test_splits": [SPLIT],
-               "configurations": [confirmed("Y", 0.40, 0.60), confirmed("X", 0.50, 0.30)]}
+    confirm = {"version": 2, "run": "r", "state": "complete", "plan": {"seeds": [1, 2]},
+               "validation_split": "Validation", "test_splits": [SPLIT], "best": {"c1": "X"}, "comparisons": [],
+               "tests": {}, "configurations": [confirmed("Y", 0.40, 0.60), confirmed("X", 0.50, 0.30)]}
     run = run_with_confirm(tmp_path, confirm)
     paths = export_confirmed(run, tmp_path / "best.yaml", top=2)
     head = yaml.safe_load(paths[0].read_text())["metadata"]

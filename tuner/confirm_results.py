@@ -95,15 +95,17 @@ def read_confirm(run: RunDir) -> dict[str, Any] | None:
     refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results",
-                            keys=("version", "run", "state", "plan", "test_splits", "configurations", "best",
-                                  "comparisons", "tests"))
-    if confirm.get("version") != VERSION:
-        where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
-        raise UserError(f"{where}: confirm.json version {confirm.get('version')}; "
+    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", keys=("version",))
+    where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
+    if confirm["version"] != VERSION:
+        raise UserError(f"{where}: confirm.json version {confirm['version']}; "
                         f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
                         f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
                         "(nothing is trained again)")
+    missing = [k for k in ("run", "state", "plan", "test_splits", "configurations", "best", "comparisons", "tests")
+               if k not in confirm]
+    if missing:
+        raise UserError(f"{where}: damaged confirmation results: {', '.join(missing)} missing")
     return confirm
 
 
