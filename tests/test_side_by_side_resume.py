@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_
     for resume in (False, True):
         for index, condition in enumerate(space.condition_values()):
             with pytest.raises(Stop):
-                experiment._run_condition(space, "store", run, index, condition, resume, JOURNAL_STORAGE, False)
+                experiment._run_condition(space, "store", run, index, condition, resume, JOURNAL_STORAGE, False,
+                                          threading.Event())
     names = [Experiment.get_trainable_name(trainable) for _, trainable in made]
     assert [how for how, _ in made] == ["run", "run", "resume", "resume"]
     assert names[0] != names[1], f"both conditions' trainables are registered as {names[0]!r}"
