@@ -35,7 +35,9 @@ class Command:
 
     def __init__(self, args: list[str], cwd: Path, ignore_sigint: bool = False):
         self.ray_tmp = short_tmp()
-        preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        # SIGINT ignored as in a background job, or at its default as at a terminal (whatever this test inherited)
+        sigint = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
+        preexec = lambda: signal.signal(signal.SIGINT, sigint)  # noqa: E731
         env = {**tuner_env(self.ray_tmp), "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

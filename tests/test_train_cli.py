@@ -83,7 +83,10 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tiny_store, tmp_path):
     cmd = [sys.executable, "-m", "tuner", "train", "--store", str(tiny_store), "--out", str(out),
            *sets("epochs=200", "temporal=gru")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl+C as at a terminal: SIGINT at its default even when this test runs as a background job (which
+    # ignores SIGINT, and a command keeps ignoring it: tests/test_stop_signals.py)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
