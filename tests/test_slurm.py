@@ -138,6 +138,14 @@ def job_processes(ray_tmp: Path) -> list[int]:
     return pids
 
 
+def command_line(pid: int) -> str:
+    """A process's command line ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 STOPS = {   # how Slurm stops the job mid-search
     # the time-limit warning (`--signal=B:TERM@...`): SIGTERM to the batch script only; the job requeues itself
     "time-limit signal": ["scancel", "--signal=TERM", "--batch"],
@@ -184,7 +192,8 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
 
         job = wait_for(finished, "the requeued job's end", slurm, out, 600)
         text = out.read_text()
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, text, slurm.logs())
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", \
+            f"{job}\n--- the job's output:\n{text[-4000:]}\n--- Slurm's logs:\n{slurm.logs()[-3000:]}"
         assert job["Restarts"] == "1", (job, text)
         assert "SIGTERM: stopping the search" in text and "resuming run slurm" in text, text
         if stop == "time-limit signal":   # Ray was left alone: the driver stopped like Ctrl+C, then requeued
@@ -192,12 +201,14 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
         assert text.count("copying the store to each node") == 2, text
     finally:
         subprocess.run(["scancel", job_id], env=env, timeout=30)
-        left = job_processes(ray_tmp)
+        deadline = time.monotonic() + 15   # the job's end is recorded while its last processes are exiting
+        while (left := {pid: command_line(pid) for pid in job_processes(ray_tmp)}) and time.monotonic() < deadline:
+            time.sleep(0.5)
         for pid in left:   # none, unless the job failed to stop its Ray: then the test ends them, by pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert not left, "Ray processes of the job outlived it"
+    assert not left, f"Ray processes of the job outlived it: {left}"
 
     # every trial complete (run to its last epoch or stopped by ASHA), each epoch reported once, in order
     for label in LABELS:
