@@ -201,12 +201,17 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("case,data,key,problem", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_space_names_file_key_and_problem(tmp_path, case, data, key, problem):
+def space_error(tmp_path, data) -> tuple[Path, str]:
+    """The space file written from `data` and the SpaceError message loading it gives."""
     path = write(tmp_path, data)
     with pytest.raises(SpaceError) as err:
         load_space(path)
-    message = str(err.value)
+    return path, str(err.value)
+
+
+@pytest.mark.parametrize("case,data,key,problem", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_space_names_file_key_and_problem(tmp_path, case, data, key, problem):
+    path, message = space_error(tmp_path, data)
     assert message.startswith(str(path)), message
     assert f": {key}:" in message or not key, message
     assert problem in message, message
@@ -354,10 +359,7 @@ PER_ATTRIBUTE_MALFORMED = [
 
 @pytest.mark.parametrize("case,data,key,problem", PER_ATTRIBUTE_MALFORMED, ids=[m[0] for m in PER_ATTRIBUTE_MALFORMED])
 def test_malformed_per_attribute_names_the_key(tmp_path, case, data, key, problem):
-    path = write(tmp_path, data)
-    with pytest.raises(SpaceError) as err:
-        load_space(path)
-    message = str(err.value)
+    path, message = space_error(tmp_path, data)
     assert message.startswith(f"{path}: {key}:") and problem in message, message
 
 
