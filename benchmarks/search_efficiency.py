@@ -13,7 +13,7 @@ and resources replaced), for every seed:
    epochs it trained, in the order they finished, until one reported at least the best
    val_ccc_mean that the random search reached with its whole budget (trials x epochs). Goal: at
    most a third of that budget.
-Everything runs through tuner.experiment.run_search on a local Ray (loopback), two trials at a
+Everything runs through tuner.search.experiment.run_search on a local Ray (loopback), two trials at a
 time. Finished runs are kept in --out and skipped when the command is run again.
 """
 from __future__ import annotations
@@ -46,10 +46,10 @@ def run_space(raw: dict, store: Path, storage: Path, name: str, num_cpus: int) -
     """Run one search; the result rows (val_ccc_mean, epoch, timestamp) of each trial."""
     import yaml
 
-    from tuner.experiment import run_search
-    from tuner.run_dir import RunDir
-    from tuner.search_space import parse_space
-    from tuner.trial_records import read_condition
+    from tuner.search.experiment import run_search
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import parse_space
+    from tuner.runs.trial_records import read_condition
 
     text = yaml.safe_dump(raw, sort_keys=False)
     space = parse_space(raw, f"search_efficiency:{name}")

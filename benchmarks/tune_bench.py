@@ -90,10 +90,10 @@ def main() -> int:
     from ray.tune.search.optuna import OptunaSearch
 
     from tuner.commands.common import demo_store
-    from tuner.experiment import run_search
-    from tuner.run_dir import RunDir
-    from tuner.search_space import load_space
-    from tuner.trial_records import read_trials
+    from tuner.search.experiment import run_search
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import load_space
+    from tuner.runs.trial_records import read_trials
 
     print(f"machine: {describe_machine()}")
     print(f"load average before: {load()}")

@@ -184,7 +184,7 @@ with writer_lock({str(target)!r}, "store"):
 
 
 def test_run_lock_local_and_bucket(tmp_path):
-    from tuner.run_dir import RunDir
+    from tuner.runs.run_dir import RunDir
 
     run = RunDir(tmp_path / "results", "r1")
     with run.writer_lock():

@@ -1,5 +1,5 @@
 """A whole search with the store and the results in an S3 bucket (moto on loopback, the endpoint in
-the URIs' query), on a local Ray: the driver is SIGKILLed at a fixed point of the search (tuner.hold: one
+the URIs' query), on a local Ray: the driver is SIGKILLed at a fixed point of the search (tuner.search.hold: one
 trial finished, the second held after epoch 2, the third held after its last epoch), the second trial's
 orphaned worker trains epoch 3 after the driver died, the kill's cut upload of the third trial's last rows
 is reproduced, then `resume` finishes the search from the bucket on a machine without the killed
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tuner.trainable import REPORTED
+from tuner.runs.trial_record import REPORTED
 from tune_helpers import SMOKE, check_study_matches_ray, end_session, kill_session, short_tmp, tuner_env
 
 NAME = "inbucket"
@@ -77,7 +77,7 @@ def space(tmp: Path) -> Path:
     return path
 
 
-# Where the driver is killed (tuner.hold): the second trial to start holds after epoch 2, so the first one runs
+# Where the driver is killed (tuner.search.hold): the second trial to start holds after epoch 2, so the first one runs
 # alone to its end and the third one starts and holds after its last epoch, before its function returns.
 HELD = {2: 2, 3: EPOCHS}
 SENTINEL = 99.0
@@ -134,7 +134,7 @@ def cut_last_upload(bucket: Bucket, trial: dict, epochs: int) -> None:
 
 
 def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server, tiny_store, tmp_path, monkeypatch):
-    from tuner.store_sync import upload_store
+    from tuner.storage.store_sync import upload_store
 
     prefix = f"lifecycle-{os.getpid()}"
     store_uri = s3_server.uri(f"{prefix}/stores/tiny.store")
@@ -186,8 +186,8 @@ def test_search_in_the_bucket_killed_resumed_then_read_from_the_bucket(s3_server
     # the Optuna study was continued: read from the bucket's journal on a third machine, it holds each of the
     # three Ray trials once, finished, linked to its Ray trial folder in the bucket, with one intermediate
     # value per epoch (the row's) and the best epoch of the rows
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import open_run
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import open_run
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "reader-optuna"))
     study = load_studies(open_run(NAME, storage))[LABEL]

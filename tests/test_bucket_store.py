@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tune_helpers import REPO, tuner_env
-from tuner.store_sync import MANIFEST, STORE_FILES
+from tuner.storage.store_sync import MANIFEST, STORE_FILES
 
 
 def cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -57,7 +57,7 @@ def test_upload_then_copy_down_identical_then_corruption_refused(server, tiny_st
 def test_truncated_object_is_refused_by_size(s3_server, tiny_store, tmp_path):
     """An object cut short in the bucket (a killed `aws s3 cp`): the manifest's size catches it."""
     from model.errors import StoreError
-    from tuner.store_sync import ensure_local_store, upload_store
+    from tuner.storage.store_sync import ensure_local_store, upload_store
 
     prefix = f"stores/{uuid.uuid4().hex[:8]}/tiny.store"
     upload_store(tiny_store, s3_server.uri(prefix))
@@ -127,7 +127,7 @@ def test_refused_credentials_are_one_error_line(tmp_path, bucket_env, tiny_store
 
 def test_run_folder_in_the_bucket(server, tmp_path):
     """The run folder's own files (manifest, listing, walk, probe) through each server; the query stays last."""
-    from tuner.run_dir import RunDir, open_run
+    from tuner.runs.run_dir import RunDir, open_run
 
     prefix = f"runs-{uuid.uuid4().hex[:8]}"
     run = RunDir(server.uri(prefix), "r1")

@@ -7,7 +7,7 @@ import yaml
 
 from model.locks import LockHeld
 from tune_helpers import SMOKE
-from tuner.run_dir import RunDir, new_manifest
+from tuner.runs.run_dir import RunDir, new_manifest
 
 
 def lock_held(run: RunDir) -> bool:
@@ -21,7 +21,7 @@ def lock_held(run: RunDir) -> bool:
 
 def write_run(run: RunDir, state: str = "pending") -> None:
     """The manifest `run` writes, every condition in `state`."""
-    from tuner.search_space import load_space
+    from tuner.space.parse import load_space
 
     manifest = new_manifest(load_space(SMOKE), SMOKE.read_text(), str(run.storage), run.name, "journal")
     for condition in manifest["conditions"]:
@@ -31,7 +31,7 @@ def write_run(run: RunDir, state: str = "pending") -> None:
 
 def probe_export(monkeypatch) -> list[bool]:
     """export_best replaced by a writer that records whether the run's lock is held as it writes."""
-    from tuner import export
+    from tuner.runs import export
 
     held: list[bool] = []
 
@@ -45,7 +45,7 @@ def probe_export(monkeypatch) -> list[bool]:
 
 
 def test_run_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monkeypatch):
-    from tuner import experiment
+    from tuner.search import experiment
     from tuner.cli import main
 
     def run_search(space, space_text, store, run, *args, **kwargs):   # the search, without Ray
@@ -60,7 +60,7 @@ def test_run_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monkeypa
 
 
 def test_resume_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monkeypatch):
-    from tuner import experiment
+    from tuner.search import experiment
     from tuner.cli import main
 
     write_run(RunDir(tmp_path, "r"))
@@ -72,7 +72,7 @@ def test_resume_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monke
 
 
 def test_confirm_writes_its_results_while_it_holds_the_lock(tmp_path, monkeypatch):
-    from tuner import confirm, confirm_results
+    from tuner.answers import confirm, confirm_results
     from tuner.cli import main
     from tuner.commands import confirm as confirm_command
 

@@ -45,8 +45,8 @@ def searched(tiny_store, tmp_path_factory):
 
 
 def test_plan_takes_the_exported_configs_and_a_baseline_per_condition(searched):
-    from tuner.confirm import confirm_seeds, full_config, plan_confirmation
-    from tuner.run_dir import open_run
+    from tuner.answers.confirm import confirm_seeds, full_config, plan_confirmation
+    from tuner.runs.run_dir import open_run
 
     run = open_run(NAME, str(searched / "results"))
     plan = plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(2), [SPLIT],
@@ -181,11 +181,11 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
 def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, tmp_path, monkeypatch, capsys):
     """A condition whose study did not finish: `confirm` refuses and names --partial; with --partial it goes
     on, and the plan, confirm.md and the report say how many trials each condition had."""
-    import tuner.confirm
+    import tuner.answers.confirm
     from tuner.cli import main as cli
-    from tuner.confirm import confirm_seeds, plan_confirmation
-    from tuner.confirm_results import search_cell
-    from tuner.run_dir import open_run
+    from tuner.answers.confirm import confirm_seeds, plan_confirmation
+    from tuner.answers.confirm_results import search_cell
+    from tuner.runs.run_dir import open_run
 
     storage = tmp_path / "results"
     shutil.copytree(searched / "results" / NAME, storage / NAME, ignore=shutil.ignore_patterns("confirm"))
@@ -203,7 +203,7 @@ def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, t
     def begin(run, plan, *args, **kwargs):   # past the check: the confirmation itself begins (stopped here)
         begun.append(plan)
         raise KeyboardInterrupt
-    monkeypatch.setattr(tuner.confirm, "run_confirmation", begin)
+    monkeypatch.setattr(tuner.answers.confirm, "run_confirmation", begin)
     assert cli(["confirm", NAME, "--storage", str(storage), "--partial", "--split", SPLIT]) == 130
     assert [c["state"] for c in begun[0]["search"]] == ["done", "running"]
 

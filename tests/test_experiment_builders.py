@@ -1,15 +1,15 @@
-"""tuner.experiment's builders for the space's scheduler and searcher types no search test runs:
+"""tuner.search.experiment's builders for the space's scheduler and searcher types no search test runs:
 HyperBand, the median stopping rule and the random searcher (no Ray cluster needed)."""
 from __future__ import annotations
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-from tuner.experiment import make_scheduler, make_searcher
-from tuner.optuna_studies import JOURNAL_STORAGE
-from tuner.run_dir import RunDir
-from tuner.scheduler_state import ResumableASHA
-from tuner.search_space import parse_space
+from tuner.search.experiment import make_scheduler, make_searcher
+from tuner.runs.studies import JOURNAL_STORAGE
+from tuner.runs.run_dir import RunDir
+from tuner.search.scheduler_state import ResumableASHA
+from tuner.space.parse import parse_space
 
 PARAMETERS = {"temporal": {"choices": ["gru", "triplet"]}, "lr_adam": {"low": 1e-4, "high": 1e-2, "log": True},
               "triplet_margin": {"low": 0.2, "high": 2.0, "when": {"temporal": "triplet"}}}

@@ -9,10 +9,10 @@ import yaml
 from model.errors import UserError
 from tune_helpers import SMOKE
 from tuner.cli import main as cli
-from tuner.confirm_results import read_confirm
-from tuner.export import export_confirmed
-from tuner.run_dir import RunDir, new_manifest
-from tuner.search_space import load_space
+from tuner.runs.confirm_files import read_confirm
+from tuner.runs.export import export_confirmed
+from tuner.runs.run_dir import RunDir, new_manifest
+from tuner.space.parse import load_space
 
 SPLIT = "Test1"
 
@@ -22,7 +22,7 @@ def stat(mean: float) -> dict:
 
 
 def confirmed(cid: str, val: float, test: float) -> dict:
-    """A confirmed search configuration (confirm.json's schema: tuner/confirm_results.py), two seeds done."""
+    """A confirmed search configuration (confirm.json's schema: tuner/answers/confirm_results.py), two seeds done."""
     seeds = [{"seed": s, "status": "done", "validation": {"ccc_mean": val}, "test": {SPLIT: {"ccc_mean": test}}}
              for s in (1, 2)]
     return {"id": cid, "kind": "search", "conditions": ["c1"], "condition_values": {}, "rank": 1, "trial_id": cid,

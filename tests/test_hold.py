@@ -1,11 +1,11 @@
-"""tuner.hold, the test-only pause the bucket life-cycle test kills the driver at: off without its variables,
+"""tuner.search.hold, the test-only pause the bucket life-cycle test kills the driver at: off without its variables,
 the trials numbered in the order they start, the held one waiting for the release file."""
 from __future__ import annotations
 
 import threading
 import time
 
-from tuner.hold import HOLD, RELEASE, hold_after, hold_epoch
+from tuner.search.hold import HOLD, RELEASE, hold_after, hold_epoch
 
 
 def test_off_unless_both_variables_are_set(tmp_path, monkeypatch):

@@ -320,14 +320,14 @@ def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, 
     assert [r["step"] for r in after] == list(range(resumed + 1, steps))  # no step lost after resuming
 
 
-# A driver that joins the cluster as the search does (tuner.experiment.start_ray) and runs one Tune
+# A driver that joins the cluster as the search does (tuner.search.experiment.start_ray) and runs one Tune
 # function trial: in its thread, the allocator setting as train_trial applies it, and the page faults
 # per 200 MB block allocated and freed there.
 ALLOCATOR_DRIVER = BLOCK_FAULTS + textwrap.dedent("""
     import json, os, sys, threading
     from ray import tune
     from model.cpu_memory import keep_freed_memory
-    from tuner.experiment import start_ray
+    from tuner.search.experiment import start_ray
 
     start_ray(sys.argv[1])
 
@@ -429,7 +429,7 @@ def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
 
 def bucket_store(server, tiny_store, prefix: str) -> str:
     """The tiny store uploaded to the S3 server under a name of its own: its URI (endpoint in the query)."""
-    from tuner.store_sync import upload_store
+    from tuner.storage.store_sync import upload_store
 
     uri = server.uri(f"stores/{prefix}.store")
     upload_store(tiny_store, uri)

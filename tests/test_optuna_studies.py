@@ -12,7 +12,7 @@ LABEL = "labeled_ratio=1.0"
 
 
 def make_searcher(run, space):
-    from tuner.experiment import make_searcher as make
+    from tuner.search.experiment import make_searcher as make
 
     return make(space, {"labeled_ratio": 1.0}, 0, run, "journal")
 
@@ -24,9 +24,9 @@ def write_ray_snapshot(run, trials: dict[str, str]) -> None:
 
 
 def test_a_restored_searcher_takes_over_trials_started_after_the_snapshot(tmp_path):
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import RunDir
-    from tuner.search_space import parse_space
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import parse_space
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")
@@ -58,9 +58,9 @@ def test_a_trial_in_ray_snapshot_but_not_in_the_searchers_is_finished_by_its_ray
     """A driver killed while Ray uploaded a snapshot can leave the snapshot's experiment state (trials a, b, c)
     next to the previous snapshot's searcher state (a, b): c is Ray's, restored and run by Ray, and its
     study trial must follow it to COMPLETE (not be left RUNNING, nor be handed to a new trial)."""
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import RunDir
-    from tuner.search_space import parse_space
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import parse_space
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")
@@ -106,9 +106,9 @@ def test_bucket_run_keeps_a_local_journal_and_copies_it_into_the_run(s3_server, 
 
     import optuna
 
-    from tuner import optuna_studies
-    from tuner.optuna_studies import JOURNAL, journal_path, load_studies, open_storage, study_name, upload_journal
-    from tuner.run_dir import RunDir
+    from tuner.runs import studies as optuna_studies
+    from tuner.runs.studies import JOURNAL, journal_path, load_studies, open_storage, study_name, upload_journal
+    from tuner.runs.run_dir import RunDir
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
     run = RunDir(s3_server.uri(f"results-{uuid.uuid4().hex[:6]}"), "b")
@@ -133,7 +133,7 @@ def test_journal_uploads_of_the_studies_threads_do_not_overlap(tmp_path, monkeyp
     import threading
     from types import SimpleNamespace
 
-    from tuner import optuna_studies
+    from tuner.runs import studies as optuna_studies
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path))
     writing, release, calls, written = threading.Event(), threading.Event(), [], []
@@ -167,8 +167,8 @@ def test_journal_uploads_of_the_studies_threads_do_not_overlap(tmp_path, monkeyp
 
 def bucket_run(storage: str, name: str):
     """A new run's folder with its manifest (a new run id), as `run` writes it."""
-    from tuner.run_dir import RunDir, new_manifest
-    from tuner.search_space import parse_space
+    from tuner.runs.run_dir import RunDir, new_manifest
+    from tuner.space.parse import parse_space
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(storage, name)
@@ -180,7 +180,7 @@ def new_study(run, value: float):
     """The run's first condition's study, with one finished trial of `value`; returns the condition's label."""
     import optuna
 
-    from tuner.optuna_studies import open_storage, study_name
+    from tuner.runs.studies import open_storage, study_name
 
     label = run.read_manifest()["conditions"][0]["label"]
     study = optuna.create_study(study_name=study_name(run.name, label), storage=open_storage(run, "journal"),
@@ -194,7 +194,7 @@ def test_a_new_bucket_run_never_inherits_a_deleted_runs_study(s3_server, tmp_pat
     journal copy belongs to one run (its run id in run.json), so the new run's studies start empty."""
     import uuid
 
-    from tuner.optuna_studies import load_studies, upload_journal
+    from tuner.runs.studies import load_studies, upload_journal
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
     storage = s3_server.uri(f"results-{uuid.uuid4().hex[:6]}")
@@ -218,9 +218,9 @@ def test_a_journal_upload_stops_at_the_last_complete_line(s3_server, tmp_path, m
 
     import optuna
 
-    from tuner import optuna_studies
-    from tuner.optuna_studies import JOURNAL, journal_path, load_studies, upload_journal
-    from tuner.run_dir import RunDir
+    from tuner.runs import studies as optuna_studies
+    from tuner.runs.studies import JOURNAL, journal_path, load_studies, upload_journal
+    from tuner.runs.run_dir import RunDir
 
     monkeypatch.setenv("DEEPEMOCLUSTER_OPTUNA_CACHE", str(tmp_path / "driver-cache"))
     run = bucket_run(s3_server.uri(f"results-{uuid.uuid4().hex[:6]}"), "b")
@@ -242,9 +242,9 @@ def test_epochs_a_killed_driver_recorded_after_its_snapshot_are_replaced_when_tr
     """Ray's snapshot named trial a's checkpoint of epoch 2; the killed driver had recorded epochs 3-4 (epoch 3
     its best) in the study. The restored trial trains epochs 3-4 again: their new values replace the old ones,
     and the best epoch is judged again from them."""
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import RunDir
-    from tuner.search_space import parse_space
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import parse_space
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), "smoke.yaml")
     run = RunDir(tmp_path, "r")

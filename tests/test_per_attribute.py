@@ -115,8 +115,8 @@ def test_predict_says_it_cannot_read_a_bucket_model(tmp_path, tiny_corpus, capsy
 
 def test_confirm_plans_a_one_attribute_baseline_in_its_attribute_condition_only(searched):
     from model.errors import UserError
-    from tuner.confirm import confirm_seeds, plan_confirmation
-    from tuner.run_dir import open_run
+    from tuner.answers.confirm import confirm_seeds, plan_confirmation
+    from tuner.runs.run_dir import open_run
 
     run = open_run(NAME, str(searched / "results"))
     plan = plan_confirmation(run, run.read_manifest(), 1, confirm_seeds(1), [SPLIT],
@@ -151,7 +151,7 @@ def test_confirm_compares_each_attribute_on_its_own_ccc(searched):
 
 
 def record(label: str, attributes, checkpoints=("checkpoint_000000",)):
-    from tuner.trial_records import TrialRecord
+    from tuner.runs.trial_records import TrialRecord
 
     return TrialRecord(label, f"t_{label[-3:]}", "TERMINATED", {"attributes": attributes}, f"trial_{label[-3:]}",
                        checkpoints=list(checkpoints), best={"val_ccc_mean": 0.1, "training_iteration": 1,
@@ -159,8 +159,8 @@ def record(label: str, attributes, checkpoints=("checkpoint_000000",)):
 
 
 def test_attribute_models_of_a_bucket_run_are_uris_and_said_so(capsys):
-    from tuner.export import Pick, attribute_models
-    from tuner.run_dir import RunDir
+    from tuner.runs.export import Pick, attribute_models
+    from tuner.runs.run_dir import RunDir
 
     run = RunDir("s3://bucket/results?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1", "r")
     conditions = [{"label": "attributes=act", "values": {"attributes": ["act"]}},
@@ -176,8 +176,8 @@ def test_attribute_models_of_a_bucket_run_are_uris_and_said_so(capsys):
 
 
 def test_no_attribute_file_unless_every_condition_trains_one_attribute_of_its_own(tmp_path):
-    from tuner.export import attribute_models
-    from tuner.run_dir import RunDir
+    from tuner.runs.export import attribute_models
+    from tuner.runs.run_dir import RunDir
 
     run = RunDir(tmp_path, "r")
     for values in ([{"labeled_ratio": 0.5}, {"labeled_ratio": 1.0}], [{}],

@@ -54,7 +54,7 @@ def stat(mean: float, half: float) -> dict:
 
 
 def sample_confirm() -> dict:
-    """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/confirm_results.py): the best
+    """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/answers/confirm_results.py): the best
     configuration of each condition and a baseline, 3 seeds each (one of the second condition's failed),
     and two paired comparisons."""
     def conf(cid, kind, conditions, mean, failed=0):
@@ -212,11 +212,11 @@ def test_unknown_run_is_an_error(tmp_path, capsys):
 def test_study_rebuilt_from_records_matches_the_stored_study(report_run):
     """A run without Optuna storage gets its studies rebuilt from Ray's records: the same trials, values,
     states and per-epoch values as the stored study gives the report."""
-    from tuner.experiment import space_from_manifest
-    from tuner.optuna_studies import load_studies
-    from tuner.report_data import scored_view, study_from_records
-    from tuner.run_dir import open_run
-    from tuner.trial_records import read_trials
+    from tuner.search.experiment import space_from_manifest
+    from tuner.runs.studies import load_studies
+    from tuner.answers.report_data import scored_view, study_from_records
+    from tuner.runs.run_dir import open_run
+    from tuner.runs.trial_records import read_trials
 
     run = open_run(NAME, str(report_run))
     manifest = run.read_manifest()

@@ -1,7 +1,7 @@
-"""result.json of a trial retried within one driver keeps every reported epoch (tuner.result_log), while a
+"""result.json of a trial retried within one driver keeps every reported epoch (tuner.runs.result_log), while a
 trial restored by a new driver still continues the storage's copy; Ray's own JSON logger is run on the
 same events to show the gap it leaves. A trial restarted from its checkpoint at epoch k holds epochs 1..k
-once, whatever the killed driver had uploaded (tuner.trial_record)."""
+once, whatever the killed driver had uploaded (tuner.runs.trial_record)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pyarrow.fs
 from ray.tune.logger import JsonLoggerCallback
 
-from tuner.result_log import ResultJsonLogger
-from tuner.trainable import REPORTED
+from tuner.runs.result_log import ResultJsonLogger
+from tuner.runs.trial_record import REPORTED
 
 
 class Trial:
@@ -136,9 +136,9 @@ def test_rows_the_killed_driver_had_not_uploaded_come_from_the_checkpoint(tmp_pa
 
 
 def test_a_trial_the_study_had_finished_keeps_its_record(tmp_path):
-    # ended at once under `resume` (tuner.experiment.kept_finished): nothing is trained again, so its stored
+    # ended at once under `resume` (tuner.search.experiment.kept_finished): nothing is trained again, so its stored
     # rows past Ray's snapshot are its record
-    from tuner.trial_record import keep_as_recorded
+    from tuner.runs.trial_record import keep_as_recorded
 
     second = killed_driver(tmp_path, uploaded=4)
     second.trial_id = "finished-in-study"

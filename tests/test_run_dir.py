@@ -1,4 +1,4 @@
-"""tuner.run_dir.RunDir on remote storage, through a file:// URI (pyarrow's filesystem branch, no server)."""
+"""tuner.runs.run_dir.RunDir on remote storage, through a file:// URI (pyarrow's filesystem branch, no server)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from model.errors import UserError
 from model.locks import LockHeld
-from tuner.run_dir import MANIFEST, RunDir, open_run
+from tuner.runs.run_dir import MANIFEST, RunDir, open_run
 
 
 def test_file_uri_run_folder_goes_through_the_remote_filesystem(tmp_path):

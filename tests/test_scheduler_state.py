@@ -9,9 +9,9 @@ import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tuner.run_dir import RunDir
-from tuner.scheduler_state import ResumableASHA, finished_in_study
-from tuner.trial_records import TrialRecord
+from tuner.runs.run_dir import RunDir
+from tuner.search.scheduler_state import ResumableASHA, finished_in_study
+from tuner.runs.trial_records import TrialRecord
 
 METRIC = "val_ccc_mean"
 
@@ -138,7 +138,7 @@ def asha_space_text(grace: int, factor: float, max_epochs: int) -> str:
 def asha_space(grace: int, factor: float, max_epochs: int):
     import yaml
 
-    from tuner.search_space import parse_space
+    from tuner.space.parse import parse_space
 
     return parse_space(yaml.safe_load(asha_space_text(grace, factor, max_epochs)), "smoke.yaml")
 
@@ -146,7 +146,7 @@ def asha_space(grace: int, factor: float, max_epochs: int):
 def test_report_rung_epochs_are_the_epochs_ray_judges_at():
     """grace 2, reduction factor 1.5: milestones 2, 3, 4.5, 6.75, judged at epochs 2, 3, 5 and 7 (not 4
     and 6); for a run whose run.json does not keep them, the report asks Ray's scheduler."""
-    from tuner.report_data import rung_epochs
+    from tuner.answers.report_data import rung_epochs
 
     assert rung_epochs(asha_space(2, 1.5, 10), {}) == [2, 3, 5, 7, 10]   # and the last epoch
     assert rung_epochs(asha_space(1, 2, 6), {}) == [1, 2, 4, 6]          # integer milestones 1, 2, 4
@@ -157,14 +157,14 @@ def test_run_keeps_rays_rung_epochs_in_run_json_and_the_report_reads_them_withou
     import subprocess
     import sys
 
-    from tuner.experiment import start_manifest
+    from tuner.search.experiment import start_manifest
 
     text = asha_space_text(2, 1.5, 10)
     manifest = start_manifest(asha_space(2, 1.5, 10), text, "store", "r", "journal", True)
     assert manifest["rung_epochs"] == [2, 3, 5, 7]
     (tmp_path / "run.json").write_text(json.dumps(manifest))
-    code = ("import json, sys; from tuner.run_dir import space_from_manifest; "
-            "from tuner.report_data import rung_epochs; "
+    code = ("import json, sys; from tuner.runs.run_dir import space_from_manifest; "
+            "from tuner.answers.report_data import rung_epochs; "
             f"m = json.load(open({str(tmp_path / 'run.json')!r})); "
             "print(json.dumps([rung_epochs(space_from_manifest(m), m), 'ray' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from model.config import TrainConfig
-from tuner.search_space import SpaceError, SpaceSampler, condition_label, load_space, parse_space
+from tuner.space.parse import SpaceError, SpaceSampler, condition_label, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"
@@ -251,8 +251,8 @@ def test_rank_by_best_points_the_scheduler_at_the_best_so_far_metric(tmp_path):
     """ASHA / median / HyperBand judge best_<metric>; TuneConfig then names no metric (Ray refuses two)."""
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
-    from tuner.experiment import make_scheduler
-    from tuner.run_dir import RunDir
+    from tuner.search.experiment import make_scheduler
+    from tuner.runs.run_dir import RunDir
 
     run = RunDir(tmp_path, "r")
     current = parse_space(variant(scheduler={"type": "asha", "grace_period": 2}))
@@ -265,7 +265,8 @@ def test_rank_by_best_points_the_scheduler_at_the_best_so_far_metric(tmp_path):
 
 
 def test_best_so_far_follows_the_mode_and_skips_missing_values():
-    from tuner.trainable import best_so_far, tag_for
+    from tuner.runs.tensorboard_log import tag_for
+    from tuner.search.trainable import best_so_far
 
     history = [{"val_ccc_mean": 0.2}, {"val_ccc_mean": float("nan")}, {"loss_total": 1.0}, {"val_ccc_mean": 0.1}]
     assert best_so_far(history, "val_ccc_mean", "max") == 0.2
@@ -314,7 +315,7 @@ def test_per_attribute_gives_each_attribute_its_own_study_and_parameters():
 
 
 def test_per_attribute_model_paths_are_made_absolute_and_kept_out_of_labels(tmp_path, monkeypatch):
-    from tuner.search_space import absolute_model_paths
+    from tuner.space.parse import absolute_model_paths
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ref_act.pt").write_bytes(b"")

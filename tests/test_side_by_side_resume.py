@@ -34,11 +34,11 @@ def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_
     from ray import tune
     from ray.tune.experiment import Experiment
 
-    import tuner.experiment as experiment
-    import tuner.trainable
-    from tuner.optuna_studies import JOURNAL_STORAGE
-    from tuner.run_dir import RunDir, new_manifest
-    from tuner.search_space import parse_space
+    import tuner.search.experiment as experiment
+    import tuner.search.trainable
+    from tuner.runs.studies import JOURNAL_STORAGE
+    from tuner.runs.run_dir import RunDir, new_manifest
+    from tuner.space.parse import parse_space
 
     made: list[tuple[str, object]] = []   # (run|resume, trainable)
 
@@ -64,7 +64,7 @@ def test_each_condition_gets_its_own_trainable_with_its_own_finished_trials(tmp_
         calls.append(finished)
 
     monkeypatch.setattr(tune, "Tuner", FakeTuner)
-    monkeypatch.setattr(tuner.trainable, "train_trial", train_trial)
+    monkeypatch.setattr(tuner.search.trainable, "train_trial", train_trial)
     monkeypatch.setattr(experiment, "kept_finished", lambda run, label, space: frozenset({f"{label}-stopped"}))
     text = SMOKE.read_text()
     space = parse_space(yaml.safe_load(text), str(SMOKE))
@@ -88,8 +88,8 @@ def test_run_json_records_each_conditions_trainable_name(tmp_path):
     """run.json names each condition's Ray trainable (resume must restore with the same name); a run made
     before names were per condition keeps Ray's shared `train_trial`; a name that is no string is refused."""
     from model.errors import UserError
-    from tuner.run_dir import RunDir, condition_trainable, new_manifest
-    from tuner.search_space import parse_space
+    from tuner.runs.run_dir import RunDir, condition_trainable, new_manifest
+    from tuner.space.parse import parse_space
 
     space = parse_space(yaml.safe_load(SMOKE.read_text()), str(SMOKE))
     run = RunDir(tmp_path, "r")
@@ -123,9 +123,9 @@ def kill_space(tmp: Path) -> Path:
 def stopped_but_running(run_dir: Path, label: str) -> str | None:
     """A trial of `label` that ASHA stopped (its Optuna study trial is PRUNED) while Ray's last snapshot
     still lists it running with a result: what a driver killed between the two leaves (None: none now)."""
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import RunDir
-    from tuner.trial_records import read_condition
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
+    from tuner.runs.trial_records import read_condition
 
     run = RunDir(run_dir.parent, run_dir.name)
     try:

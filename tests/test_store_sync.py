@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from model.errors import StoreError
-from tuner.store_sync import (MANIFEST, MARKER, STORE_FILES, check_store, ensure_local_store, fingerprint,
+from tuner.storage.store_sync import (MANIFEST, MARKER, STORE_FILES, check_store, ensure_local_store, fingerprint,
                               upload_store)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_not_enough_disk_is_a_clear_error(tmp_path, monkeypatch):
 
 CONCURRENT = textwrap.dedent("""
     import contextlib, os, sys, time
-    import tuner.store_sync as ss
+    import tuner.storage.store_sync as ss
     copies, arrivals = sys.argv[3], sys.argv[3] + ".arrived"
     original_locked, original_download = ss._locked, ss._download
 

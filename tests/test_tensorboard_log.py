@@ -1,4 +1,4 @@
-"""tuner.tensorboard_log: the HParams experiment summary and a trial's curves and session, read back from the event files."""
+"""tuner.runs.tensorboard_log: the HParams experiment summary and a trial's curves and session, read back from the event files."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from tuner.search_space import parse_space
-from tuner.tensorboard_log import TensorBoardCallback, hparam_metric_tags, write_experiment_summary
-from tuner.trainable import REPORTED
+from tuner.space.parse import parse_space
+from tuner.runs.tensorboard_log import TensorBoardCallback, hparam_metric_tags, write_experiment_summary
+from tuner.runs.trial_record import REPORTED
 
 SPACE = {
     "metric": "val_ccc_mean", "mode": "max",

@@ -91,7 +91,7 @@ def test_heads_that_fit_are_loaded_and_frozen_encoder_stays_fixed(small_model, t
 
 
 def test_search_space_model_paths_become_absolute_and_must_exist(small_model, tmp_path, monkeypatch):
-    from tuner.search_space import SpaceError, absolute_model_paths, parse_space
+    from tuner.space.parse import SpaceError, absolute_model_paths, parse_space
 
     monkeypatch.chdir(small_model.parent)
     raw = {"parameters": {"init_model": {"choices": [small_model.name, None]}, "width": 0.25}}

@@ -102,7 +102,7 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(search):
     assert static["status"] == "TERMINATED" and dynamic["num_failures"] >= 1
     rows = result_rows(exp_dir / static["relative_logdir"])
     # continued from the last checkpoint Ray took in (epoch 3's, or epoch 2's when the kill came before the
-    # driver received epoch 3's report), not from scratch; result.json lists each epoch once (tuner.result_log)
+    # driver received epoch 3's report), not from scratch; result.json lists each epoch once (tuner.runs.result_log)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert len({r["pid"] for r in rows}) == 2               # the last epoch(s) ran in a new process
 

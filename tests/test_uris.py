@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from model.errors import StoreError, UserError
-from tuner.run_dir import RunDir
-from tuner.uris import display_uri, is_uri, join_uri, open_filesystem, uri_basename
+from tuner.runs.run_dir import RunDir
+from tuner.storage.uris import display_uri, is_uri, join_uri, open_filesystem, uri_basename
 
 ENDPOINT = "?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1"
 

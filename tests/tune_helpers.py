@@ -48,15 +48,15 @@ def experiment_trials(exp_dir: Path) -> list[dict]:
 
 def result_rows(trial_dir: Path) -> list[dict]:
     """The complete rows of a trial's result.json."""
-    from tuner.trial_record import read_rows
+    from tuner.runs.trial_record import read_rows
 
     return read_rows(trial_dir / "result.json")
 
 
 def searcher_study(exp_dir: Path):
     """The durable Optuna study of the condition whose Ray experiment is `exp_dir` (RUN/<label>)."""
-    from tuner.optuna_studies import load_studies
-    from tuner.run_dir import RunDir
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
 
     studies = load_studies(RunDir(exp_dir.parent.parent, exp_dir.parent.name))
     assert exp_dir.name in studies, f"no Optuna study for {exp_dir} (studies: {list(studies)})"

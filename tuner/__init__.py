@@ -1,1 +1,50 @@
-"""DeepEmoCluster Tuner: orchestration (Ray Tune + Optuna) and the command line."""
+"""DeepEmoCluster Tuner: orchestration (Ray Tune + Optuna) and the command line.
+
+Packages by job (docs/architecture.md): `storage` (URIs, the store's copy per node), `space` (the search space),
+`runs` (a run folder and what is read from it), `search` (the Ray Tune driver and trainable), `answers`
+(confirmation and report) and `commands` (one module per sub-command, dispatched by `cli`).
+
+The modules' names before they moved into these packages still import, as forwarding stubs: Ray pickles a
+condition's searcher, scheduler, loggers and trial-folder function into RUN/<condition>/tuner.pkl, and the
+searcher pickles the space's sampler into its state file, by reference to the module that defines them, so
+a run started before the move resumes only if those names still lead to the same objects.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+MOVED = {
+    "tuner.uris": "tuner.storage.uris", "tuner.store_sync": "tuner.storage.store_sync",
+    "tuner.space_schema": "tuner.space.schema", "tuner.search_space": "tuner.space.parse",
+    "tuner.run_dir": "tuner.runs.run_dir", "tuner.optuna_studies": "tuner.runs.studies",
+    "tuner.trial_records": "tuner.runs.trial_records", "tuner.trial_record": "tuner.runs.trial_record",
+    "tuner.result_log": "tuner.runs.result_log", "tuner.tensorboard_log": "tuner.runs.tensorboard_log",
+    "tuner.run_summary": "tuner.runs.summary", "tuner.export": "tuner.runs.export",
+    "tuner.experiment": "tuner.search.experiment", "tuner.trainable": "tuner.search.trainable",
+    "tuner.hold": "tuner.search.hold", "tuner.study_searcher": "tuner.search.study_searcher",
+    "tuner.scheduler_state": "tuner.search.scheduler_state", "tuner.side_by_side": "tuner.search.side_by_side",
+    "tuner.stop_signals": "tuner.search.stop_signals",
+    "tuner.confirm": "tuner.answers.confirm", "tuner.confirm_results": "tuner.answers.confirm_results",
+    "tuner.significance": "tuner.answers.significance", "tuner.report": "tuner.answers.report",
+    "tuner.report_data": "tuner.answers.report_data", "tuner.report_figures": "tuner.answers.report_figures",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module name as a stub whose attributes are the new module's (PEP 562 __getattr__)."""
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+
+    def create_module(self, spec):
+        return None   # a plain, empty module
+
+    def exec_module(self, module) -> None:
+        target = MOVED[module.__name__]
+        module.__getattr__ = lambda attr: getattr(importlib.import_module(target), attr)
+
+
+sys.meta_path.insert(0, _MovedModules())   # before any other finder (an editable install of an older checkout)

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from tuner import stop_signals
+    from tuner.search import stop_signals
 
     with stop_signals.handled():   # SIGTERM stops a command as Ctrl+C does; its Ray is shut down at the end
         try:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals.Stopped)
+        except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.search.stop_signals.Stopped)
             print("interrupted", file=sys.stderr)
             return stop_signals.exit_code()
         except OSError as exc:

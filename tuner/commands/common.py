@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from model.errors import UserError
-from tuner.run_dir import RunDir
+from tuner.runs.run_dir import RunDir
 
 DEMO_CORPUS = Path("data") / "synthetic"
 DEMO_STORE = Path("data") / "synthetic.store"
@@ -35,9 +35,9 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
 
     import ray
 
-    from tuner.export import attribute_file, export_best
-    from tuner.run_summary import format_summary, summarize
-    from tuner.uris import display_uri
+    from tuner.runs.export import attribute_file, export_best
+    from tuner.runs.summary import format_summary, summarize
+    from tuner.storage.uris import display_uri
 
     if ray.is_initialized():
         ray.shutdown()
@@ -51,7 +51,7 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
         print(f"tensorboard: python -m tuner tensorboard {run.name} --storage {storage} --launch")
         print(f"export:      python -m tuner export {run.name} --storage {storage} --out best.yaml")
     if outcome.get("interrupted"):
-        from tuner.stop_signals import exit_code
+        from tuner.search.stop_signals import exit_code
 
         print(f"interrupted: continue with `python -m tuner resume {run.name}`")
         return exit_code()   # 130 Ctrl+C, 143 SIGTERM

@@ -3,14 +3,14 @@
 Retrains the top K configurations of every condition of run NAME, and each baseline config, with N
 seeds each, full epochs and no early stopping, as a Ray Tune experiment at STORAGE/NAME/confirm/;
 evaluates each seed's best model on the validation and test splits and writes confirm.json and the
-table confirm.md there (tuner.confirm_results documents confirm.json). Running it again continues
+table confirm.md there (tuner.answers.confirm_results documents confirm.json). Running it again continues
 an interrupted confirmation (finished seeds are kept); options left out are taken from it.
 """
 from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 MAX_SEEDS = 100   # bounds that stop a typo (an extra zero) from planning weeks of trainings
 MAX_TOP = 20
@@ -18,8 +18,8 @@ HELP = "retrain a run's best configs (and baselines) with several seeds; test CC
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tuner.confirm import DEFAULT_SEEDS, DEFAULT_TOP
-    from tuner.significance import RESAMPLES
+    from tuner.answers.confirm import DEFAULT_SEEDS, DEFAULT_TOP
+    from tuner.answers.significance import RESAMPLES
 
     parser.add_argument("name", help="the run name")
     add_storage_argument(parser)
@@ -45,7 +45,7 @@ def test_splits(store: str, asked: list[str] | None) -> list[str] | None:
     """The test splits to evaluate, checked against a local store (a bucket store: the trial decides)."""
     from model.errors import UserError
     from model.store import FeatureStore
-    from tuner.uris import is_uri
+    from tuner.storage.uris import is_uri
 
     if is_uri(store):
         return asked
@@ -65,9 +65,9 @@ def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from model.errors import UserError
-    from tuner.confirm import (DEFAULT_SEEDS, DEFAULT_TOP, EXPERIMENT, PLAN_FILE, confirm_seeds,
-                               plan_confirmation, read_plan, same_plan)
-    from tuner.uris import display_uri
+    from tuner.answers.confirm import DEFAULT_SEEDS, DEFAULT_TOP, confirm_seeds, plan_confirmation, same_plan
+    from tuner.runs.confirm_files import EXPERIMENT, PLAN_FILE, read_plan
+    from tuner.storage.uris import display_uri
 
     existing = read_plan(run)
     baselines = [Path(p).resolve() for p in args.baseline or []]
@@ -96,11 +96,12 @@ def main(args: argparse.Namespace) -> int:
 
     from model.errors import UserError
     from tuner.commands.common import check_top
-    from tuner.confirm import EXPERIMENT, run_confirmation
-    from tuner.confirm_results import CONFIRM_FILE, TABLE_FILE, collect, write_results
-    from tuner.run_dir import open_run
-    from tuner.stop_signals import exit_code
-    from tuner.uris import display_uri
+    from tuner.answers.confirm import run_confirmation
+    from tuner.answers.confirm_results import collect, write_results
+    from tuner.runs.confirm_files import CONFIRM_FILE, EXPERIMENT, TABLE_FILE
+    from tuner.runs.run_dir import open_run
+    from tuner.search.stop_signals import exit_code
+    from tuner.storage.uris import display_uri
 
     if args.top is not None:
         check_top(args.top)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "serve optuna-dashboard on 127.0.0.1 for a run's Optuna studies (one per condition)"
 HOST = "127.0.0.1"
@@ -30,8 +30,8 @@ def main(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from model.errors import UserError
-    from tuner.optuna_studies import check_storage_kept, load_studies, open_storage, storage_setting
-    from tuner.run_dir import open_run
+    from tuner.runs.studies import check_storage_kept, load_studies, open_storage, storage_setting
+    from tuner.runs.run_dir import open_run
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "export the best configs of a run (per condition) as YAML for `python -m tuner train --config`"
 
@@ -31,8 +31,8 @@ def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_file
     from model.errors import UserError
     from tuner.commands.common import check_top
-    from tuner.export import export_best, export_confirmed
-    from tuner.run_dir import open_run
+    from tuner.runs.export import export_best, export_confirmed
+    from tuner.runs.run_dir import open_run
 
     check_top(args.top)
     run = open_run(args.name, args.storage)

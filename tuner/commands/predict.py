@@ -59,7 +59,7 @@ def attribute_choice(specs: list[str]) -> tuple[dict[str, str], list[str]]:
     also takes the audio files that follow the option)."""
     from model.corpora import ATTRIBUTES
     from model.errors import UserError
-    from tuner.uris import display_uri, is_uri
+    from tuner.storage.uris import display_uri, is_uri
     from model.yaml_files import read_yaml
 
     choice: dict[str, str] = {}

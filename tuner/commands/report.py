@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "write a run's report: report.html (charts, readable offline) and report.md (the tables)"
 
@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_dir
-    from tuner.report import write_report
-    from tuner.run_dir import open_run
+    from tuner.answers.report import write_report
+    from tuner.runs.run_dir import open_run
 
     if args.out is not None:
         check_output_dir(args.out)   # before the report is built

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "continue a search run whose driver stopped (even killed): finished trials are kept"
 
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from tuner.commands.common import check_top, finish
-    from tuner.experiment import resume_search
-    from tuner.run_dir import open_run
+    from tuner.search.experiment import resume_search
+    from tuner.runs.run_dir import open_run
 
     check_top(args.top)  # before the resume: finish would find nothing to export
     run = open_run(args.name, args.storage)

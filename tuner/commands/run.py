@@ -14,7 +14,7 @@ import datetime
 from pathlib import Path
 
 from model.errors import UserError
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "run a hyperparameter search (Ray Tune + Optuna); with no arguments the synthetic demo"
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +47,10 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from tuner.commands.common import check_top, demo_store, finish
-    from tuner.experiment import run_search
-    from tuner.run_dir import RunDir
+    from tuner.search.experiment import run_search
+    from tuner.runs.run_dir import RunDir
     from model.yaml_files import parse_yaml, read_text
-    from tuner.search_space import SpaceError, absolute_model_paths, load_space, parse_space
+    from tuner.space.parse import SpaceError, absolute_model_paths, load_space, parse_space
 
     space_path = Path(args.space)
     space = load_space(space_path)  # every problem of the space file fails here, before Ray starts
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     if args.store is None:
         store = str(demo_store().resolve())
     else:
-        from tuner.uris import is_uri
+        from tuner.storage.uris import is_uri
 
         # a bucket URI is kept as is; run_search checks the store (check_store) before writing anything
         store = args.store if is_uri(args.store) else str(Path(args.store).resolve())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "show a search run: trials by state, best so far, per condition (no Ray needed)"
 
@@ -18,8 +18,8 @@ def main(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from tuner.run_dir import open_run
-    from tuner.run_summary import format_summary, summarize
+    from tuner.runs.run_dir import open_run
+    from tuner.runs.summary import format_summary, summarize
 
     summary = summarize(open_run(args.name, args.storage))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))

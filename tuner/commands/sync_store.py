@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_dir
-    from tuner.store_sync import ensure_local_store, upload_store
+    from tuner.storage.store_sync import ensure_local_store, upload_store
 
     if args.cache is not None:
         check_output_dir(args.cache, "--cache")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tuner.run_dir import add_storage_argument
+from tuner.runs.run_dir import add_storage_argument
 
 HELP = "print (or --launch) the tensorboard command for a run's curves and HParams dashboard"
 EVENTS = "events.out.tfevents."
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from model.errors import UserError
-    from tuner.run_dir import open_run
+    from tuner.runs.run_dir import open_run
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")

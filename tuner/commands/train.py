@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tensorboard_tag(key: str) -> str | None:
     """TensorBoard tag of a metrics key, the same as a search trial's (None: not logged)."""
-    from tuner.trainable import tag_for
+    from tuner.search.trainable import tag_for
 
     return None if key in ("epoch", "is_best", "train_sentences", "ssl_sentences") else tag_for(key)
 
@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from tuner.stop_signals import held
+    from tuner.search.stop_signals import held
 
     writer = SummaryWriter(log_dir=str(out))
     attributes = list(config.attributes)
@@ -139,8 +139,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     try:
         _write_status(out, "running", trainer.epoch)
         summary = trainer.fit(on_epoch, checkpoint_dir)
-    except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.stop_signals)
-        from tuner.stop_signals import exit_code
+    except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.search.stop_signals)
+        from tuner.search.stop_signals import exit_code
 
         done = _checkpoint_epoch(checkpoint_dir)
         _write_status(out, "interrupted", done, f"continue with: {resume_hint}")

@@ -20,10 +20,10 @@ from model.atomic_files import atomic_write
 from model.config import TrainConfig
 from model.checkpoint import best_model_name
 from model.errors import UserError
-from tuner.run_dir import RunDir, space_from_manifest
-from tuner.trainable import trial_threads
-from tuner.uris import join_uri
-from tuner.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
+from tuner.runs.run_dir import RunDir, space_from_manifest
+from tuner.space.schema import trial_threads
+from tuner.storage.uris import join_uri
+from tuner.runs.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
 
@@ -218,7 +218,7 @@ def confirmed_picks(confirm: dict[str, Any], top: int) -> list[ConfirmedPick]:
 def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str, Any], pick: ConfirmedPick,
                        target: Path) -> dict[str, Any]:
     """The YAML mapping of one confirmed configuration: its config keys + `metadata`."""
-    from tuner.confirm_results import UNFINISHED
+    from tuner.runs.confirm_files import UNFINISHED
 
     c = pick.configuration
     metadata = {
@@ -240,7 +240,7 @@ def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str,
 
 def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) -> list[Path]:
     """Like export_best, ranked by the confirmation's mean validation CCC over seeds (confirm.json)."""
-    from tuner.confirm_results import read_confirm
+    from tuner.runs.confirm_files import read_confirm
 
     manifest = run.read_manifest()
     confirm = read_confirm(run)

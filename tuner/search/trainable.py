@@ -5,7 +5,7 @@ into Ray's object store), builds the Trainer from the sampled config, restores f
 last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
 checkpoint after every epoch (a callback of Trainer.fit, the one epoch loop) so that a scheduler can
 stop it between epochs. Each checkpoint also holds every epoch's report so far (`REPORTED`, JSON): the
-record a resumed driver rebuilds the trial's rows from (tuner.trial_record).
+record a resumed driver rebuilds the trial's rows from (tuner.runs.trial_record).
 """
 from __future__ import annotations
 
@@ -16,28 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-# Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
-# cluster/ or time/ (tuner.tensorboard_log writes them).
-TAG_PREFIXES = (("best_val_", "val/best_"), ("best_", "best/"), ("kmeans_objective", "cluster/objective"),
-                ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
-                ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
-                ("nmi", "cluster/nmi"), ("fold", "folds/fold"), ("is_best", "val/is_best"),
-                ("peak_rss_mb", "resources/peak_rss_mb"), ("peak_gpu_mb", "resources/peak_gpu_mb"))
+from tuner.runs.trial_record import REPORTED, read_reported
+from tuner.space.schema import trial_threads
+
 TRAINER_PEAK_RSS = "peak_rss_mb"
-REPORTED = "reported.json"   # in each trial checkpoint: the metrics reported for epochs 1..k, in order
-
-
-def tag_for(metric: str) -> str:
-    """TensorBoard tag of a reported metric: val_ccc_act -> val/ccc_act, nmi -> cluster/nmi."""
-    for prefix, tag in TAG_PREFIXES:
-        if metric.startswith(prefix):
-            return tag + metric[len(prefix):]
-    return f"other/{metric}"
-
-
-def trial_threads(cpus: float) -> int:
-    """The torch/faiss threads of a trial given its CPUs (at least 1)."""
-    return max(1, int(cpus))
 
 
 def best_so_far(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
@@ -51,12 +33,6 @@ def best_so_far(history: list[dict[str, Any]], metric: str, mode: str) -> float 
 def _peak_rss_mb() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
-    """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
-    path = Path(directory) / REPORTED
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
@@ -81,10 +57,10 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     from model.cpu_memory import keep_freed_memory
     from model.cv import make_trainer
     from model.metrics import finite_metrics
-    from tuner.hold import hold_after, hold_epoch
-    from tuner.store_sync import ensure_local_store
+    from tuner.search.hold import hold_after, hold_epoch
+    from tuner.storage.store_sync import ensure_local_store
 
-    keep_freed_memory()   # this thread shares the worker's one arena (tuner.experiment.start_ray)
+    keep_freed_memory()   # this thread shares the worker's one arena (tuner.search.experiment.start_ray)
     threads = trial_threads(cpus)
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
@@ -99,7 +75,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             trainer.load_checkpoint(directory)
             reported = read_reported(directory)
 
-    held = hold_epoch()   # tests only (tuner.hold)
+    held = hold_epoch()   # tests only (tuner.search.hold)
     epoch_start = time.perf_counter()
 
     def report(metrics: dict[str, Any]) -> None:

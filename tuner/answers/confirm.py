@@ -11,7 +11,7 @@ same experiment (Tuner.restore: finished seeds are kept, unfinished ones continu
 checkpoint). After its last epoch a seed's trial evaluates its best model (best_model.pt, chosen by
 validation CCC) on the validation split and the test splits, inside the trial (on its node, its GPU),
 and adds `evaluation.json` and `predictions-<split>.npz` (per test utterance: store row, labels,
-predictions, speaker code) to its final checkpoint; tuner.confirm_results
+predictions, speaker code) to its final checkpoint; tuner.answers.confirm_results
 turns those into confirm.json.
 """
 from __future__ import annotations
@@ -28,11 +28,9 @@ import numpy as np
 from model.config import TrainConfig
 from model.errors import UserError
 from model.yaml_files import read_yaml
-from tuner.run_dir import RunDir
+from tuner.runs.confirm_files import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint
+from tuner.runs.run_dir import RunDir
 
-EXPERIMENT = "confirm"                 # RUN/confirm: the Ray experiment, the plan and the results
-PLAN_FILE = "plan.json"
-EVALUATION_FILE = "evaluation.json"
 PLAN_VERSION = 1
 DEFAULT_TOP = 3
 DEFAULT_SEEDS = 5
@@ -62,7 +60,7 @@ def read_baseline(path: Path) -> dict[str, Any]:
 def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: list[int],
                       splits: list[str] | None, baselines: list[Path]) -> dict[str, Any]:
     """The configurations to confirm (the top `top` per condition, then the baselines) and the seeds."""
-    from tuner.export import best_trials, config_values
+    from tuner.runs.export import best_trials, config_values
 
     configurations = []
     for pick in best_trials(run, manifest, top):
@@ -106,7 +104,7 @@ def baseline_conditions(manifest: dict[str, Any], values: dict[str, Any], path: 
     each train one attribute (per_attribute), where a baseline that trains one attribute alone belongs to
     that attribute's condition only. (One that trains several is compared with each condition's pick on
     that attribute's CCC; one that leaves attributes out trains each condition's attribute.)"""
-    from tuner.export import condition_attribute
+    from tuner.runs.export import condition_attribute
 
     conditions = manifest["conditions"]
     if "attributes" not in values or not all(condition_attribute(c["values"]) for c in conditions):
@@ -124,22 +122,14 @@ def baseline_conditions(manifest: dict[str, Any], values: dict[str, Any], path: 
 def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Per condition of the search: its state and how many trials it had, finished and planned (what the
     configurations to confirm were picked from; a stopped search is confirmed only with --partial)."""
-    from tuner.run_dir import space_from_manifest
-    from tuner.trial_records import read_trials
+    from tuner.runs.run_dir import space_from_manifest
+    from tuner.runs.trial_records import read_trials
 
     trials = read_trials(run, manifest)
     planned = space_from_manifest(manifest).budget.num_samples
     return [{"condition": c["label"], "state": c["state"], "trials": len(trials.get(c["label"], [])),
              "finished": sum(1 for r in trials.get(c["label"], []) if r.status == "TERMINATED"),
              "planned": planned} for c in manifest["conditions"]]
-
-
-def read_plan(run: RunDir) -> dict[str, Any] | None:
-    """The plan of the run's confirmation (None before `confirm` ran)."""
-    if not run.exists(EXPERIMENT, PLAN_FILE):
-        return None
-    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
-                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
 
 
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -198,12 +188,6 @@ def utterance_speakers(store, index: np.ndarray) -> np.ndarray:
     return store.groups(index, "speaker") if store.speakers else np.full(len(index), -1, dtype=np.int64)
 
 
-def evaluated_checkpoint(run: RunDir, folder: str) -> str | None:
-    """The checkpoint of trial folder RUN/confirm/`folder` that holds its evaluation (None: not evaluated)."""
-    return next((c for c in reversed(run.listdir(EXPERIMENT, folder))
-                 if c.startswith("checkpoint_") and run.exists(EXPERIMENT, folder, c, EVALUATION_FILE)), None)
-
-
 def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, Any]], store_path: str,
                   cpus: float, gpus: float, splits: list[str] | None, storage: str, run_name: str,
                   first_keys: tuple[str, ...] = ()) -> None:
@@ -215,7 +199,7 @@ def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, An
 
     from ray import tune
 
-    from tuner.trainable import train_trial
+    from tuner.search.trainable import train_trial
 
     folder = Path(tune.get_context().get_trial_dir()).name
     if evaluated_checkpoint(RunDir(storage, run_name), folder) is not None:
@@ -232,9 +216,9 @@ def make_confirm_tuner(space, run: RunDir, store: str, plan: dict[str, Any]):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback
 
-    from tuner.experiment import MAX_FAILURES, REUSE_ACTORS, trial_dirname
-    from tuner.result_log import ResultJsonLogger
-    from tuner.tensorboard_log import TensorBoardCallback
+    from tuner.search.experiment import MAX_FAILURES, REUSE_ACTORS, trial_dirname
+    from tuner.runs.result_log import ResultJsonLogger
+    from tuner.runs.tensorboard_log import TensorBoardCallback
 
     param_space = {"config_id": tune.grid_search([c["id"] for c in plan["configurations"]]),
                    "seed": tune.grid_search(plan["seeds"])}
@@ -251,7 +235,7 @@ def make_confirm_tuner(space, run: RunDir, store: str, plan: dict[str, Any]):
 
 
 def make_confirm_trainable(space, run: RunDir, store: str, plan: dict[str, Any]):
-    from tuner.experiment import make_trainable
+    from tuner.search.experiment import make_trainable
 
     return make_trainable(space, store, confirm_trial, splits=plan["splits"], storage=run.storage, run_name=run.name,
                           configurations={c["id"]: c["config"] for c in plan["configurations"]})
@@ -262,11 +246,11 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
     """Train every (configuration, seed) of `plan` not trained yet; returns {interrupted, errored}."""
     from ray import tune
 
-    from tuner.experiment import _start
-    from tuner.run_dir import space_from_manifest
-    from tuner.stop_signals import tune_stop
-    from tuner.trial_records import read_condition
-    from tuner.uris import display_uri
+    from tuner.search.experiment import _start
+    from tuner.runs.run_dir import space_from_manifest
+    from tuner.search.stop_signals import tune_stop
+    from tuner.runs.trial_records import read_condition
+    from tuner.storage.uris import display_uri
 
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)

@@ -2,7 +2,7 @@
 
 `collect(run, plan)` reads every seed's evaluation from its trial's final checkpoint (no Ray),
 summarises each configuration over its seeds and compares configurations with paired tests
-(tuner.significance). `read_confirm(run)` returns confirm.json (None before a confirmation).
+(tuner.answers.significance). `read_confirm(run)` returns confirm.json (None before a confirmation).
 
 confirm.json (version 2; every CCC on the 1..7 label scale, as model.metrics.ccc computes it;
 `read_confirm` refuses a file of another version, and `confirm NAME` again rewrites it):
@@ -53,7 +53,7 @@ confirm.json (version 2; every CCC on the 1..7 label scale, as model.metrics.ccc
        bootstrap: {test, diff, ci95, p, p_holm, resamples, seed, utterances} | null}]
 
 A comparison's tests are null when a configuration has fewer than 2 finished seeds or the two share
-fewer than 2. `method` (tuner.significance.method_test: over seeds and test speakers) is the test
+fewer than 2. `method` (tuner.answers.significance.method_test: over seeds and test speakers) is the test
 that decides: `significant` is its p_holm < alpha. `paired_t` ignores the test speakers, and
 `bootstrap` (over utterances, seeds fixed) is a statement about these trained models, not about the
 method: neither is marked significant. p (and so p_holm, significant) is null where a test is
@@ -72,82 +72,17 @@ from typing import Any
 import numpy as np
 
 from model.checkpoint import best_model_name
-from model.errors import UserError
-from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan, utterance_speakers
-from tuner.run_dir import RunDir
-from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES, holm,
-                                method_test, paired_bootstrap, paired_t_test, t_interval)
-from tuner.trial_records import read_condition
-from tuner.uris import display_uri
+from tuner.answers.confirm import utterance_speakers
+from tuner.runs.confirm_files import (CONFIRM_FILE, EVALUATION_FILE, EXPERIMENT, TABLE_FILE, UNFINISHED, VERSION,
+                                     seed_checkpoint, seed_records, seed_state)
+from tuner.runs.run_dir import RunDir
+from tuner.answers.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES, holm,
+                                        method_test, paired_bootstrap, paired_t_test, t_interval)
 
-CONFIRM_FILE = "confirm.json"
-TABLE_FILE = "confirm.md"
-VERSION = 2
 BOOTSTRAP_SEED = 0
 TESTS = ("method", "paired_t", "bootstrap")   # the comparisons' tests; only "method" is starred
-UNFINISHED = ("failed", "error")             # a seed's states that count as failed
 SELECTION = ("the best configuration of a condition is the one with the highest mean validation ccc_mean "
              "over its seeds; the test splits only measure it")
-
-
-def read_confirm(run: RunDir) -> dict[str, Any] | None:
-    """confirm.json of the run (None before a confirmation wrote one); a file of another version is
-    refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
-    if not run.exists(EXPERIMENT, CONFIRM_FILE):
-        return None
-    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", keys=("version",))
-    where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
-    if confirm["version"] != VERSION:
-        raise UserError(f"{where}: confirm.json version {confirm['version']}; "
-                        f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
-                        f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
-                        "(nothing is trained again)")
-    missing = [k for k in ("run", "state", "plan", "test_splits", "configurations", "best", "comparisons", "tests")
-               if k not in confirm]
-    if missing:
-        raise UserError(f"{where}: damaged confirmation results: {', '.join(missing)} missing")
-    return confirm
-
-
-def _seed_records(run: RunDir) -> dict[tuple[str, int], Any]:
-    """(configuration id, seed) -> its trial record."""
-    return {(r.config.get("config_id"), int(r.config.get("seed", -1))): r
-            for r in read_condition(run, EXPERIMENT, "val_ccc_mean", "max")}
-
-
-def _evaluated_checkpoint(run: RunDir, rec) -> str | None:
-    """The trial's checkpoint that holds its evaluation (None: not evaluated yet)."""
-    return None if rec is None or not rec.folder else evaluated_checkpoint(run, rec.folder)
-
-
-def progress(run: RunDir) -> dict[str, Any] | None:
-    """Seeds by state, overall and per configuration (None before `confirm` ran)."""
-    plan = read_plan(run)
-    if plan is None:
-        return None
-    records = _seed_records(run)
-    rows, totals = [], {"done": 0, "running": 0, "pending": 0, "error": 0}
-    for c in plan["configurations"]:
-        counts = {k: 0 for k in totals}
-        for seed in plan["seeds"]:
-            rec = records.get((c["id"], seed))
-            state = _state(rec, _evaluated_checkpoint(run, rec) is not None)
-            counts["done" if state == "failed" else state] += 1
-        rows.append({"id": c["id"], "planned": len(plan["seeds"]), **counts})
-        for k in totals:
-            totals[k] += counts[k]
-    return {"planned": len(plan["configurations"]) * len(plan["seeds"]), **totals,
-            "confirm_json": run.exists(EXPERIMENT, CONFIRM_FILE), "configurations": rows}
-
-
-def _state(rec, evaluated: bool) -> str:
-    """A seed's state; evaluated = its final checkpoint holds the evaluation (whatever Ray's state file
-    says: a driver killed right after the last report may not have recorded the trial as finished)."""
-    if evaluated:
-        return "done"
-    if rec is None or rec.status == "PENDING":
-        return "pending"
-    return "error" if rec.status == "ERROR" else "running"
 
 
 def _stats(values: list[dict], key: str) -> dict[str, Any]:
@@ -161,16 +96,16 @@ def _metrics(attributes: list[str]) -> list[str]:
 def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> dict[str, Any]:
     """confirm.json's content from the trials' evaluations (see the module docstring)."""
     manifest = run.read_manifest()
-    records = _seed_records(run)
+    records = seed_records(run)
     predictions: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
     configurations, val_split, test_splits = [], None, []
     for c in plan["configurations"]:
         seeds = []
         for seed in plan["seeds"]:
             rec = records.get((c["id"], seed))
-            ckpt = _evaluated_checkpoint(run, rec)
+            ckpt = seed_checkpoint(run, rec)
             evaluation = json.loads(run.read_text(EXPERIMENT, rec.folder, ckpt, EVALUATION_FILE)) if ckpt else None
-            entry = {"seed": seed, "status": _state(rec, evaluation is not None),
+            entry = {"seed": seed, "status": seed_state(rec, evaluation is not None),
                      "trial_id": rec.trial_id if rec else None, "best_epoch": None, "best_model": None,
                      "validation": None, "test": {}}
             if evaluation is not None:
@@ -229,7 +164,7 @@ def _predictions(data: bytes, store: str) -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _open_store(uri: str):
     from model.store import FeatureStore
-    from tuner.store_sync import ensure_local_store
+    from tuner.storage.store_sync import ensure_local_store
 
     return FeatureStore.open(ensure_local_store(uri))
 

@@ -25,7 +25,7 @@ from typing import Iterator
 from model.atomic_files import replace_dir
 from model.errors import StoreError
 from model.store import STORE_FILES, FeatureStore
-from tuner.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
+from tuner.storage.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
 
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
 MARKER = "sync.json"               # written into a verified local copy before it is renamed into place

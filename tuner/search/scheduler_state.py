@@ -26,9 +26,9 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tuner.run_dir import RunDir
-from tuner.space_schema import SearchSpace
-from tuner.trial_records import TrialRecord, trial_results
+from tuner.runs.run_dir import RunDir
+from tuner.space.schema import SearchSpace
+from tuner.runs.trial_records import TrialRecord, trial_results
 
 
 TIME_ATTR = "training_iteration"   # ASHA's time: epochs

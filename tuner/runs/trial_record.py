@@ -3,12 +3,12 @@ docs/search.md "What a resume owes each epoch").
 
 Ray restarts an unfinished trial (a resumed run, or a retry after a failure) from the latest checkpoint
 its experiment state names, at epoch k. Every checkpoint of a trial holds the reports of its epochs
-1..k (tuner.trainable.REPORTED). On the trial's start the driver's loggers make its record hold epochs
+1..k (`REPORTED`, written by tuner.search.trainable). On the trial's start the driver's loggers make its record hold epochs
 1..k exactly once: the result rows keep each epoch's first stored row and get one made from the
 checkpoint's report where the storage has none (the driver died while uploading them), and rows after k
 (recorded after the snapshot by a driver that died, or never: a worker's epoch after its driver died
 has no row) are dropped, since the trial trains those epochs again. A trial Ray restarts only for the
-trainable to end it at once (its Optuna study finished it after Ray's last snapshot: tuner.experiment
+trainable to end it at once (its Optuna study finished it after Ray's last snapshot: tuner.search.experiment
 `kept_finished`) trains nothing again: its record stays as the storage holds it.
 """
 from __future__ import annotations
@@ -17,13 +17,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.trainable import REPORTED
-
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-
+REPORTED = "reported.json"   # in each trial checkpoint: the metrics reported for epochs 1..k, in order
 _KEPT: set[str] = set()   # trial ids whose record stays as stored (this driver process; all conditions)
+
+
+def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
+    """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
+    path = Path(directory) / REPORTED
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def keep_as_recorded(trial_ids: frozenset[str]) -> None:

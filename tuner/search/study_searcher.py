@@ -1,4 +1,4 @@
-"""OptunaSearch over a run's durable study (tuner.optuna_studies), recording what Ray's searcher does not.
+"""OptunaSearch over a run's durable study (tuner.runs.studies), recording what Ray's searcher does not.
 
 Ray's OptunaSearch already asks the study for each trial's parameters, reports the metric at each
 training iteration (single objective) and tells the final value. This subclass adds:
@@ -32,10 +32,10 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model.checkpoint import best_model_name
-from tuner.optuna_studies import open_storage, study_name
-from tuner.run_dir import RunDir
-from tuner.trial_records import trial_ids
-from tuner.uris import join_uri
+from tuner.runs.studies import open_storage, study_name
+from tuner.runs.run_dir import RunDir
+from tuner.runs.trial_records import trial_ids
+from tuner.storage.uris import join_uri
 
 logger = logging.getLogger(__name__)
 _UNPICKLED = ("_storage", "_ot_study", "_ot_trials")
@@ -116,7 +116,7 @@ class StudySearcher(OptunaSearch):
         into the bucket first, so that the bucket's journal always holds the trials its snapshot names."""
         import pickle
 
-        from tuner.optuna_studies import JOURNAL_STORAGE, upload_journal
+        from tuner.runs.studies import JOURNAL_STORAGE, upload_journal
 
         if self._storage_setting == JOURNAL_STORAGE:
             upload_journal(RunDir(self._run_storage, self._run_name))

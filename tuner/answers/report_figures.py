@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.report_data import TOP_CURVES, ConditionReport, RunReport
-from tuner.trial_records import ranked
+from tuner.answers.report_data import TOP_CURVES, ConditionReport, RunReport
+from tuner.runs.trial_records import ranked
 
 FONT = dict(family="Helvetica, Arial, sans-serif", size=13)
 HEIGHT = 380

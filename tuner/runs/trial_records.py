@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.errors import UserError
-from tuner.run_dir import RunDir
+from tuner.runs.run_dir import RunDir
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """What a run's report shows, gathered from its files: per condition the trial counts, compute hours,
 best configurations, rung counts, per-epoch curves, the Optuna study and its parameter importances.
 
-Everything is read without Ray: the trials from Ray's files (tuner.trial_records), the Optuna studies
-from the run's Optuna storage (tuner.optuna_studies), rebuilt from the trial records only for a run
+Everything is read without Ray: the trials from Ray's files (tuner.runs.trial_records), the Optuna studies
+from the run's Optuna storage (tuner.runs.studies), rebuilt from the trial records only for a run
 made before studies were stored (see `condition_studies`). Nothing here draws or formats
 (report_figures and report do).
 """
@@ -13,12 +13,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.confirm_results import read_confirm
-from tuner.export import Pick, best_trials
-from tuner.run_dir import RunDir, space_from_manifest
-from tuner.run_summary import summarize
-from tuner.space_schema import SearchSpace, SpaceSampler
-from tuner.trial_records import TrialRecord, read_trials
+from tuner.runs.confirm_files import read_confirm
+from tuner.runs.export import Pick, best_trials
+from tuner.runs.run_dir import RunDir, space_from_manifest
+from tuner.runs.summary import summarize
+from tuner.space.schema import SearchSpace, SpaceSampler
+from tuner.runs.trial_records import TrialRecord, read_trials
 
 TOP_CONFIGS = 3          # best configurations listed per condition
 TOP_CURVES = 5           # trials whose validation curves are highlighted
@@ -81,7 +81,7 @@ def rung_epochs(space: SearchSpace, manifest: dict[str, Any]) -> list[int]:
     if s.type == "asha":
         epochs = manifest.get("rung_epochs")
         if epochs is None:   # a run made before run.json kept them: ask Ray's scheduler (imports Ray)
-            from tuner.scheduler_state import asha_rung_epochs
+            from tuner.search.scheduler_state import asha_rung_epochs
 
             epochs = asha_rung_epochs(space)
     else:
@@ -102,7 +102,7 @@ def searched_parameters(space: SearchSpace) -> list[str]:
 def study_from_records(space: SearchSpace, condition: dict[str, Any], label: str,
                        records: list[TrialRecord]):
     """For a run without Optuna storage: an in-memory study of the condition's trials shaped as the
-    run's stored study would be (tuner.study_searcher): the searched values (asked through the run's
+    run's stored study would be (tuner.search.study_searcher): the searched values (asked through the run's
     own SpaceSampler, so the distributions are the search's), every epoch's metric as an intermediate
     value, `best_value`/`best_epoch` user attributes; COMPLETE, PRUNED when stopped before the last
     epoch, FAIL on error, RUNNING while unfinished; trials without any result left out."""
@@ -168,9 +168,9 @@ def scored_view(study, space: SearchSpace):
 def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
                       trials: dict[str, list[TrialRecord]]) -> tuple[dict[str, Any], str]:
     """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
-    Optuna storage (tuner.optuna_studies), or for a run made before studies were stored, the trial
+    Optuna storage (tuner.runs.studies), or for a run made before studies were stored, the trial
     records. A condition whose study has not begun has none."""
-    from tuner.optuna_studies import check_storage_kept, load_studies, storage_setting
+    from tuner.runs.studies import check_storage_kept, load_studies, storage_setting
 
     if storage_setting(manifest) is not None:
         check_storage_kept(run, manifest)

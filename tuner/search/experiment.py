@@ -1,7 +1,7 @@
 """The search driver: Ray start-up, resource checks, one Tuner (one Optuna study) per condition.
 
 `run_search` starts a run, `resume_search` continues one after the driver died; both go through
-`_run_conditions`, which runs the conditions' studies side by side (tuner.side_by_side; or one after
+`_run_conditions`, which runs the conditions' studies side by side (tuner.search.side_by_side; or one after
 another with `run --sequential`) and records each one's state in the run manifest, so that a resume
 skips finished studies, restores interrupted ones (Tuner.restore: unfinished and errored trials
 continue from their checkpoints, the searcher re-opens its durable Optuna study, ASHA gets its rungs
@@ -19,13 +19,13 @@ from typing import Any
 
 from model.devices import usable_cpus
 from model.errors import UserError
-from tuner.optuna_studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
+from tuner.runs.studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
-from tuner.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
-from tuner.space_schema import SearchSpace, SpaceSampler, best_metric, condition_label
-from tuner.stop_signals import ray_start, tune_stop
-from tuner.store_sync import check_store
-from tuner.trial_records import read_condition
+from tuner.runs.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
+from tuner.space.schema import SearchSpace, SpaceSampler, best_metric, condition_label
+from tuner.search.stop_signals import ray_start, tune_stop
+from tuner.storage.store_sync import check_store
+from tuner.runs.trial_records import read_condition
 
 LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
 CHECKPOINTS_KEPT = 3
@@ -50,7 +50,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> str:
     runtime_env = {"env_vars": worker_environment()}
     if address:
         try:
-            with ray_start():   # SIGTERM stays ours (tuner.stop_signals), not Ray's
+            with ray_start():   # SIGTERM stays ours (tuner.search.stop_signals), not Ray's
                 ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
         except ConnectionError as exc:
             raise UserError(f"--address {address}: cannot join a Ray cluster there: {exc}") from None
@@ -84,7 +84,7 @@ def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int, run
     """A StudySearcher (OptunaSearch over the run's durable study): seeded TPE, random, or multi-objective TPE."""
     import optuna
 
-    from tuner.study_searcher import StudySearcher
+    from tuner.search.study_searcher import StudySearcher
 
     seed = space.searcher.seed + index  # each condition's study gets its own, reproducible stream
     if space.searcher.type == "random":
@@ -99,11 +99,11 @@ def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int, run
 
 
 def make_scheduler(space: SearchSpace, run: RunDir, label: str):
-    """ASHA (default; rungs rebuilt on resume, tuner.scheduler_state), HyperBand, median stopping or none
+    """ASHA (default; rungs rebuilt on resume, tuner.search.scheduler_state), HyperBand, median stopping or none
     (FIFO), on training iterations (= epochs); metric and mode reach it through TuneConfig."""
     from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-    from tuner.scheduler_state import ResumableASHA
+    from tuner.search.scheduler_state import ResumableASHA
 
     s, max_t = space.scheduler, space.budget.max_epochs
     # rank_by best: the scheduler judges best_<metric> (its own metric; TuneConfig then has none)
@@ -131,10 +131,10 @@ def make_trainable(space: SearchSpace, store: str, trainable=None, name: str | N
 
     `name`: the name Ray registers it under (default the function's): Ray names a function trainable
     by its `__name__`, and its registry keeps one trainable per name, so each condition's gets its own
-    (tuner.run_dir.trainable_name) and keeps its own parameters when the studies run side by side."""
+    (tuner.runs.run_dir.trainable_name) and keeps its own parameters when the studies run side by side."""
     from ray import tune
 
-    from tuner.trainable import train_trial
+    from tuner.search.trainable import train_trial
 
     if trainable is None:  # train_trial reports best_<metric> for scheduler.rank_by: best
         trainable, params = train_trial, {"ranked": tuple(zip(space.metrics, space.modes)), **params}
@@ -154,20 +154,20 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
                storage_setting: str, side_by_side: bool = False, trainable: str | None = None):
     """A fresh Tuner for one condition: OptunaSearch + scheduler, results at RUN/<condition>.
 
-    `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.side_by_side).
+    `side_by_side`: max_concurrent_trials counts the trials of the whole run (tuner.search.side_by_side).
     `trainable`: the name Ray registers the condition's trainable under (make_trainable)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback
 
-    from tuner.result_log import ResultJsonLogger
-    from tuner.tensorboard_log import TensorBoardCallback
+    from tuner.runs.result_log import ResultJsonLogger
+    from tuner.runs.tensorboard_log import TensorBoardCallback
 
     # the searcher has its metric; TuneConfig passes one to the scheduler unless it judges its own
     single = not space.multi_objective and space.scheduler.rank_by == "current"
     label = condition_label(condition)
     searcher, limit = make_searcher(space, condition, index, run, storage_setting), space.resources.max_concurrent_trials
     if side_by_side and limit:
-        from tuner.side_by_side import RunWideLimiter
+        from tuner.search.side_by_side import RunWideLimiter
 
         searcher, limit = RunWideLimiter(searcher, run.uri, label, limit), None
     tune_config = tune.TuneConfig(
@@ -189,7 +189,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
 
 def _prepare_env() -> None:
     # Ray's own TensorBoard logger would write a second, `ray/tune/...`-tagged copy with its own
-    # HParams experiment per trial; tuner.tensorboard_log replaces it (CSV/JSON are added explicitly).
+    # HParams experiment per trial; tuner.runs.tensorboard_log replaces it (CSV/JSON are added explicitly).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -199,9 +199,9 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
                side_by_side: bool = True) -> dict[str, Any]:
     """Start run `run`: write its manifest, then run every condition's study.
 
-    `optuna_storage`: an RDB URL for the studies; default a journal file in the run (tuner.optuna_studies).
-    `side_by_side`: the conditions' studies at the same time (tuner.side_by_side), else one after another."""
-    from tuner.tensorboard_log import hparam_metric_tags, write_experiment_summary
+    `optuna_storage`: an RDB URL for the studies; default a journal file in the run (tuner.runs.studies).
+    `side_by_side`: the conditions' studies at the same time (tuner.search.side_by_side), else one after another."""
+    from tuner.runs.tensorboard_log import hparam_metric_tags, write_experiment_summary
 
     if run.has_manifest():
         raise UserError(f"{run}: a run named {run.name!r} exists already; continue it with "
@@ -221,9 +221,9 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
 
 def start_manifest(space: SearchSpace, space_text: str, store: str, name: str, setting: str,
                    side_by_side: bool) -> dict[str, Any]:
-    """run.json of a new run (tuner.run_dir.new_manifest); with ASHA also `rung_epochs`, the epochs at
+    """run.json of a new run (tuner.runs.run_dir.new_manifest); with ASHA also `rung_epochs`, the epochs at
     which Ray's scheduler judges trials, for the report (which then needs no Ray)."""
-    from tuner.scheduler_state import asha_rung_epochs
+    from tuner.search.scheduler_state import asha_rung_epochs
 
     manifest = new_manifest(space, space_text, store, name, setting, side_by_side)
     if space.scheduler.type == "asha":
@@ -252,9 +252,9 @@ def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | 
 def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]:
     """Trials Ray would resume that the condition's Optuna study had finished (the driver died between
     the scheduler's decision and Ray's next snapshot): they stay finished."""
-    from tuner.optuna_studies import load_studies
-    from tuner.scheduler_state import finished_in_study
-    from tuner.trial_record import keep_as_recorded
+    from tuner.runs.studies import load_studies
+    from tuner.search.scheduler_state import finished_in_study
+    from tuner.runs.trial_record import keep_as_recorded
 
     if storage_setting(run.read_manifest()) is None:
         return frozenset()
@@ -284,7 +284,7 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
     interrupted = False
     with tune_stop() as stop:   # Ctrl+C or SIGTERM: every study stops, its state saved
         if side_by_side and len(todo) > 1:
-            from tuner.side_by_side import run_in_threads
+            from tuner.search.side_by_side import run_in_threads
 
             print(f"[tuner] {len(todo)} studies side by side, at most "
                   f"{space.resources.max_concurrent_trials or 'unlimited'} trial(s) at a time in the run")
@@ -305,7 +305,7 @@ def _run_conditions(space: SearchSpace, store: str, run: RunDir, resume: bool) -
 def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, condition: dict[str, Any],
                    resume: bool, setting: str, side_by_side: bool, stop: threading.Event) -> tuple[float, bool]:
     """Run or restore one condition's study; returns (seconds, interrupted). `stop`: set by Ctrl+C or SIGTERM
-    (tuner.stop_signals), Tune's loop ends when it is set."""
+    (tuner.search.stop_signals), Tune's loop ends when it is set."""
     from ray import tune
 
     label = condition_label(condition)
@@ -316,7 +316,7 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
         finished = kept_finished(run, label, space)
         if side_by_side and space.resources.max_concurrent_trials:
             # Ray restarts these without asking the searcher: they hold their run-wide slots from the start
-            from tuner.side_by_side import run_slots
+            from tuner.search.side_by_side import run_slots
 
             slots = run_slots(run.uri, space.resources.max_concurrent_trials)
             with slots.lock:

@@ -30,13 +30,13 @@ import yaml
 from model.atomic_files import atomic_write
 from model.errors import UserError
 from model.locks import LockHeld, describe_holder, holder_info, writer_lock
-from tuner.space_schema import SearchSpace, condition_label
-from tuner.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
+from tuner.space.schema import SearchSpace, condition_label
+from tuner.storage.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
 DEFAULT_STORAGE = "results"
-TRAINABLE = "train_trial"   # the trial function's name (tuner.trainable.train_trial); conditions add their label
+TRAINABLE = "train_trial"   # the trial function's name (tuner.search.trainable.train_trial); conditions add their label
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RUN_ID = re.compile(r"[0-9a-f]{32}")   # run.json's `run_id` (runs made before ids were written have none)
 
@@ -350,7 +350,7 @@ def condition_trainable(manifest: dict[str, Any], label: str) -> str:
 
 def space_from_manifest(manifest: dict[str, Any]) -> SearchSpace:
     """The run's space, re-validated from the copy kept in the manifest."""
-    from tuner.search_space import parse_space   # here: it imports torch (via TrainConfig), which no CLI start needs
+    from tuner.space.parse import parse_space   # here: it imports torch (via TrainConfig), which no CLI start needs
 
     try:
         raw = yaml.safe_load(manifest["space_yaml"])

@@ -1,8 +1,8 @@
 """The search space as data: its parts (parameters, scheduler, searcher, budget, resources), the
 condition grid and labels, and the define-by-run sampler handed to OptunaSearch.
 
-tuner.search_space parses and validates the YAML into these. `SpaceSampler` is a module-level class
-(not a closure) so that the searcher state pickles and survives a resume; tuner.search_space
+tuner.space.parse parses and validates the YAML into these. `SpaceSampler` is a module-level class
+(not a closure) so that the searcher state pickles and survives a resume; tuner.space.parse
 re-exports it, so searchers pickled before this module existed still load.
 """
 from __future__ import annotations
@@ -145,3 +145,8 @@ class SpaceSampler:
                                                      log=p.log)
         fixed["epochs"] = self.epochs
         return fixed
+
+
+def trial_threads(cpus: float) -> int:
+    """The torch/faiss threads of a trial given its CPUs (at least 1)."""
+    return max(1, int(cpus))

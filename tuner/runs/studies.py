@@ -5,7 +5,7 @@ The run's manifest says where they are (`optuna_storage`):
   storage is a bucket (s3://, gs://) the driver writes a local copy, `<cache>/<key>/optuna.journal`
   ($DEEPEMOCLUSTER_OPTUNA_CACHE, else ~/.cache/deepemocluster/optuna; the key is a hash of the run's
   URI and its `run_id` in run.json, so a new run that reuses a deleted run's name starts a new copy),
-  and copies it into the run folder at every Ray experiment snapshot (tuner.study_searcher), after
+  and copies it into the run folder at every Ray experiment snapshot (tuner.search.study_searcher), after
   each condition and at the end (`upload_journal`, up to the last complete line); readers and
   `resume` on another machine fetch it back first (`fetch_journal`).
 - an RDB URL (`sqlite:///...`, `postgresql://...`): `run --optuna-storage URL`.
@@ -13,7 +13,7 @@ The run's manifest says where they are (`optuna_storage`):
 Each condition's study is named `<run>/<condition label>`. Its trials carry the searched parameters,
 the value, per-epoch intermediate values, the state (COMPLETE, PRUNED when the scheduler stopped
 the trial early, FAIL) and user attributes: `ray_trial_id`, `trial_folder`, `best_model`,
-`best_value`, `best_epoch` (tuner.study_searcher writes them).
+`best_value`, `best_epoch` (tuner.search.study_searcher writes them).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from model.atomic_files import atomic_write
 from model.errors import UserError
-from tuner.run_dir import RunDir
+from tuner.runs.run_dir import RunDir
 
 if TYPE_CHECKING:
     import optuna

@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tuner.confirm_results import progress
-from tuner.run_dir import RunDir, space_from_manifest
-from tuner.trial_records import ranked, read_trials, trial_warnings
+from tuner.runs.confirm_files import progress
+from tuner.runs.run_dir import RunDir, space_from_manifest
+from tuner.runs.trial_records import ranked, read_trials, trial_warnings
 
 
 def summarize(run: RunDir) -> dict[str, Any]:

@@ -10,10 +10,10 @@ state (so `resume` restores each one as before). What they share is the run's li
   longest), so the studies advance together and none waits for another to finish. Ray's own
   ConcurrencyLimiter is per Tuner, so TuneConfig.max_concurrent_trials is left unset.
 Ctrl+C or SIGTERM stops every study the way it stops one (Ray saves its state, trials stay resumable): the
-studies' Tune loops share one stop event (tuner.stop_signals.tune_stop), which a failing study also sets to
+studies' Tune loops share one stop event (tuner.search.stop_signals.tune_stop), which a failing study also sets to
 stop the others, and Ray's trainable registry (which each Tuner.fit writes to, without a lock) is serialised.
 The registry keeps one trainable per name, so each condition's is named after it
-(tuner.experiment.make_trainable).
+(tuner.search.experiment.make_trainable).
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def run_in_threads(jobs: dict[str, Callable[[], Any]], stop: threading.Event) ->
             t.start()
         while any(t.is_alive() for t in threads):
             for t in threads:
-                t.join(timeout=0.5)   # the signal handler (tuner.stop_signals) runs in this thread
+                t.join(timeout=0.5)   # the signal handler (tuner.search.stop_signals) runs in this thread
     finally:
         del registry.register   # the class's own method again
     if errors:

@@ -1,0 +1,95 @@
+"""The confirmation's files in a run folder, RUN/confirm/ (written by tuner.answers.confirm and
+tuner.answers.confirm_results): the plan (plan.json), each seed's evaluation in its trial's final checkpoint
+(evaluation.json), the results (confirm.json, schema in tuner.answers.confirm_results) and their table
+(confirm.md). Reading them needs no Ray: `status` shows the confirmation's progress, `export --by confirmed`
+and `report` read confirm.json."""
+from __future__ import annotations
+
+from typing import Any
+
+from model.errors import UserError
+from tuner.runs.run_dir import RunDir
+from tuner.runs.trial_records import read_condition
+from tuner.storage.uris import display_uri
+
+EXPERIMENT = "confirm"                 # RUN/confirm: the Ray experiment, the plan and the results
+PLAN_FILE = "plan.json"
+EVALUATION_FILE = "evaluation.json"
+CONFIRM_FILE = "confirm.json"
+TABLE_FILE = "confirm.md"
+VERSION = 2                            # of confirm.json
+UNFINISHED = ("failed", "error")       # a seed's states that count as failed
+
+
+def read_plan(run: RunDir) -> dict[str, Any] | None:
+    """The plan of the run's confirmation (None before `confirm` ran)."""
+    if not run.exists(EXPERIMENT, PLAN_FILE):
+        return None
+    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
+                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
+
+
+def read_confirm(run: RunDir) -> dict[str, Any] | None:
+    """confirm.json of the run (None before a confirmation wrote one); a file of another version is
+    refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
+    if not run.exists(EXPERIMENT, CONFIRM_FILE):
+        return None
+    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", keys=("version",))
+    where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
+    if confirm["version"] != VERSION:
+        raise UserError(f"{where}: confirm.json version {confirm['version']}; "
+                        f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
+                        f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
+                        "(nothing is trained again)")
+    missing = [k for k in ("run", "state", "plan", "test_splits", "configurations", "best", "comparisons", "tests")
+               if k not in confirm]
+    if missing:
+        raise UserError(f"{where}: damaged confirmation results: {', '.join(missing)} missing")
+    return confirm
+
+
+def evaluated_checkpoint(run: RunDir, folder: str) -> str | None:
+    """The checkpoint of trial folder RUN/confirm/`folder` that holds its evaluation (None: not evaluated)."""
+    return next((c for c in reversed(run.listdir(EXPERIMENT, folder))
+                 if c.startswith("checkpoint_") and run.exists(EXPERIMENT, folder, c, EVALUATION_FILE)), None)
+
+
+def seed_records(run: RunDir) -> dict[tuple[str, int], Any]:
+    """(configuration id, seed) -> its trial record."""
+    return {(r.config.get("config_id"), int(r.config.get("seed", -1))): r
+            for r in read_condition(run, EXPERIMENT, "val_ccc_mean", "max")}
+
+
+def seed_checkpoint(run: RunDir, rec) -> str | None:
+    """The trial's checkpoint that holds its evaluation (None: not evaluated yet)."""
+    return None if rec is None or not rec.folder else evaluated_checkpoint(run, rec.folder)
+
+
+def progress(run: RunDir) -> dict[str, Any] | None:
+    """Seeds by state, overall and per configuration (None before `confirm` ran)."""
+    plan = read_plan(run)
+    if plan is None:
+        return None
+    records = seed_records(run)
+    rows, totals = [], {"done": 0, "running": 0, "pending": 0, "error": 0}
+    for c in plan["configurations"]:
+        counts = {k: 0 for k in totals}
+        for seed in plan["seeds"]:
+            rec = records.get((c["id"], seed))
+            state = seed_state(rec, seed_checkpoint(run, rec) is not None)
+            counts["done" if state == "failed" else state] += 1
+        rows.append({"id": c["id"], "planned": len(plan["seeds"]), **counts})
+        for k in totals:
+            totals[k] += counts[k]
+    return {"planned": len(plan["configurations"]) * len(plan["seeds"]), **totals,
+            "confirm_json": run.exists(EXPERIMENT, CONFIRM_FILE), "configurations": rows}
+
+
+def seed_state(rec, evaluated: bool) -> str:
+    """A seed's state; evaluated = its final checkpoint holds the evaluation (whatever Ray's state file
+    says: a driver killed right after the last report may not have recorded the trial as finished)."""
+    if evaluated:
+        return "done"
+    if rec is None or rec.status == "PENDING":
+        return "pending"
+    return "error" if rec.status == "ERROR" else "running"
