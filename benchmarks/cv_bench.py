@@ -54,11 +54,11 @@ def main() -> int:
     args = p.parse_args()
 
     from model.config import TrainConfig
-    from model.cpu_memory import keep_freed_memory
+    from model.cpu_memory import keep_freed_blocks_in_malloc
     from model.cv import CVTrainer
     from model.trainer import Trainer
 
-    keep_freed_memory()   # as `python -m tuner train` and a trial do
+    keep_freed_blocks_in_malloc()   # as `python -m tuner train` and a trial do
     store = setting_store(args)
     config = TrainConfig(temporal=args.temporal, chunk_frames=args.m, chunks_per_sentence=args.C,
                          num_clusters=args.k, batch_size=args.batch, width=args.width, precision=args.precision,

@@ -211,11 +211,11 @@ def reference_setting_store(cache: Path) -> Path:
 EPOCH_WORKER = """
 import json, sys, time
 try:   # an entry point's choice since issue 20; older checkouts' Trainer applied it itself (or had none)
-    from model.cpu_memory import keep_freed_memory
+    from model.cpu_memory import keep_freed_blocks_in_malloc
 except ImportError:
     pass
 else:
-    keep_freed_memory()
+    keep_freed_blocks_in_malloc()
 from model.config import TrainConfig
 from model.trainer import Trainer
 cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
@@ -369,9 +369,9 @@ def main() -> int:
     p.add_argument("--table-modes", default="FSL,SSL", help="FSL, SSL or both (comma-separated)")
     args = p.parse_args()
 
-    from model.cpu_memory import keep_freed_memory
+    from model.cpu_memory import keep_freed_blocks_in_malloc
 
-    keep_freed_memory()   # as `python -m tuner train` does (an entry point's choice)
+    keep_freed_blocks_in_malloc()   # as `python -m tuner train` does (an entry point's choice)
     threads = args.threads or usable_cpus()
     args.threads = threads
     print("machine:", machine(), flush=True)

@@ -212,9 +212,9 @@ def main() -> int:
         report(results, args.folds)
         return 0
     print(describe_machine(), flush=True)
-    from model.cpu_memory import keep_freed_memory
+    from model.cpu_memory import keep_freed_blocks_in_malloc
 
-    keep_freed_memory()   # as `python -m tuner train` does (an entry point's choice)
+    keep_freed_blocks_in_malloc()   # as `python -m tuner train` does (an entry point's choice)
     {"rank": part_rank, "transfer": part_transfer, "specaug": part_specaug}[args.part](args, results)
     return 0
 

@@ -8,13 +8,14 @@ never be written, before any work is spent on its content.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from model.errors import UserError
 
@@ -130,6 +131,20 @@ def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike, old: str | os
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def building_dir(target: str | os.PathLike, old: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A fresh hidden folder beside `target` to build it in: when the block ends without an error, the folder
+    replaces `target` (`replace_dir`, with `old`); it is removed whatever happens."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        replace_dir(tmp, target, old=old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- output checks ------------------------------------------------------------------------------

@@ -11,14 +11,12 @@ then swapped in by renames; a reader finds either the old or the new checkpoint,
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from model.atomic_files import disk_full, no_space_left, replace_dir
+from model.atomic_files import building_dir, disk_full, no_space_left
 from model.errors import UserError
 from model.safe_load import load_torch
 
@@ -41,24 +39,19 @@ def best_model_name(config) -> str:
 def write_checkpoint(directory: str | Path, state: dict[str, Any],
                      extra_files: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """Write `state` (plus files made by `extra_files[name](path)`) atomically as `directory`."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    old = directory.with_name(directory.name + ".old")
-    try:
-        import torch
+    import torch
 
-        torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
-        for name, write in (extra_files or {}).items():
-            write(tmp / name)
-        replace_dir(tmp, directory, old=old)   # find_checkpoint looks in `old` after a crash mid-swap
+    directory = Path(directory)
+    old = directory.with_name(directory.name + ".old")   # find_checkpoint looks there after a crash mid-swap
+    try:
+        with building_dir(directory, old=old) as tmp:
+            torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
+            for name, write in (extra_files or {}).items():
+                write(tmp / name)
     except Exception as exc:
-        if no_space_left(exc, tmp):   # torch.save says "unexpected pos" on a full disk
+        if no_space_left(exc, directory.parent):   # torch.save says "unexpected pos" on a full disk
             raise disk_full(directory.parent) from None
         raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

@@ -13,7 +13,7 @@ process starts: `mallopt(M_ARENA_MAX, 1)` later is ignored once other threads ho
 worker's threads do. `worker_environment()` is what a process that trains in a thread must start with.
 
 Nothing here runs on import or when a Trainer is built: the entry points (the CLI, a trial's set-up)
-call `keep_freed_memory()`. `DEEPEMOCLUSTER_MALLOC=system` leaves malloc as it is.
+call `keep_freed_blocks_in_malloc()`. `DEEPEMOCLUSTER_MALLOC=system` leaves malloc as it is.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def setting() -> str:
     return value
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_blocks_in_malloc() -> bool:
     """Make glibc's malloc keep freed blocks for reuse (once per process); False where it is not glibc or opted out."""
     global _applied
     if _applied is None:   # an invalid setting raises every time it is asked

@@ -13,15 +13,13 @@ is what is saved.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model import checkpoint as ckpt
-from model.atomic_files import replace_dir
+from model.atomic_files import building_dir
 from model.checkpoint import CV_BEST_MODEL
 from model.config import TrainConfig
 from model.errors import UserError
@@ -106,15 +104,9 @@ class CVTrainer:
         """Write the folder `path` of fold models `fold_<i>.pt` atomically; False before the first epoch."""
         if any(t.best_state is None for t in self.folds):
             return False
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-        try:
+        with building_dir(path) as tmp:
             for i, t in enumerate(self.folds, start=1):
                 t.save_best_model(tmp / f"fold_{i}.pt")
-            replace_dir(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return True
 
     def save_checkpoint(self, directory: str | Path) -> Path:

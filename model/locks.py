@@ -30,11 +30,17 @@ def lock_path(target: str | os.PathLike) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+def command_line() -> str:
+    """The command this process runs, as the user typed it: `python -m tuner` and its arguments ("" without
+    an argv). Lock holders, run.json and the confirmation's plan record it."""
+    return " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else ""
+
+
 def holder_info() -> dict[str, Any]:
     """Who holds a lock: this host, pid, start time and command line."""
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else ""}
+            "command": command_line()}
 
 
 def describe_holder(info: Any) -> str:

@@ -187,26 +187,26 @@ def test_run_lock_local_and_bucket(tmp_path):
     from tuner.runs.run_dir import RunDir
 
     run = RunDir(tmp_path / "results", "r1")
-    with run.writer_lock():
+    with run.sole_driver():
         with pytest.raises(LockHeld, match=rf"search run 'r1' is in use .*pid {os.getpid()}"):
-            with RunDir(tmp_path / "results", "r1").writer_lock():
+            with RunDir(tmp_path / "results", "r1").sole_driver():
                 pass
-    with RunDir(f"file://{tmp_path}/results", "r1").writer_lock():   # file:// is the same local lock
+    with RunDir(f"file://{tmp_path}/results", "r1").sole_driver():   # file:// is the same local lock
         with pytest.raises(LockHeld):
-            with run.writer_lock():
+            with run.sole_driver():
                 pass
 
     bucket = RunDir("mock:///bucket/results", "r2")   # pyarrow's in-memory filesystem: no file locks
     lock = "bucket/results/.r2.lock"
-    with bucket.writer_lock():
+    with bucket.sole_driver():
         assert json.loads(bucket.fs.open_input_stream(lock).read())["pid"] == os.getpid()
         with pytest.raises(LockHeld, match="delete mock:///bucket/results/.r2.lock"):
-            with bucket.writer_lock():
+            with bucket.sole_driver():
                 pass
     assert bucket._remote_holder(lock) is None     # released
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
     with bucket.fs.open_output_stream(lock) as f:   # left by a killed driver of this host
         f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x"}).encode())
-    with bucket.writer_lock():
+    with bucket.sole_driver():
         assert bucket._remote_holder(lock)["pid"] == os.getpid()

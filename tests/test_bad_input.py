@@ -809,7 +809,7 @@ def test_two_prepares_into_one_out_and_a_held_run_name(world, tmp_path):
     # a process holding the locks the way prepare and run do (the lock files name it)
     code = ("import sys, time\nfrom model.locks import writer_lock\nfrom tuner.runs.run_dir import RunDir\n"
             f"with writer_lock({str(tmp_path / 's.store')!r}, 'feature store (--out)'), "
-            f"RunDir({str(tmp_path / 'res')!r}, 'demo').writer_lock():\n"
+            f"RunDir({str(tmp_path / 'res')!r}, 'demo').sole_driver():\n"
             "    print('held', flush=True)\n    time.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], env=env(world.logs), stdout=subprocess.PIPE, text=True)
     try:

@@ -13,7 +13,7 @@ from tuner.runs.run_dir import RunDir, new_manifest
 def lock_held(run: RunDir) -> bool:
     """True when another driver would be refused the run's lock now."""
     try:
-        with RunDir(run.storage, run.name).writer_lock():
+        with RunDir(run.storage, run.name).sole_driver():
             return False
     except LockHeld:
         return True

@@ -13,8 +13,8 @@ from model.cpu_memory import OPT_OUT, TUNABLES, _is_glibc, worker_environment
 # malloc arenas of their own when a fresh thread starts training.
 PROBE = BLOCK_FAULTS + """
 import sys, threading
-from model.cpu_memory import keep_freed_memory
-applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+from model.cpu_memory import keep_freed_blocks_in_malloc
+applied = keep_freed_blocks_in_malloc() if sys.argv[1] == "keep" else None
 if sys.argv[2] == "main":
     faults = block_faults()
 else:
@@ -93,7 +93,7 @@ def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess
 
 
 def test_building_a_trainer_or_a_predictor_leaves_the_process_alone(tiny_store):
-    """A library user's process keeps glibc's defaults unless it calls keep_freed_memory() itself."""
+    """A library user's process keeps glibc's defaults unless it calls keep_freed_blocks_in_malloc() itself."""
     code = ("import sys, model.cpu_memory as m; from model.config import TrainConfig; from model.trainer import Trainer; "
             "from model.inference import resolve_model; "
             "t = Trainer(TrainConfig(device='cpu', num_threads=1), sys.argv[1]); "

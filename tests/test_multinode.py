@@ -326,13 +326,13 @@ def test_removed_node_trial_resumes_from_checkpoint_elsewhere(loopback_cluster, 
 ALLOCATOR_DRIVER = BLOCK_FAULTS + textwrap.dedent("""
     import json, os, sys, threading
     from ray import tune
-    from model.cpu_memory import keep_freed_memory
+    from model.cpu_memory import keep_freed_blocks_in_malloc
     from tuner.search.experiment import start_ray
 
     start_ray(sys.argv[1])
 
     def trainable(config):
-        keep_freed_memory()
+        keep_freed_blocks_in_malloc()
         tune.report({"node": os.environ.get("LOOPBACK_NODE"), "setting": os.environ.get("DEEPEMOCLUSTER_MALLOC"),
                      "tunables": os.environ.get("GLIBC_TUNABLES", ""), "main_thread": threading.current_thread()
                      is threading.main_thread(), "faults": block_faults()})

@@ -47,7 +47,7 @@ def test_search_properties_helper():
     from ray.tune.search import util
 
     _need(callable(getattr(util, "_set_search_properties_backwards_compatible", None)),
-          "ray.tune.search.util._set_search_properties_backwards_compatible", "tuner/search/side_by_side.py",
+          "ray.tune.search.util._set_search_properties_backwards_compatible", "tuner/search/run_limiter.py",
           "RunWideLimiter forwards set_search_properties to the wrapped searcher as Ray's own wrappers do")
 
 

@@ -41,16 +41,16 @@ def test_file_uri_run_folder_goes_through_the_remote_filesystem(tmp_path):
 def test_bucket_lock_object_through_a_file_uri(tmp_path):
     """The lock object a bucket run uses (no file locks there), exercised on file:// storage."""
     run = RunDir(f"file://{tmp_path}/results", "r2")
-    run.local = None   # take the bucket branch of writer_lock
+    run.local = None   # take the bucket branch of sole_driver
     lock = tmp_path / "results" / ".r2.lock"
-    with run.writer_lock():
+    with run.sole_driver():
         holder = json.loads(lock.read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         with pytest.raises(LockHeld, match=r"in use by another process .*\.r2\.lock"):
-            with run.writer_lock():
+            with run.sole_driver():
                 pass
     assert not lock.exists()
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": "x"}))
-    with run.writer_lock():   # a holder of this host that is gone is taken over
+    with run.sole_driver():   # a holder of this host that is gone is taken over
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()

@@ -91,7 +91,7 @@ def test_side_by_side_shares_the_run_limit_and_resumes_both(tiny_store, tmp_path
 
 
 def test_run_slots_take_turns_and_never_exceed_the_limit():
-    from tuner.search.side_by_side import RunSlots
+    from tuner.search.run_limiter import RunSlots
 
     one = RunSlots(1)
     one.live.add(("A", "1"))
@@ -113,7 +113,7 @@ def test_the_limiter_changes_the_live_trials_only_under_the_slots_lock():
 
     from ray.tune.search import Searcher
 
-    from tuner.search.side_by_side import RunWideLimiter, run_slots
+    from tuner.search.run_limiter import RunWideLimiter, run_slots
 
     class Quiet(Searcher):
         def suggest(self, trial_id):

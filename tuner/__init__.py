@@ -16,7 +16,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-MOVED = {
+# old module name -> the module (or modules, when it was split) its names are in now
+MOVED: dict[str, str | tuple[str, ...]] = {
     "tuner.uris": "tuner.storage.uris", "tuner.store_sync": "tuner.storage.store_sync",
     "tuner.space_schema": "tuner.space.schema", "tuner.search_space": "tuner.space.parse",
     "tuner.run_dir": "tuner.runs.run_dir", "tuner.optuna_studies": "tuner.runs.studies",
@@ -25,7 +26,8 @@ MOVED = {
     "tuner.run_summary": "tuner.runs.summary", "tuner.export": "tuner.runs.export",
     "tuner.experiment": "tuner.search.experiment", "tuner.trainable": "tuner.search.trainable",
     "tuner.hold": "tuner.search.hold", "tuner.study_searcher": "tuner.search.study_searcher",
-    "tuner.scheduler_state": "tuner.search.scheduler_state", "tuner.side_by_side": "tuner.search.side_by_side",
+    "tuner.scheduler_state": "tuner.search.scheduler_state",
+    "tuner.side_by_side": ("tuner.search.side_by_side", "tuner.search.run_limiter"),
     "tuner.stop_signals": "tuner.search.stop_signals",
     "tuner.confirm": "tuner.answers.confirm", "tuner.confirm_results": "tuner.answers.confirm_results",
     "tuner.significance": "tuner.answers.significance", "tuner.report": "tuner.answers.report",
@@ -43,8 +45,17 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None   # a plain, empty module
 
     def exec_module(self, module) -> None:
-        target = MOVED[module.__name__]
-        module.__getattr__ = lambda attr: getattr(importlib.import_module(target), attr)
+        targets = MOVED[module.__name__]
+        targets = (targets,) if isinstance(targets, str) else targets
+
+        def forward(attr: str):
+            for target in targets:
+                new = importlib.import_module(target)
+                if hasattr(new, attr):
+                    return getattr(new, attr)
+            raise AttributeError(f"module {module.__name__!r} (moved to {', '.join(targets)}) has no attribute {attr!r}")
+
+        module.__getattr__ = forward
 
 
 sys.meta_path.insert(0, _MovedModules())   # before any other finder (an editable install of an older checkout)

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from model.cpu_memory import keep_freed_memory
+from model.cpu_memory import keep_freed_blocks_in_malloc
 from model.atomic_files import FULL_DISK_ERRNOS, disk_full
 from model.errors import UserError
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with stop_signals.handled():   # SIGTERM stops a command as Ctrl+C does; its Ray is shut down at the end
         try:
-            keep_freed_memory()   # the process's allocator: an entry point's choice (model.cpu_memory)
+            keep_freed_blocks_in_malloc()   # the process's allocator: an entry point's choice (model.cpu_memory)
             return int(args._main(args) or 0)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)

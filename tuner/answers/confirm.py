@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from model.config import TrainConfig
 from model.errors import UserError
+from model.locks import command_line
 from model.yaml_files import read_yaml
 from tuner.runs.confirm_files import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint
 from tuner.runs.run_dir import RunDir
@@ -95,7 +95,7 @@ def plan_confirmation(run: RunDir, manifest: dict[str, Any], top: int, seeds: li
         "baselines": [str(p) for p in baselines], "configurations": configurations,
         "search": search_extent(run, manifest),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line(),
     }
 
 
@@ -206,7 +206,7 @@ def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, An
         print(f"[tuner] confirm: {config['config_id']} seed {config['seed']} was evaluated before; kept")
         return
     values = {**configurations[config["config_id"]], "seed": int(config["seed"])}
-    train_trial(values, store_path, cpus, gpus, first_keys, finish=partial(evaluate_seed, splits=splits))
+    train_trial(values, store_path, cpus, gpus, first_keys, on_last_epoch=partial(evaluate_seed, splits=splits))
 
 
 # ---- the driver --------------------------------------------------------------------------------

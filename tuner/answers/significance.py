@@ -18,6 +18,7 @@ CCC here is the same as model.metrics.ccc (population moments; pairs with a NaN 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,9 +46,10 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     mean = float(x.mean())
     if n < 2:
         return {"mean": mean, "sd": None, "n": 1, "ci95": None}
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "n": n, "ci95": [mean - half, mean + half]}
+    with warnings.catch_warnings():   # seeds that agree exactly: scipy warns of a zero variance, the interval is [mean, mean]
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return {"mean": mean, "sd": float(x.std(ddof=1)), "n": n, "ci95": [float(ci.low), float(ci.high)]}
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> dict:

@@ -120,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
                         f"with `python -m tuner resume {run.name}` before confirming it, or confirm what it "
                         f"found so far with `python -m tuner confirm {run.name} --partial`")
-    with run.writer_lock():   # one driver per run: not while `resume` or another `confirm` drives it
+    with run.sole_driver():   # one driver per run: not while `resume` or another `confirm` drives it
         plan = choose_plan(run, manifest, args)
         outcome = run_confirmation(run, plan, args.address, args.num_cpus)
 

@@ -29,6 +29,6 @@ def main(args: argparse.Namespace) -> int:
 
     check_top(args.top)  # before the resume: finish would find nothing to export
     run = open_run(args.name, args.storage)
-    with run.writer_lock():
+    with run.sole_driver():
         outcome = resume_search(run, args.address, args.num_cpus)
         return finish(run, outcome, args.top)   # the export too: no other driver may write the run meanwhile

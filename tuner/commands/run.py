@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     default_name = f"{space_path.stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     name = args.name if args.name is not None else default_name   # --name "" is refused, not defaulted
     run = RunDir(args.storage, name)
-    with run.writer_lock():   # one driver per run (a second `run --name` or `resume` fails naming this one)
+    with run.sole_driver():   # one driver per run (a second `run --name` or `resume` fails naming this one)
         outcome = run_search(space, space_text, store, run, args.address, args.num_cpus, args.optuna_storage,
                              side_by_side=not args.sequential)
         return finish(run, outcome, args.top)   # the export too: no `resume` may write the run meanwhile

@@ -29,9 +29,9 @@ import yaml
 
 from model.atomic_files import atomic_write
 from model.errors import UserError
-from model.locks import LockHeld, describe_holder, holder_info, writer_lock
+from model.locks import LockHeld, command_line, describe_holder, holder_info, writer_lock
 from tuner.space.schema import SearchSpace, condition_label
-from tuner.storage.uris import access_error, display_uri, is_uri, join_uri, open_filesystem
+from tuner.storage.uris import display_uri, is_uri, join_uri, open_filesystem, reaching
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
@@ -70,17 +70,9 @@ class RunDir:
     def __str__(self) -> str:
         return display_uri(self.uri)
 
-    @contextlib.contextmanager
-    def _reaching(self) -> Iterator[None]:
+    def _reaching(self) -> contextlib.AbstractContextManager[None]:
         """Bucket errors (endpoint, credentials, no such bucket) as one UserError naming the run's URI."""
-        try:
-            yield
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            if self.fs is None:
-                raise
-            raise access_error(self.uri, exc) from None
+        return contextlib.nullcontext() if self.fs is None else reaching(self.uri)
 
     # ---- files --------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -166,7 +158,7 @@ class RunDir:
 
     # ---- one driver at a time ----------------------------------------------------------------
     @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
+    def sole_driver(self) -> Iterator[None]:
         """Held by `run` and `resume` for as long as they drive the run: a second one fails naming the holder.
 
         Local storage (and file://): model.locks.writer_lock on STORAGE/.NAME.lock. A bucket has no
@@ -327,7 +319,7 @@ def new_manifest(space: SearchSpace, space_text: str, store: str, name: str,
         "name": name, "run_id": uuid.uuid4().hex, "space_file": space.source, "space_yaml": space_text,
         "store": store, "optuna_storage": optuna_storage, "side_by_side": side_by_side,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m tuner", *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line(),
         "metrics": space.metrics, "modes": space.modes,
         "conditions": [{"label": condition_label(c), "values": c, "state": "pending",
                         "trainable": trainable_name(condition_label(c))} for c in space.condition_values()],

@@ -167,7 +167,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
     label = condition_label(condition)
     searcher, limit = make_searcher(space, condition, index, run, storage_setting), space.resources.max_concurrent_trials
     if side_by_side and limit:
-        from tuner.search.side_by_side import RunWideLimiter
+        from tuner.search.run_limiter import RunWideLimiter
 
         searcher, limit = RunWideLimiter(searcher, run.uri, label, limit), None
     tune_config = tune.TuneConfig(
@@ -316,7 +316,7 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
         finished = kept_finished(run, label, space)
         if side_by_side and space.resources.max_concurrent_trials:
             # Ray restarts these without asking the searcher: they hold their run-wide slots from the start
-            from tuner.search.side_by_side import run_slots
+            from tuner.search.run_limiter import run_slots
 
             slots = run_slots(run.uri, space.resources.max_concurrent_trials)
             with slots.lock:

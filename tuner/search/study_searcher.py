@@ -67,7 +67,7 @@ class StudySearcher(OptunaSearch):
     def _open(self):
         return open_storage(RunDir(self._run_storage, self._run_name), self._storage_setting)
 
-    def _state(self) -> dict[str, Any]:
+    def _picklable_attributes(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
 
     def _reattach(self, state: dict[str, Any], snapshot: bool = True) -> None:
@@ -106,7 +106,7 @@ class StudySearcher(OptunaSearch):
             self._ot_study.set_user_attr("trials_ray_lost", sorted([*listed, *lost]))
 
     def __getstate__(self) -> dict[str, Any]:
-        return self._state()
+        return self._picklable_attributes()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._reattach(dict(state), snapshot=False)   # tuner.pkl; Ray's snapshot follows through restore()
@@ -121,7 +121,7 @@ class StudySearcher(OptunaSearch):
         if self._storage_setting == JOURNAL_STORAGE:
             upload_journal(RunDir(self._run_storage, self._run_name))
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self._state(), f)
+            pickle.dump(self._picklable_attributes(), f)
 
     def restore(self, checkpoint_path: str) -> None:
         import pickle

@@ -35,69 +35,39 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+TRAINER_BEST = ("val_ccc_mean", "max")   # the Trainer reports best_val_ccc_mean itself (model.trainer)
+
+
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
-                first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
+                first_keys: tuple[str, ...] = (), on_last_epoch: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = ()) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
-    `finished` (resumed, but already finished before the driver died) returns at once: Ray ends it
+    `finished` (resumed, but its study had finished it before the driver died) returns at once: Ray ends it
     with its last result.
-    `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
-    before it is reported: it may add files to that checkpoint and returns metrics to report with it.
+    `on_last_epoch(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved
+    and before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
     (scheduler.rank_by: best)."""
-    import torch
     from ray import tune
+
+    from tuner.search.hold import hold_after, hold_epoch
 
     if tune.get_context().get_trial_id() in finished:
         return
-
-    from model.config import TrainConfig
-    from model.cpu_memory import keep_freed_memory
-    from model.cv import make_trainer
-    from model.metrics import finite_metrics
-    from tuner.search.hold import hold_after, hold_epoch
-    from tuner.storage.store_sync import ensure_local_store
-
-    keep_freed_memory()   # this thread shares the worker's one arena (tuner.search.experiment.start_ray)
-    threads = trial_threads(cpus)
-    torch.set_num_threads(threads)
-    values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
-    train_config = TrainConfig.from_dict(values, source="trial config")
-    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
-    trainer = make_trainer(train_config, str(ensure_local_store(store_path)))   # CVTrainer for cv_folds
-
-    checkpoint = tune.get_checkpoint()
-    reported: list[dict[str, Any]] | None = []   # None: continued from a checkpoint without them
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.load_checkpoint(directory)
-            reported = read_reported(directory)
-
+    trainer, reported = _trainer(config, store_path, cpus, gpus)
     held = hold_epoch()   # tests only (tuner.search.hold)
     epoch_start = time.perf_counter()
 
     def report(metrics: dict[str, Any]) -> None:
         """After each epoch of Trainer.fit: checkpoint into a fresh folder and report both to Ray Tune."""
         nonlocal epoch_start
-        metrics = finite_metrics(metrics)
         epoch_s = time.perf_counter() - epoch_start
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as directory:
-            ckpt_start = time.perf_counter()
-            trainer.save_checkpoint(directory)
-            metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
-            metrics["time_run_epoch_s"] = epoch_s
-            metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
-            if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
-                metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
-            metrics["epoch"] = float(trainer.epoch)
-            for metric, mode in ranked:
-                best = best_so_far(trainer.history, metric, mode)
-                if best is not None:
-                    metrics[f"best_{metric}"] = best
-            if finish is not None and trainer.epoch >= train_config.epochs:
-                metrics.update(finish(trainer, directory))
+            metrics = _checkpointed(trainer, directory, metrics, epoch_s, ranked)
+            if on_last_epoch is not None and trainer.epoch >= trainer.config.epochs:
+                metrics.update(on_last_epoch(trainer, directory))
             metrics = {**{k: metrics[k] for k in first_keys if k in metrics}, **metrics}
             if reported is not None:
                 reported.append(metrics)
@@ -107,3 +77,54 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         epoch_start = time.perf_counter()
 
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
+
+
+def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float) -> tuple[Any, list | None]:
+    """The trial's Trainer (CVTrainer for cv_folds) on this node's copy of the store, restored from the
+    checkpoint Ray hands over, and the reports that checkpoint holds ([] for a fresh trial; None: continued
+    from a checkpoint without them)."""
+    import torch
+    from ray import tune
+
+    from model.config import TrainConfig
+    from model.cpu_memory import keep_freed_blocks_in_malloc
+    from model.cv import make_trainer
+    from tuner.storage.store_sync import ensure_local_store
+
+    keep_freed_blocks_in_malloc()   # this thread shares the worker's one arena (tuner.search.experiment.start_ray)
+    threads = trial_threads(cpus)
+    torch.set_num_threads(threads)
+    values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
+    train_config = TrainConfig.from_dict(values, source="trial config")
+    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
+    trainer = make_trainer(train_config, str(ensure_local_store(store_path)))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return trainer, []
+    with checkpoint.as_directory() as directory:
+        trainer.load_checkpoint(directory)
+        return trainer, read_reported(directory)
+
+
+def _checkpointed(trainer, directory: str, metrics: dict[str, Any], epoch_s: float,
+                  ranked: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The epoch's finite metrics once the trainer's checkpoint is in `directory`, with the time it took, the
+    epoch's time, peak memory and each ranked metric's best so far."""
+    import torch
+
+    from model.metrics import finite_metrics
+
+    metrics = finite_metrics(metrics)
+    ckpt_start = time.perf_counter()
+    trainer.save_checkpoint(directory)
+    metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
+    metrics["time_run_epoch_s"] = epoch_s
+    metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
+    if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
+        metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
+    metrics["epoch"] = float(trainer.epoch)
+    for metric, mode in ranked:
+        best = None if (metric, mode) == TRAINER_BEST else best_so_far(trainer.history, metric, mode)
+        if best is not None:
+            metrics[f"best_{metric}"] = best
+    return metrics

@@ -25,7 +25,7 @@ from typing import Iterator
 from model.atomic_files import replace_dir
 from model.errors import StoreError
 from model.store import STORE_FILES, FeatureStore
-from tuner.storage.uris import access_error, display_uri, is_uri, open_filesystem, uri_basename
+from tuner.storage.uris import access_error, display_uri, is_uri, open_filesystem, reaching, uri_basename
 
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
 MARKER = "sync.json"               # written into a verified local copy before it is renamed into place
@@ -49,15 +49,9 @@ def _filesystem(uri: str):
     return fs, root.rstrip("/")
 
 
-@contextlib.contextmanager
-def _reaching(uri: str) -> Iterator[None]:
+def _reaching(uri: str) -> contextlib.AbstractContextManager[None]:
     """Errors of the bucket (endpoint, credentials, no such bucket) as one StoreError naming the URI."""
-    try:
-        yield
-    except (FileNotFoundError, StoreError):
-        raise
-    except OSError as exc:
-        raise access_error(f"store URI {display_uri(uri)}", exc, StoreError) from None
+    return reaching(f"store URI {display_uri(uri)}", StoreError)
 
 
 def _read_remote(fs, path: str, uri: str) -> bytes:

@@ -8,8 +8,9 @@ UserError naming the URI and what to check (`access_error`).
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Type
+from typing import Iterator, Type
 
 from model.errors import UserError
 
@@ -48,6 +49,18 @@ def display_uri(uri: str) -> str:
 def access_error(uri: str, exc: BaseException, error: Type[UserError] = UserError) -> UserError:
     """The UserError for a bucket that could not be reached or read: the URI, pyarrow's reason, what to check."""
     return error(f"{display_uri(uri)}: cannot use the storage ({exc}); {ACCESS_HINT}")
+
+
+@contextlib.contextmanager
+def reaching(what: str, error: Type[UserError] = UserError) -> Iterator[None]:
+    """Errors of a bucket in the block (endpoint, credentials, no such bucket) as one UserError (of class
+    `error`) naming `what` (`access_error`); a missing file stays a FileNotFoundError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise access_error(what, exc, error) from None
 
 
 def open_filesystem(uri: str, error: Type[UserError] = UserError):
