@@ -11,7 +11,7 @@ the null both methods have the same mean CCC; with `effect` A's is `effect` seed
     python benchmarks/significance_sim.py [--comparisons 400] [--seeds 3 5] [--speaker-bias 0.4]
 
 prints per number of seeds the share of comparisons each test calls significant at alpha 0.05: the
-method-level test (tuner.answers.significance.method_test, the one confirm stars), the paired t over seeds,
+method-level test (tuner.answers.confirm.significance.method_test, the one confirm stars), the paired t over seeds,
 the paired bootstrap over utterances, a plain two-level percentile bootstrap (seed pairs, then
 speakers within each drawn seed) and the method test's variance with Satterthwaite's df.
 """
@@ -49,7 +49,7 @@ def simulate(rng: np.random.Generator, seeds: int, effect: float = 0.0, speaker_
 def rejection_rate(seeds: int, effect: float, comparisons: int, seed: int = 0, resamples: int = 500,
                    speaker_bias: float = SPEAKER_BIAS) -> float:
     """Share of `comparisons` simulated comparisons that the method-level test calls significant."""
-    from tuner.answers.significance import method_test
+    from tuner.answers.confirm.significance import method_test
 
     rng = np.random.default_rng(seed)
     hits = 0
@@ -62,7 +62,7 @@ def rejection_rate(seeds: int, effect: float, comparisons: int, seed: int = 0, r
 def two_level_percentile(y, a, b, spk, rng, resamples: int) -> float:
     """p of a plain two-level percentile bootstrap: seed pairs with replacement, then speakers within
     each drawn seed (its own speaker draw)."""
-    from tuner.answers.significance import resampled_ccc
+    from tuner.answers.confirm.significance import resampled_ccc
 
     seeds, groups = a.shape[0], int(spk.max()) + 1
     preds = np.concatenate([a, b])[..., None]
@@ -78,7 +78,7 @@ def all_tests(seeds: int, effect: float, comparisons: int, speaker_bias: float, 
     """Rejection rate of every test over the same simulated comparisons."""
     from scipy import stats
 
-    from tuner.answers.significance import method_test, paired_bootstrap, paired_t_test
+    from tuner.answers.confirm.significance import method_test, paired_bootstrap, paired_t_test
 
     rng = np.random.default_rng(1)
     hits: dict[str, int] = {}
@@ -99,7 +99,7 @@ def all_tests(seeds: int, effect: float, comparisons: int, speaker_bias: float, 
 
 def seed_cccs(y, a, b) -> tuple[np.ndarray, np.ndarray]:
     """Each seed's CCC on all utterances, of A and of B."""
-    from tuner.answers.significance import resampled_ccc
+    from tuner.answers.confirm.significance import resampled_ccc
 
     ccc = resampled_ccc(y[:, None], np.concatenate([a, b])[..., None], np.ones((1, y.size)))[0, :, 0]
     return ccc[:a.shape[0]], ccc[a.shape[0]:]

@@ -8,7 +8,7 @@ HEAVY = ("torch", "ray", "optuna")
 
 def test_cli_parser_and_run_readers_import_no_heavy_library():
     code = ("import sys; from tuner.cli import build_parser; build_parser(); "
-            "import tuner.runs.summary, tuner.runs.export, tuner.answers.report_data, tuner.answers.confirm_results; "
+            "import tuner.runs.summary, tuner.runs.export, tuner.answers.report.data, tuner.answers.confirm.results; "
             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -72,7 +72,7 @@ def test_resume_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monke
 
 
 def test_confirm_writes_its_results_while_it_holds_the_lock(tmp_path, monkeypatch):
-    from tuner.answers import confirm, confirm_results
+    from tuner.answers.confirm import results as confirm_results, run as confirm
     from tuner.cli import main
     from tuner.commands import confirm as confirm_command
 

@@ -45,7 +45,7 @@ def searched(tiny_store, tmp_path_factory):
 
 
 def test_plan_takes_the_exported_configs_and_a_baseline_per_condition(searched):
-    from tuner.answers.confirm import confirm_seeds, full_config, plan_confirmation
+    from tuner.answers.confirm.plan import confirm_seeds, full_config, plan_confirmation
     from tuner.runs.run_dir import open_run
 
     run = open_run(NAME, str(searched / "results"))
@@ -181,10 +181,10 @@ def test_confirm_killed_then_continued_and_its_numbers(searched, tiny_store):
 def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, tmp_path, monkeypatch, capsys):
     """A condition whose study did not finish: `confirm` refuses and names --partial; with --partial it goes
     on, and the plan, confirm.md and the report say how many trials each condition had."""
-    import tuner.answers.confirm
+    import tuner.answers.confirm.run
     from tuner.cli import main as cli
-    from tuner.answers.confirm import confirm_seeds, plan_confirmation
-    from tuner.answers.confirm_results import search_cell
+    from tuner.answers.confirm.plan import confirm_seeds, plan_confirmation
+    from tuner.answers.confirm.table import search_cell
     from tuner.runs.run_dir import open_run
 
     storage = tmp_path / "results"
@@ -203,7 +203,7 @@ def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, t
     def begin(run, plan, *args, **kwargs):   # past the check: the confirmation itself begins (stopped here)
         begun.append(plan)
         raise KeyboardInterrupt
-    monkeypatch.setattr(tuner.answers.confirm, "run_confirmation", begin)
+    monkeypatch.setattr(tuner.answers.confirm.run, "run_confirmation", begin)
     assert cli(["confirm", NAME, "--storage", str(storage), "--partial", "--split", SPLIT]) == 130
     assert [c["state"] for c in begun[0]["search"]] == ["done", "running"]
 

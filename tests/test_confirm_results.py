@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from model.metrics import ccc
-from tuner.answers.confirm_results import compare, format_table, summarise
+from tuner.answers.confirm.compare import compare
+from tuner.answers.confirm.results import summarise
+from tuner.answers.confirm.table import format_table
 
 SPLIT = "Test1"
 N = 120
@@ -96,7 +98,7 @@ def test_predictions_saved_before_speaker_codes_take_them_from_the_store(tiny_st
     import io
 
     from model.store import FeatureStore
-    from tuner.answers.confirm_results import _predictions
+    from tuner.answers.confirm.results import _predictions
 
     store = FeatureStore.open(tiny_store)
     index = store.ids("Validation", labeled=True)

@@ -151,7 +151,8 @@ def test_a_checkpoint_from_before_the_new_keys_resumes(tiny_store, tmp_path):
 
 
 def test_confirm_evaluates_a_cv_configuration_with_its_fold_ensemble(tiny_store, tmp_path):
-    from tuner.answers.confirm import EVALUATION_FILE, evaluate_seed
+    from tuner.answers.confirm.trial import evaluate_seed
+    from tuner.runs.confirm_files import EVALUATION_FILE
 
     cv = CVTrainer(config(epochs=1, cv_folds=2, unlabeled_pool=0), tiny_store)
     cv.run_epoch()

@@ -22,7 +22,7 @@ def stat(mean: float) -> dict:
 
 
 def confirmed(cid: str, val: float, test: float) -> dict:
-    """A confirmed search configuration (confirm.json's schema: tuner/answers/confirm_results.py), two seeds done."""
+    """A confirmed search configuration (confirm.json's schema: tuner/answers/confirm/results.py), two seeds done."""
     seeds = [{"seed": s, "status": "done", "validation": {"ccc_mean": val}, "test": {SPLIT: {"ccc_mean": test}}}
              for s in (1, 2)]
     return {"id": cid, "kind": "search", "conditions": ["c1"], "condition_values": {}, "rank": 1, "trial_id": cid,

@@ -115,7 +115,7 @@ def test_predict_says_it_cannot_read_a_bucket_model(tmp_path, tiny_corpus, capsy
 
 def test_confirm_plans_a_one_attribute_baseline_in_its_attribute_condition_only(searched):
     from model.errors import UserError
-    from tuner.answers.confirm import confirm_seeds, plan_confirmation
+    from tuner.answers.confirm.plan import confirm_seeds, plan_confirmation
     from tuner.runs.run_dir import open_run
 
     run = open_run(NAME, str(searched / "results"))

@@ -54,7 +54,7 @@ def stat(mean: float, half: float) -> dict:
 
 
 def sample_confirm() -> dict:
-    """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/answers/confirm_results.py): the best
+    """A confirm.json as `python -m tuner confirm` writes it (schema: tuner/answers/confirm/results.py): the best
     configuration of each condition and a baseline, 3 seeds each (one of the second condition's failed),
     and two paired comparisons."""
     def conf(cid, kind, conditions, mean, failed=0):
@@ -214,7 +214,7 @@ def test_study_rebuilt_from_records_matches_the_stored_study(report_run):
     states and per-epoch values as the stored study gives the report."""
     from tuner.search.experiment import space_from_manifest
     from tuner.runs.studies import load_studies
-    from tuner.answers.report_data import scored_view, study_from_records
+    from tuner.answers.report.data import scored_view, study_from_records
     from tuner.runs.run_dir import open_run
     from tuner.runs.trial_records import read_trials
 

@@ -146,7 +146,7 @@ def asha_space(grace: int, factor: float, max_epochs: int):
 def test_report_rung_epochs_are_the_epochs_ray_judges_at():
     """grace 2, reduction factor 1.5: milestones 2, 3, 4.5, 6.75, judged at epochs 2, 3, 5 and 7 (not 4
     and 6); for a run whose run.json does not keep them, the report asks Ray's scheduler."""
-    from tuner.answers.report_data import rung_epochs
+    from tuner.answers.report.data import rung_epochs
 
     assert rung_epochs(asha_space(2, 1.5, 10), {}) == [2, 3, 5, 7, 10]   # and the last epoch
     assert rung_epochs(asha_space(1, 2, 6), {}) == [1, 2, 4, 6]          # integer milestones 1, 2, 4
@@ -164,7 +164,7 @@ def test_run_keeps_rays_rung_epochs_in_run_json_and_the_report_reads_them_withou
     assert manifest["rung_epochs"] == [2, 3, 5, 7]
     (tmp_path / "run.json").write_text(json.dumps(manifest))
     code = ("import json, sys; from tuner.runs.run_dir import space_from_manifest; "
-            "from tuner.answers.report_data import rung_epochs; "
+            "from tuner.answers.report.data import rung_epochs; "
             f"m = json.load(open({str(tmp_path / 'run.json')!r})); "
             "print(json.dumps([rung_epochs(space_from_manifest(m), m), 'ray' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

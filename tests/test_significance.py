@@ -1,4 +1,4 @@
-"""tuner.answers.significance against known results: scipy, hand-computed cases, synthetic systems and the
+"""tuner.answers.confirm.significance against known results: scipy, hand-computed cases, synthetic systems and the
 simulation of benchmarks/significance_sim.py."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from model.metrics import ccc
-from tuner.answers.significance import (holm, method_test, paired_bootstrap, paired_t_test, resampled_ccc, speaker_groups,
+from tuner.answers.confirm.significance import (holm, method_test, paired_bootstrap, paired_t_test, resampled_ccc, speaker_groups,
                                 t_interval)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -29,9 +29,12 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "tuner.scheduler_state": "tuner.search.scheduler_state",
     "tuner.side_by_side": ("tuner.search.side_by_side", "tuner.search.run_limiter"),
     "tuner.stop_signals": "tuner.search.stop_signals",
-    "tuner.confirm": "tuner.answers.confirm", "tuner.confirm_results": "tuner.answers.confirm_results",
-    "tuner.significance": "tuner.answers.significance", "tuner.report": "tuner.answers.report",
-    "tuner.report_data": "tuner.answers.report_data", "tuner.report_figures": "tuner.answers.report_figures",
+    "tuner.confirm": ("tuner.answers.confirm.run", "tuner.answers.confirm.plan", "tuner.answers.confirm.trial",
+                      "tuner.runs.confirm_files"),
+    "tuner.confirm_results": ("tuner.answers.confirm.results", "tuner.answers.confirm.compare",
+                              "tuner.answers.confirm.table", "tuner.runs.confirm_files"),
+    "tuner.significance": "tuner.answers.confirm.significance", "tuner.report": "tuner.answers.report.page",
+    "tuner.report_data": "tuner.answers.report.data", "tuner.report_figures": "tuner.answers.report.figures",
 }
 
 

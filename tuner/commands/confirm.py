@@ -3,7 +3,7 @@
 Retrains the top K configurations of every condition of run NAME, and each baseline config, with N
 seeds each, full epochs and no early stopping, as a Ray Tune experiment at STORAGE/NAME/confirm/;
 evaluates each seed's best model on the validation and test splits and writes confirm.json and the
-table confirm.md there (tuner.answers.confirm_results documents confirm.json). Running it again continues
+table confirm.md there (tuner.answers.confirm.results documents confirm.json). Running it again continues
 an interrupted confirmation (finished seeds are kept); options left out are taken from it.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ HELP = "retrain a run's best configs (and baselines) with several seeds; test CC
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tuner.answers.confirm import DEFAULT_SEEDS, DEFAULT_TOP
-    from tuner.answers.significance import RESAMPLES
+    from tuner.answers.confirm.plan import DEFAULT_SEEDS, DEFAULT_TOP
+    from tuner.answers.confirm.significance import RESAMPLES
 
     parser.add_argument("name", help="the run name")
     add_storage_argument(parser)
@@ -65,7 +65,7 @@ def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from model.errors import UserError
-    from tuner.answers.confirm import DEFAULT_SEEDS, DEFAULT_TOP, confirm_seeds, plan_confirmation, same_plan
+    from tuner.answers.confirm.plan import DEFAULT_SEEDS, DEFAULT_TOP, confirm_seeds, plan_confirmation, same_plan
     from tuner.runs.confirm_files import EXPERIMENT, PLAN_FILE, read_plan
     from tuner.storage.uris import display_uri
 
@@ -96,8 +96,8 @@ def main(args: argparse.Namespace) -> int:
 
     from model.errors import UserError
     from tuner.commands.common import check_top
-    from tuner.answers.confirm import run_confirmation
-    from tuner.answers.confirm_results import collect, write_results
+    from tuner.answers.confirm.run import run_confirmation
+    from tuner.answers.confirm.results import collect, write_results
     from tuner.runs.confirm_files import CONFIRM_FILE, EXPERIMENT, TABLE_FILE
     from tuner.runs.run_dir import open_run
     from tuner.search.stop_signals import exit_code

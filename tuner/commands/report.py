@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from model.atomic_files import check_output_dir
-    from tuner.answers.report import write_report
+    from tuner.answers.report.page import write_report
     from tuner.runs.run_dir import open_run
 
     if args.out is not None:

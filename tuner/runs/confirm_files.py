@@ -1,6 +1,6 @@
-"""The confirmation's files in a run folder, RUN/confirm/ (written by tuner.answers.confirm and
-tuner.answers.confirm_results): the plan (plan.json), each seed's evaluation in its trial's final checkpoint
-(evaluation.json), the results (confirm.json, schema in tuner.answers.confirm_results) and their table
+"""The confirmation's files in a run folder, RUN/confirm/ (written by tuner.answers.confirm.run and
+tuner.answers.confirm.results): the plan (plan.json), each seed's evaluation in its trial's final checkpoint
+(evaluation.json), the results (confirm.json, schema in tuner.answers.confirm.results) and their table
 (confirm.md). Reading them needs no Ray: `status` shows the confirmation's progress, `export --by confirmed`
 and `report` read confirm.json."""
 from __future__ import annotations

@@ -2,7 +2,7 @@
 report.md (the same tables, for a paper or a pull request) for one run.
 
 The tables are built once (`tables_*`) and rendered to both formats; the charts come from
-tuner.answers.report_figures; the data from tuner.answers.report_data.
+tuner.answers.report.figures; the data from tuner.answers.report.data.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.answers.report_data import RunReport, collect
+from tuner.answers.report.data import RunReport, collect
 from model.atomic_files import atomic_write, check_output_dir
 from tuner.runs.run_dir import RunDir
 
@@ -104,11 +104,11 @@ def table_rungs(report: RunReport, cond) -> Table:
 
 
 def tables_confirm(report: RunReport) -> list[Table]:
-    """The confirmation (python -m tuner confirm; confirm.json's schema is in tuner/answers/confirm_results.py):
+    """The confirmation (python -m tuner confirm; confirm.json's schema is in tuner/answers/confirm/results.py):
     per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
-    from tuner.answers.confirm_results import (COMPARISON_HEADERS, comparison_row, comparisons_note, search_cell,
+    from tuner.answers.confirm.table import (COMPARISON_HEADERS, comparison_row, comparisons_note, search_cell,
                                        seeds_cell, stat_cell)
 
     c = report.confirm
@@ -229,7 +229,7 @@ def _anchor(label: str) -> str:
 def render_html(report: RunReport) -> str:
     from plotly.offline import get_plotlyjs
 
-    from tuner.answers import report_figures as rf
+    from tuner.answers.report import figures as rf
 
     e = html.escape
     meta = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in header_lines(report))
