@@ -14,7 +14,7 @@ import re
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from model.corpora import ATTRIBUTES
 from model.errors import ConfigError
@@ -144,18 +144,24 @@ class TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
     # ---- validation ----------------------------------------------------------------------
-    def validate(self) -> None:
-        def bad(key, allowed):
-            raise InvalidValue(key, f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
+    def _invalid(self, key: str, allowed: str) -> NoReturn:
+        raise InvalidValue(key, f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
 
+    def _check_numbers(self) -> None:
+        """Integers within INT_RANGES; every float finite (from Python callers too: YAML and --set values are
+        checked in _coerce)."""
         for key, (low, high) in INT_RANGES.items():
             value = getattr(self, key)
             if value is not None and not low <= value <= high:
-                bad(key, f"an integer >= {low} and <= {high}{INT_NOTES.get(key, '')}")
-        for f in fields(self):   # floats from Python callers too (YAML and --set values are checked in _coerce)
+                self._invalid(key, f"an integer >= {low} and <= {high}{INT_NOTES.get(key, '')}")
+        for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                bad(f.name, "a finite number (not NaN or infinity)")
+                self._invalid(f.name, "a finite number (not NaN or infinity)")
+
+    def validate(self) -> None:
+        bad = self._invalid
+        self._check_numbers()
         if self.temporal not in TEMPORAL_MODULES:
             bad("temporal", "one of " + ", ".join(TEMPORAL_MODULES))
         if self.temporal == "triplet" and self.chunks_per_sentence < self.triplet_window + 2:

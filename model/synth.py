@@ -277,15 +277,35 @@ def _overlap_add(spectra: np.ndarray, n: int) -> np.ndarray:
 
 
 def render(plan: UtterancePlan) -> np.ndarray:
-    """The waveform of one planned utterance: float32 in [-1, 1] at SAMPLE_RATE."""
+    """The waveform of one planned utterance: float32 in [-1, 1] at SAMPLE_RATE (the steps below draw from
+    one generator, in this order)."""
     rng = _rng(plan.seed, plan.pool, plan.index, 1)
-    spk = plan.speaker
-    act, dom, val = plan.emotion
     n = int(round(plan.duration * SAMPLE_RATE))
     t = np.arange(n) / SAMPLE_RATE
+    syl = _syllable_timing(rng, plan, n)
+    f0 = _pitch(rng, plan, syl, t, n)
+    source, noise_src = _sources(rng, plan, syl, f0, n)
+    speech = _filtered(rng, plan, syl, source, noise_src, n)
+    return _recorded(rng, plan, speech, syl.env_v, t, n)
 
-    # Syllables and which sample belongs to which part of which syllable.
-    rate = spk.rate * math.exp(0.09 * act + 0.03 * dom + rng.normal(0, 0.06))
+
+@dataclass
+class _Timing:
+    """Where each sample is in its syllable, and the syllables' envelopes."""
+    syl: dict[str, np.ndarray]   # the syllables (_syllables)
+    start: np.ndarray            # first sample of each syllable
+    onset: np.ndarray            # samples of its consonant onset
+    vowel_len: np.ndarray        # samples of its vowel
+    safe: np.ndarray             # per sample: its syllable (the first before any)
+    u: np.ndarray                # per sample: the position in its vowel, 0..1
+    env_v: np.ndarray            # voiced envelope
+    env_f: np.ndarray            # frication envelope
+
+
+def _syllable_timing(rng: np.random.Generator, plan: UtterancePlan, n: int) -> _Timing:
+    """Syllables and which sample belongs to which part of which syllable."""
+    act, dom, _ = plan.emotion
+    rate = plan.speaker.rate * math.exp(0.09 * act + 0.03 * dom + rng.normal(0, 0.06))
     syl = _syllables(rng, plan.duration, rate)
     start = np.rint(syl["start"] * SAMPLE_RATE).astype(np.int64)
     length = np.maximum(np.rint(syl["length"] * SAMPLE_RATE).astype(np.int64), 1)
@@ -303,9 +323,14 @@ def render(plan: UtterancePlan) -> np.ndarray:
     u_f = np.clip(local / np.maximum(onset[safe], 1), 0, 1)
     fric_gain = rng.uniform(0.05, 0.25, start.size) * (1 + 0.15 * dom)
     env_f = np.where(frication, np.sin(np.pi * u_f) ** 0.5, 0.0) * fric_gain[safe]
+    return _Timing(syl, start, onset, vowel_len, safe, u, env_v, env_f)
 
-    # Pitch contour in semitones around the speaker's median.
-    vowel_mid = (start + onset + vowel_len / 2) / SAMPLE_RATE
+
+def _pitch(rng: np.random.Generator, plan: UtterancePlan, s: _Timing, t: np.ndarray, n: int) -> np.ndarray:
+    """F0 per sample (Hz): a contour in semitones around the speaker's median."""
+    act, dom, val = plan.emotion
+    syl = s.syl
+    vowel_mid = (s.start + s.onset + s.vowel_len / 2) / SAMPLE_RATE
     accents = vowel_mid[syl["accent"] > 0]
     span = 2.4 * math.exp(0.3 * act + 0.08 * val + rng.normal(0, 0.15))
     heights = span * rng.uniform(0.5, 1.0, accents.size)
@@ -313,15 +338,21 @@ def render(plan: UtterancePlan) -> np.ndarray:
     bumps = (heights * np.exp(-0.5 * ((grid[:, None] - accents) / 0.07) ** 2)).sum(axis=1)
     semis = np.interp(t, grid, bumps) + 0.8 * _smooth_noise(rng, n, SAMPLE_RATE // 4)
     semis += 1.8 * act + 0.4 * dom + rng.normal(0, 0.8)
-    phrase_time = t - syl["phrase"][safe]
+    phrase_time = t - syl["phrase"][s.safe]
     semis -= (1.2 + 0.3 * rng.standard_normal()) * phrase_time  # declination, reset per phrase
     final_shape = 1.2 * val + 0.6 * rng.standard_normal() - 0.5  # rise when positive
-    semis += np.where(syl["final"][safe] > 0, final_shape * u ** 2, 0.0)
+    semis += np.where(syl["final"][s.safe] > 0, final_shape * s.u ** 2, 0.0)
     jitter = 0.006 * math.exp(-0.35 * val)
-    f0 = spk.f0 * 2 ** (semis / 12) * (1 + jitter * _smooth_noise(rng, n, 40))
-    f0 = np.clip(f0, 55, 500)
+    f0 = plan.speaker.f0 * 2 ** (semis / 12) * (1 + jitter * _smooth_noise(rng, n, 40))
+    return np.clip(f0, 55, 500)
 
-    # Glottal source: Rosenberg pulses (differentiated flow), shimmer, aspiration noise.
+
+def _sources(rng: np.random.Generator, plan: UtterancePlan, s: _Timing, f0: np.ndarray,
+             n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The glottal source (Rosenberg pulses, differentiated flow; shimmer, aspiration noise) under the voiced
+    envelope, and the frication noise under its envelope."""
+    act, dom, val = plan.emotion
+    spk = plan.speaker
     phase = np.cumsum(f0 / SAMPLE_RATE)
     cycle = phase.astype(np.int64)
     frac = phase - cycle
@@ -334,10 +365,16 @@ def render(plan: UtterancePlan) -> np.ndarray:
     source = np.diff(flow, prepend=0.0) * (SAMPLE_RATE / spk.f0) / 10
     breath = spk.breath * math.exp(-0.25 * act)
     source += breath * (0.4 + flow) * rng.standard_normal(n)
-    source *= env_v
-    noise_src = rng.standard_normal(n) * env_f
+    source *= s.env_v
+    return source, rng.standard_normal(n) * s.env_f
 
-    # Frame-wise filters: formants gliding between vowel targets, tilt, microphone.
+
+def _filtered(rng: np.random.Generator, plan: UtterancePlan, s: _Timing, source: np.ndarray,
+              noise_src: np.ndarray, n: int) -> np.ndarray:
+    """Frame-wise filters: formants gliding between vowel targets, spectral tilt, the microphone."""
+    act, dom, val = plan.emotion
+    spk, syl = plan.speaker, s.syl
+    vowel_mid = (s.start + s.onset + s.vowel_len / 2) / SAMPLE_RATE
     frames = (n + FRAME // 2) // HOP + 1
     frame_t = np.arange(frames) * HOP / SAMPLE_RATE
     targets = VOWELS[syl["vowel"].astype(int)]
@@ -351,17 +388,21 @@ def render(plan: UtterancePlan) -> np.ndarray:
     mic_db = spk.mic + rng.normal(0, 0.3)
     voiced_resp = _formant_response(freqs, np.broadcast_to(bws, freqs.shape))
     voiced_resp = voiced_resp * 10 ** ((tilt_db + mic_db) * octaves / 20)
-    frame_syl = np.maximum(np.searchsorted(start, frame_t * SAMPLE_RATE, side="right") - 1, 0)
+    frame_syl = np.maximum(np.searchsorted(s.start, frame_t * SAMPLE_RATE, side="right") - 1, 0)
     fc = ONSET_CENTRES[syl["fric"].astype(int)][frame_syl] * spk.vtl
     fric_resp = np.exp(-0.5 * ((octaves[None, :] - np.log2(fc[:, None] / 1000)) / 0.8) ** 2)
     fric_resp = fric_resp * 10 ** (mic_db * octaves / 20)
     spectra = _frames(source, frames) * voiced_resp + _frames(noise_src, frames) * fric_resp
-    speech = _overlap_add(spectra, n)
+    return _overlap_add(spectra, n)
 
-    # Loudness, background noise at a random SNR, recording gain.
+
+def _recorded(rng: np.random.Generator, plan: UtterancePlan, speech: np.ndarray, env_v: np.ndarray,
+              t: np.ndarray, n: int) -> np.ndarray:
+    """The speech at its loudness, background noise at a random SNR (sometimes mains hum), a recording gain."""
+    act, dom, _ = plan.emotion
     active = env_v > 0.2
     rms = math.sqrt(float(np.mean(speech[active] ** 2))) if active.any() else 1e-3
-    level_db = -26 + 2.5 * act + 1.5 * dom + spk.level + rng.normal(0, 1.0)
+    level_db = -26 + 2.5 * act + 1.5 * dom + plan.speaker.level + rng.normal(0, 1.0)
     speech *= 10 ** (level_db / 20) / max(rms, 1e-9)
     colour = rng.uniform(0.5, 1.6)
     size = scipy.fft.next_fast_len(n, real=True)

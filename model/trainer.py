@@ -261,14 +261,7 @@ class Trainer:
         `assignments` [n, C]; `labels` [n, A] normalised (None: the SSL stage, clustering path only).
         """
         cfg, C = self.config, self.config.chunks_per_sentence
-        net = self.network
-        self._reset_top_layer()
-        net.train()
-        frozen = self.epoch < cfg.freeze_encoder_epochs      # self.epoch: epochs completed before this one
-        if frozen:
-            net.encoder.eval()                                 # BatchNorm statistics and dropout frozen too
-        for p in net.encoder.parameters():
-            p.requires_grad_(not frozen)                       # no gradient, so no optimiser step or decay
+        self._start_stage()
         if chunk_sampling:  # vanilla: cluster-uniform chunks, batches of batch_size*C chunks
             order = sample_chunks(assignments.reshape(-1), cfg.num_clusters, self.rng)
             step = cfg.batch_size * C
@@ -277,52 +270,13 @@ class Trainer:
             step = cfg.batch_size
         sums: dict[str, float] = defaultdict(float)
         batches = chunks = 0
-        use_triplet = cfg.temporal == "triplet"
         t_stage = time.perf_counter()
         for b in range(0, len(order), step):
-            pick = order[b:b + step]
             t = time.perf_counter()
-            if chunk_sampling:
-                sent, pos = pick // C, pick % C
-                x = self._single_chunks(ids[sent], pos)
-                pseudo = assignments.reshape(-1)[pick]
-                y = labels[sent] if labels is not None else None
-            else:
-                x = self._sentence_chunks(ids[pick])
-                pseudo = assignments[pick].reshape(-1)
-                y = np.repeat(labels[pick], C, axis=0) if labels is not None else None
-            if self.augment is not None:
-                x = self.augment(x)
-            pseudo_t = torch.from_numpy(pseudo).to(self.device)
-            y_t = torch.from_numpy(y).to(self.device) if y is not None else None
+            x, pseudo_t, y_t = self._stage_batch(order[b:b + step], ids, assignments, labels, chunk_sampling)
             times["batch"] += time.perf_counter() - t
-
             with self._oom_guard(f"training ({stage_name} stage)"):
-                with self._autocast():
-                    out = net(x)
-                loss_ce = F.cross_entropy(out.logits.float(), pseudo_t)
-                loss = loss_ce
-                parts = {"loss_ce": loss_ce}
-                if y_t is not None:
-                    loss_ccc = (ccc_loss(out.attributes.float(), y_t) * self.attribute_weights).sum()
-                    loss = loss + loss_ccc
-                    parts["loss_ccc"] = loss_ccc
-                if use_triplet:
-                    emb = out.embedding.float().view(-1, C, out.embedding.shape[-1])
-                    loss_trip = triplet_loss(emb, cfg.triplet_margin, cfg.triplet_window,
-                                             cfg.triplets_per_sentence, self.triplet_generator)
-                    loss = loss + cfg.triplet_weight * loss_trip
-                    parts["loss_triplet"] = loss_trip
-                if not torch.isfinite(loss):
-                    self._diverged(f"the {stage_name} loss became {loss.item()} at epoch {self.epoch + 1}, "
-                                   f"batch {b // step + 1}")
-                for opt in self.optimizers:
-                    opt.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                for opt in self.optimizers:
-                    self.scaler.step(opt)
-                self.scaler.update()
-            parts["loss_total"] = loss
+                parts = self._train_step(x, pseudo_t, y_t, f"{stage_name} loss", b // step + 1)
             for k, v in parts.items():
                 sums[k] += float(v.detach())
             batches += 1
@@ -332,6 +286,67 @@ class Trainer:
         result = {k: v / max(batches, 1) for k, v in sums.items()}
         result.update(chunks=chunks, seconds=seconds)
         return result
+
+    def _start_stage(self) -> None:
+        """A fresh top layer, training mode, and the encoder frozen for the first freeze_encoder_epochs."""
+        net = self.network
+        self._reset_top_layer()
+        net.train()
+        frozen = self.epoch < self.config.freeze_encoder_epochs   # self.epoch: epochs completed before this one
+        if frozen:
+            net.encoder.eval()                                 # BatchNorm statistics and dropout frozen too
+        for p in net.encoder.parameters():
+            p.requires_grad_(not frozen)                       # no gradient, so no optimiser step or decay
+
+    def _stage_batch(self, pick: np.ndarray, ids: np.ndarray, assignments: np.ndarray, labels: np.ndarray | None,
+                     chunk_sampling: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The chunks of batch `pick` (augmented when SpecAugment is on), their pseudo-labels and their
+        attribute labels (None in the SSL stage) on the device."""
+        C = self.config.chunks_per_sentence
+        if chunk_sampling:
+            sent, pos = pick // C, pick % C
+            x = self._single_chunks(ids[sent], pos)
+            pseudo = assignments.reshape(-1)[pick]
+            y = labels[sent] if labels is not None else None
+        else:
+            x = self._sentence_chunks(ids[pick])
+            pseudo = assignments[pick].reshape(-1)
+            y = np.repeat(labels[pick], C, axis=0) if labels is not None else None
+        if self.augment is not None:
+            x = self.augment(x)
+        pseudo_t = torch.from_numpy(pseudo).to(self.device)
+        y_t = torch.from_numpy(y).to(self.device) if y is not None else None
+        return x, pseudo_t, y_t
+
+    def _train_step(self, x: torch.Tensor, pseudo_t: torch.Tensor, y_t: torch.Tensor | None, what: str,
+                    batch: int) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch; returns its losses (cross-entropy, CCC, triplet, total)."""
+        cfg, C = self.config, self.config.chunks_per_sentence
+        with self._autocast():
+            out = self.network(x)
+        loss_ce = F.cross_entropy(out.logits.float(), pseudo_t)
+        loss = loss_ce
+        parts = {"loss_ce": loss_ce}
+        if y_t is not None:
+            loss_ccc = (ccc_loss(out.attributes.float(), y_t) * self.attribute_weights).sum()
+            loss = loss + loss_ccc
+            parts["loss_ccc"] = loss_ccc
+        if cfg.temporal == "triplet":
+            emb = out.embedding.float().view(-1, C, out.embedding.shape[-1])
+            loss_trip = triplet_loss(emb, cfg.triplet_margin, cfg.triplet_window,
+                                     cfg.triplets_per_sentence, self.triplet_generator)
+            loss = loss + cfg.triplet_weight * loss_trip
+            parts["loss_triplet"] = loss_trip
+        if not torch.isfinite(loss):
+            self._diverged(f"the {what} became {loss.item()} at epoch {self.epoch + 1}, batch {batch}")
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        parts["loss_total"] = loss
+        return parts
 
     def validate(self) -> dict[str, float]:
         """Validation CCC per attribute at sentence level (mean of chunk predictions, de-normalised)."""

@@ -1,5 +1,6 @@
 """The import graph of model/ and tuner/, read with `ast` (every import, at module level or inside a
-function, absolute or relative): no circle, and model/ never imports ray or tuner."""
+function, absolute or relative): no circle, model/ never imports ray or tuner, and tuner's packages import
+one way only (docs/architecture.md): cli and commands -> answers -> search -> runs -> space, storage -> model."""
 from __future__ import annotations
 
 import ast
@@ -71,6 +72,32 @@ def test_model_never_imports_ray_or_tuner():
     bad = {name: sorted(m for m in mods if m.split(".")[0] in ("ray", "tuner"))
            for name, mods in all_imports("model").items()}
     assert not {name: mods for name, mods in bad.items() if mods}
+
+
+# lowest first; a module may import its own layer and those below it (space and storage do not import each other)
+LAYERS = [("model",), ("tuner.storage", "tuner.space"), ("tuner.runs",), ("tuner.search",), ("tuner.answers",),
+          ("tuner.commands", "tuner.cli", "tuner.__main__")]
+
+
+def layer(module: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) for name in names
+                if module == name or module.startswith(name + "."))
+
+
+def package(module: str) -> str:
+    """model, or tuner's package (tuner.runs, ...) of a module."""
+    return ".".join(module.split(".")[:2]) if module.startswith("tuner.") else module.split(".")[0]
+
+
+def test_packages_import_one_way():
+    graph = import_graph()
+    upward = [f"{a} -> {b}" for a, targets in graph.items() if a != "tuner" for b in targets
+              if layer(b) > layer(a)]
+    sideways = [f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                if {package(a), package(b)} == {"tuner.space", "tuner.storage"}]
+    assert not upward and not sideways, upward + sideways
+    top = [p.name for p in (REPO / "tuner").glob("*.py")]
+    assert sorted(top) == ["__init__.py", "__main__.py", "cli.py"], top
 
 
 def test_the_graph_sees_function_level_and_relative_imports(tmp_path):

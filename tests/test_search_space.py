@@ -265,7 +265,7 @@ def test_rank_by_best_points_the_scheduler_at_the_best_so_far_metric(tmp_path):
 
 
 def test_best_so_far_follows_the_mode_and_skips_missing_values():
-    from tuner.runs.tensorboard_log import tag_for
+    from tuner.runs.metric_tags import tag_for
     from tuner.search.trainable import best_so_far
 
     history = [{"val_ccc_mean": 0.2}, {"val_ccc_mean": float("nan")}, {"loss_total": 1.0}, {"val_ccc_mean": 0.1}]

@@ -34,13 +34,6 @@ COMMANDS = {
 }
 
 
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """`--set key=value [key=value ...]`, repeatable: config overrides (model.config.TrainConfig.load)."""
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config keys: --set temporal=cnn epochs=5 (several pairs, and "
-                             "repeatable)")
-
-
 def _available() -> dict:
     modules = {}
     for name, module in COMMANDS.items():

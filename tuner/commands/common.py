@@ -1,6 +1,7 @@
 """Helpers several commands share (a command never imports another command)."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -9,6 +10,13 @@ from tuner.runs.run_dir import RunDir
 
 DEMO_CORPUS = Path("data") / "synthetic"
 DEMO_STORE = Path("data") / "synthetic.store"
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """`--set key=value [key=value ...]`, repeatable: config overrides (model.config.TrainConfig.load)."""
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys: --set temporal=cnn epochs=5 (several pairs, and "
+                             "repeatable)")
 
 
 def demo_store() -> Path:

@@ -13,9 +13,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from tuner.cli import add_set_argument
+from tuner.commands.common import add_set_argument
 
 HELP = "train one DeepEmoCluster model on a feature store (resumable)"
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoint", "best_model.pt", "best_model")
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tensorboard_tag(key: str) -> str | None:
     """TensorBoard tag of a metrics key, the same as a search trial's (None: not logged)."""
-    from tuner.search.trainable import tag_for
+    from tuner.runs.metric_tags import tag_for
 
     return None if key in ("epoch", "is_best", "train_sentences", "ssl_sentences") else tag_for(key)
 
@@ -75,70 +75,18 @@ def main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     """The training run, with the lock on `out` held."""
-    import yaml
-
-    from model.atomic_files import atomic_write
-    from model.checkpoint import best_model_name, find_checkpoint
-    from model.config import TrainConfig
-    from model.cv import make_trainer
-    from model.errors import UserError
-    from model.metrics import finite_metrics, json_metrics
-    from model.trainer import TrainingDiverged
-
-    held = [name for name in RUN_MARKERS if (out / name).exists()]
-    if args.resume:
-        if not (out / "config.yaml").is_file():
-            raise UserError(f"--resume: {out} holds no run to continue (no {out / 'config.yaml'})")
-        if args.config:
-            raise UserError("--config cannot be combined with --resume: the run keeps its config.yaml "
-                            "(use --set epochs=N to extend it)")
-        config = TrainConfig.load(out / "config.yaml", args.set)
-    else:
-        if held:
-            raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it "
-                            "or choose another --out")
-        config = TrainConfig.load(args.config, args.set)
-
-    trainer = make_trainer(config, args.store)   # checks the store before anything is written to --out
-    best = out / best_model_name(config)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = out / "checkpoint"
-    if args.resume and find_checkpoint(checkpoint_dir) is not None:
-        trainer.load_checkpoint(checkpoint_dir)
-        trainer.save_best_model(best)
-        print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
-    atomic_write(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
-    atomic_write(out / "metrics.jsonl", "".join(json.dumps(json_metrics(m)) + "\n" for m in trainer.history))
-
     from torch.utils.tensorboard import SummaryWriter
 
+    from model.trainer import TrainingDiverged
     from tuner.search.stop_signals import held
 
+    config = _config(args, out)
+    trainer, best, checkpoint_dir = _start(args, out, config)
     writer = SummaryWriter(log_dir=str(out))
-    attributes = list(config.attributes)
-
-    def on_epoch(metrics: dict[str, Any]) -> bool:
-        with held():   # Ctrl+C or SIGTERM acts after the epoch's records (TensorBoard's flush waits on its thread)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(json_metrics(metrics)) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            for key, value in finite_metrics(metrics).items():
-                tag = tensorboard_tag(key)
-                if tag is not None:
-                    writer.add_scalar(tag, value, metrics["epoch"])
-            writer.flush()
-            if metrics["is_best"]:
-                trainer.save_best_model(best)
-            _write_status(out, "running", metrics["epoch"])
-            print(format_line(metrics, config.epochs, attributes), flush=True)
-        return False
-
     resume_hint = f"python -m tuner train --store {args.store} --out {out} --resume"
     try:
         _write_status(out, "running", trainer.epoch)
-        summary = trainer.fit(on_epoch, checkpoint_dir)
+        summary = trainer.fit(_epoch_records(out, trainer, best, config, writer), checkpoint_dir)
     except KeyboardInterrupt:   # Ctrl+C or SIGTERM (tuner.search.stop_signals)
         from tuner.search.stop_signals import exit_code
 
@@ -160,6 +108,77 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     print(f"done: {summary['epochs']} epochs, best val_ccc_mean {summary['best_val_ccc_mean']:.4f} "
           f"at epoch {summary['best_epoch']}; model: {best}", flush=True)
     return 0
+
+
+def _config(args: argparse.Namespace, out: Path):
+    """The run's TrainConfig: --config and --set for a new run, the run's config.yaml and --set to resume."""
+    from model.config import TrainConfig
+    from model.errors import UserError
+
+    present = [name for name in RUN_MARKERS if (out / name).exists()]
+    if args.resume:
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume: {out} holds no run to continue (no {out / 'config.yaml'})")
+        if args.config:
+            raise UserError("--config cannot be combined with --resume: the run keeps its config.yaml "
+                            "(use --set epochs=N to extend it)")
+        return TrainConfig.load(out / "config.yaml", args.set)
+    if present:
+        raise UserError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
+                        "or choose another --out")
+    return TrainConfig.load(args.config, args.set)
+
+
+def _start(args: argparse.Namespace, out: Path, config) -> tuple[Any, Path, Path]:
+    """The trainer (restored from the run's checkpoint with --resume), its best model's path and the
+    checkpoint folder; config.yaml and metrics.jsonl written to match the checkpoint."""
+    import yaml
+
+    from model.atomic_files import atomic_write
+    from model.checkpoint import best_model_name, find_checkpoint
+    from model.cv import make_trainer
+    from model.metrics import json_metrics
+
+    trainer = make_trainer(config, args.store)   # checks the store before anything is written to --out
+    best = out / best_model_name(config)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out / "checkpoint"
+    if args.resume and find_checkpoint(checkpoint_dir) is not None:
+        trainer.load_checkpoint(checkpoint_dir)
+        trainer.save_best_model(best)
+        print(f"resuming {out} after epoch {trainer.epoch}", flush=True)
+    atomic_write(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # metrics.jsonl always matches the checkpoint: an epoch interrupted before its checkpoint is dropped
+    atomic_write(out / "metrics.jsonl", "".join(json.dumps(json_metrics(m)) + "\n" for m in trainer.history))
+    return trainer, best, checkpoint_dir
+
+
+def _epoch_records(out: Path, trainer, best: Path, config, writer) -> Callable[[dict[str, Any]], bool]:
+    """Trainer.fit's per-epoch callback: the epoch's metrics.jsonl line, TensorBoard scalars, best model,
+    status.json and printed line, all before a Ctrl+C or SIGTERM acts."""
+    from model.metrics import finite_metrics, json_metrics
+    from tuner.search.stop_signals import held
+
+    attributes = list(config.attributes)
+
+    def on_epoch(metrics: dict[str, Any]) -> bool:
+        with held():   # Ctrl+C or SIGTERM acts after the epoch's records (TensorBoard's flush waits on its thread)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(json_metrics(metrics)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            for key, value in finite_metrics(metrics).items():
+                tag = tensorboard_tag(key)
+                if tag is not None:
+                    writer.add_scalar(tag, value, metrics["epoch"])
+            writer.flush()
+            if metrics["is_best"]:
+                trainer.save_best_model(best)
+            _write_status(out, "running", metrics["epoch"])
+            print(format_line(metrics, config.epochs, attributes), flush=True)
+        return False
+
+    return on_epoch
 
 
 def _checkpoint_epoch(checkpoint_dir: Path) -> int:

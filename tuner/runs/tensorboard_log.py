@@ -1,7 +1,7 @@
 """TensorBoard logging of a search: per-trial curves under clear tags and the HParams dashboard.
 
 Ray's own TensorBoard logger writes every value under `ray/tune/...` and an experiment summary per
-trial; this one writes each reported metric under the tag `tag_for` gives
+trial; this one writes each reported metric under the tag `tuner.runs.metric_tags.tag_for` gives
 (`val/ccc_act`, `train/loss_ccc`, `cluster/nmi`, `time/epoch_s`, ...), one session per trial with
 its hyperparameters and final metrics, and one experiment summary at the run's root that lists
 every hyperparameter of the space, so that trials with conditional parameters share one table.
@@ -19,6 +19,7 @@ from typing import Any
 from ray.tune.logger import LoggerCallback
 from tensorboard.plugins.hparams import summary_v2 as hp
 
+from tuner.runs.metric_tags import tag_for
 from tuner.runs.trial_record import checkpoint_reports
 from tuner.runs.trial_records import better
 
@@ -27,23 +28,6 @@ SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "t
            "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "done",
            "trial_id", "date", "hostname", "node_ip", "config", "checkpoint_dir_name", "should_checkpoint",
            "train_sentences", "ssl_sentences"}
-
-# Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
-# cluster/ or time/ (this module writes them).
-TAG_PREFIXES = (("best_val_", "val/best_"), ("best_", "best/"), ("kmeans_objective", "cluster/objective"),
-                ("chunks_per_s", "time/chunks_per_s"), ("ssl_cluster_", "ssl/cluster_"), ("val_", "val/"),
-                ("ssl_", "ssl/"), ("loss_", "train/loss_"), ("time_", "time/"), ("cluster_", "cluster/"),
-                ("nmi", "cluster/nmi"), ("fold", "folds/fold"), ("is_best", "val/is_best"),
-                ("peak_rss_mb", "resources/peak_rss_mb"), ("peak_gpu_mb", "resources/peak_gpu_mb"))
-
-
-def tag_for(metric: str) -> str:
-    """TensorBoard tag of a reported metric: val_ccc_act -> val/ccc_act, nmi -> cluster/nmi."""
-    for prefix, tag in TAG_PREFIXES:
-        if metric.startswith(prefix):
-            return tag + metric[len(prefix):]
-    return f"other/{metric}"
-
 
 # Final metrics shown in the HParams table (the latest value of each tag in a trial's run).
 HPARAM_METRICS = ("val_ccc_mean", "val_ccc_act", "val_ccc_dom", "val_ccc_val", "loss_total", "nmi",
