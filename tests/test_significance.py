@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from model.metrics import ccc
-from tuner.answers.confirm.significance import (holm, method_test, paired_bootstrap, paired_t_test, resampled_ccc, speaker_groups,
-                                t_interval)
+from tuner.answers.confirm.significance import (holm, method_test, paired_bootstrap, paired_t_test, resampled_ccc,
+                                                speaker_groups, t_interval)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

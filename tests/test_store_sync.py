@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from model.errors import StoreError
-from tuner.storage.store_sync import (MANIFEST, MARKER, STORE_FILES, check_store, ensure_local_store, fingerprint,
-                              upload_store)
+from tuner.storage.store_sync import (MANIFEST, MARKER, STORE_FILES, check_store, ensure_local_store,
+                                      fingerprint, upload_store)
 
 REPO = Path(__file__).resolve().parents[1]
 

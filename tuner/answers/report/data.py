@@ -4,7 +4,7 @@ best configurations, rung counts, per-epoch curves, the Optuna study and its par
 Everything is read without Ray: the trials from Ray's files (tuner.runs.trial_records), the Optuna studies
 from the run's Optuna storage (tuner.runs.studies), rebuilt from the trial records only for a run
 made before studies were stored (see `condition_studies`). Nothing here draws or formats
-(report_figures and report do).
+(tuner.answers.report.figures and .page do).
 """
 from __future__ import annotations
 

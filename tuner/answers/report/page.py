@@ -109,7 +109,7 @@ def tables_confirm(report: RunReport) -> list[Table]:
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
     from tuner.answers.confirm.table import (COMPARISON_HEADERS, comparison_row, comparisons_note, search_cell,
-                                       seeds_cell, stat_cell)
+                                             seeds_cell, stat_cell)
 
     c = report.confirm
     if not c:
