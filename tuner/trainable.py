@@ -61,7 +61,8 @@ def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
-                finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = ()) -> None:
+                finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
+                errors: Any = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -70,7 +71,9 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
     before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
-    (scheduler.rank_by: best)."""
+    (scheduler.rank_by: best).
+    `errors` (a tuner.config_errors.ErrorFolder): where a configuration the store cannot train (a UserError
+    while the trial sets up) is recorded instead of raised, so that Ray does not retry it; None: raised."""
     import torch
     from ray import tune
 
@@ -78,6 +81,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         return
 
     from model.config import TrainConfig
+    from model.errors import UserError
     from model.cpu_memory import keep_freed_memory
     from model.cv import make_trainer
     from model.metrics import finite_metrics
@@ -88,9 +92,19 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     threads = trial_threads(cpus)
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
-    train_config = TrainConfig.from_dict(values, source="trial config")
-    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
-    trainer = make_trainer(train_config, str(ensure_local_store(store_path)))   # CVTrainer for cv_folds
+    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store; a copy
+    # that fails stays an exception (Ray retries the trial)
+    local_store = str(ensure_local_store(store_path))
+    try:
+        train_config = TrainConfig.from_dict(values, source="trial config")
+        trainer = make_trainer(train_config, local_store)   # CVTrainer for cv_folds
+    except UserError as exc:
+        if errors is None:
+            raise
+        folder = Path(tune.get_context().get_trial_dir()).name
+        errors.record(folder, str(exc))
+        print(f"[tuner] {folder}: {exc} (a configuration error: the trial ends, it is not retried)")
+        return
 
     checkpoint = tune.get_checkpoint()
     reported: list[dict[str, Any]] | None = []   # None: continued from a checkpoint without them
