@@ -14,7 +14,10 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from tuner.config_errors import ErrorFolder
 
 # Metric name -> TensorBoard tag; every reported metric gets a tag under val/, train/, ssl/,
 # cluster/ or time/ (tuner.tensorboard_log writes them).
@@ -62,7 +65,7 @@ def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
-                errors: Any = None) -> None:
+                errors: ErrorFolder | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -72,7 +75,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
     (scheduler.rank_by: best).
-    `errors` (a tuner.config_errors.ErrorFolder): where a configuration the store cannot train (a UserError
+    `errors`: where a configuration the store cannot train (a UserError
     while the trial sets up) is recorded instead of raised, so that Ray does not retry it; None: raised."""
     import torch
     from ray import tune
@@ -81,9 +84,9 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
         return
 
     from model.config import TrainConfig
-    from model.errors import UserError
     from model.cpu_memory import keep_freed_memory
     from model.cv import make_trainer
+    from model.errors import UserError
     from model.metrics import finite_metrics
     from tuner.hold import hold_after, hold_epoch
     from tuner.store_sync import ensure_local_store
