@@ -94,6 +94,15 @@ def ray_tree(processes: dict[int, str]) -> None:
         assert any(part in c for c in cmds), (part, cmds)
 
 
+def left_after(cmd: Command, grace: float = 5) -> dict[int, str]:
+    """The processes the command started that are left `grace` seconds after it exited (a worker Ray's shutdown
+    ended takes a moment to be torn down and reaped on a loaded machine)."""
+    deadline = time.monotonic() + grace
+    while (left := cmd.processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def stop_cleanly(cmd: Command, signum: int = signal.SIGTERM, message: bool = True) -> dict[int, str]:
     """Send `signum` to the driver: it exits 128 + signum and no process it started is left; returns the
     processes before the signal. `message`: the search said it is stopping (the signal came during a Tune fit)."""
@@ -101,7 +110,7 @@ def stop_cleanly(cmd: Command, signum: int = signal.SIGTERM, message: bool = Tru
     cmd.proc.send_signal(signum)
     rc = cmd.finish()
     assert rc == 128 + signum, cmd.tail()
-    assert cmd.processes() == {}, cmd.processes()
+    assert (left := left_after(cmd)) == {}, left
     text = cmd.text()
     assert not message or f"[tuner] {signal.Signals(signum).name}: stopping; the state is saved" in text
     assert "SIGTERM received at time" not in text   # Ray's C++ stack dump on SIGTERM
@@ -191,7 +200,7 @@ def finished(resume_stopped, work):
     cmd = resume(work)
     try:
         rc = cmd.finish(timeout=600)
-        return rc, cmd.processes(), cmd.text()
+        return rc, left_after(cmd), cmd.text()
     finally:
         cmd.close()
 
@@ -277,7 +286,7 @@ def confirm_stopped(finished, work):
     again = Command(["confirm", NAME, "--storage", "results", "--num-cpus", "2"], work)
     try:
         rc = again.finish(timeout=600)
-        return stopped, (rc, again.processes(), again.text())
+        return stopped, (rc, left_after(again), again.text())
     finally:
         again.close()
 
@@ -328,10 +337,7 @@ def test_a_second_signal_stops_at_once_and_kills_what_the_command_started(work, 
         cmd.proc.send_signal(signal.SIGTERM)
         rc = cmd.finish(timeout=30)
         seconds = time.monotonic() - sent
-        # the driver exits right after its SIGKILLs; a killed process takes a moment to be torn down and reaped
-        deadline = time.monotonic() + 5
-        while (after := cmd.processes()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        after = left_after(cmd)   # the driver exits right after its SIGKILLs
     finally:
         cmd.close()
     ray_tree(before)
