@@ -105,16 +105,24 @@ def test_run_json_records_each_conditions_trainable_name(tmp_path):
         run.read_manifest()
 
 
+LABEL = "labeled_ratio=1.0"   # the condition whose second trial ASHA stops
+# Where the driver is killed (tuner.hold): one trial at a time in the run, the second trial of LABEL holds after
+# epoch 1 until the test has seen it RUNNING in a fresh snapshot of Ray's; released, it trains epoch 2, where
+# ASHA compares it with the first trial of LABEL and stops it, and the driver is killed before Ray's next snapshot.
+HOLD = {"DEEPEMOCLUSTER_TEST_HOLD": "2:1", "DEEPEMOCLUSTER_TEST_HOLD_WHERE": LABEL}
+SNAPSHOT_S = 15   # Ray's snapshot period: the released trial's epoch 2 and ASHA's stop happen well within it
+
+
 def kill_space(tmp: Path) -> Path:
-    """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store)
-    with one ASHA rung, at epoch 2, that stops the trials below the best quarter: ASHA stops trials
-    after they reported once before, so that Ray's snapshot can list them running with a result."""
+    """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store),
+    one trial at a time, two trials of three epochs per condition, with one ASHA rung, at epoch 2, that stops
+    a trial worse than the one recorded there before (the second trial of LABEL, searcher seed 1)."""
     space = yaml.safe_load(SMOKE.read_text())
-    space.update(metric=METRIC, mode="min", budget={"num_samples": 3, "max_epochs": 3},
+    space.update(metric=METRIC, mode="min", budget={"num_samples": 2, "max_epochs": 3},
                  scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4})
-    # the first condition's study (labeled ratio 1.0, seed 1) is one whose trials ASHA stops (2 of 3)
     space["conditions"] = {"labeled_ratio": [1.0, 0.5]}
     space["searcher"]["seed"] = 1
+    space["resources"]["max_concurrent_trials"] = 1
     path = tmp / "space.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -139,47 +147,65 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
     return next((t for t in pruned if t in running), None)
 
 
-def kill_after_a_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 300) -> str:
-    """SIGKILL the driver (and its Ray) once a trial of `label` is stopped by ASHA but still running in
-    Ray's snapshot. Whenever the driver has written to the Optuna journal it is paused (SIGSTOP) while
-    the test reads the run's files, so nothing changes between that look and the kill. Returns the trial."""
+def wait_for_the_hold(exp_dir: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until Ray's snapshot shows the first trial finished and the held one RUNNING after its epoch 1, in
+    a snapshot saved after the one that first showed it; returns just after that snapshot."""
+    deadline, first_seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before the held trial was seen"
+        states = sorted(exp_dir.glob("experiment_state-*.json"))
+        at = sorted((t["status"], len(result_rows(exp_dir / t["relative_logdir"]))) for t in experiment_trials(exp_dir))
+        if at == [("RUNNING", 1), ("TERMINATED", 3)]:
+            mtime = states[-1].stat().st_mtime_ns
+            first_seen = first_seen or mtime
+            if mtime != first_seen:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"never saw the held trial in Ray's snapshot: {experiment_trials(exp_dir)}")
+
+
+def kill_after_the_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 120) -> str:
+    """SIGKILL the driver (and its Ray) once the released trial of `label` is stopped by ASHA but still running in
+    Ray's snapshot. Whenever the driver has written to the Optuna journal it is paused (SIGSTOP) while the test
+    reads the run's files, so nothing changes between that look and the kill. Returns the trial."""
     journal, seen = run_dir / "optuna.journal", -1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the run ended before ASHA stopped a trial of {label} between Ray's snapshots"
-        size = journal.stat().st_size if journal.exists() else -1
+        assert proc.poll() is None, f"the run ended before ASHA stopped the held trial of {label}"
+        size = journal.stat().st_size
         if size != seen:
             os.kill(proc.pid, signal.SIGSTOP)
             trial = stopped_but_running(run_dir, label)
             if trial:
                 kill_session(proc)
                 return trial
+            assert all(t["status"] == "RUNNING" for t in experiment_trials(run_dir / label)
+                       if len(result_rows(run_dir / label / t["relative_logdir"])) < 3), \
+                "Ray snapshotted the held trial's stop before the kill (its epoch took longer than the snapshot period)"
             seen = journal.stat().st_size
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.05)
-    raise AssertionError(f"ASHA never stopped a trial of {label} between two snapshots of Ray's")
+    raise AssertionError(f"ASHA never stopped the released trial of {label}")
 
 
-# Slow (out of the default run): whether ASHA stops a trial of the chosen condition between two of Ray's
-# snapshots depends on timing; on an idle CI machine it did not ("the run ended before ASHA stopped a
-# trial"). The behaviour is covered in the default run by
-# test_each_condition_gets_its_own_trainable_with_its_own_finished_trials. Run: pytest -m slow -k asha_stopped
-@pytest.mark.slow
 def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, tmp_path):
-    storage, ray_tmp = tmp_path / "results", short_tmp()
-    env = {**tuner_env(ray_tmp), "TUNE_GLOBAL_CHECKPOINT_S": "1"}   # Ray's snapshots every 1 s, not 10
+    storage, ray_tmp, release = tmp_path / "results", short_tmp(), tmp_path / "release"
+    env = {**tuner_env(ray_tmp), **HOLD, "DEEPEMOCLUSTER_TEST_RELEASE": str(release),
+           "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_S)}
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(kill_space(tmp_path)), "--store",
                              str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        label = "labeled_ratio=1.0"
-        stopped = kill_after_a_stop(proc, storage / NAME, label)
-        exp_dir = storage / NAME / label
+        label, exp_dir = LABEL, storage / NAME / LABEL
+        wait_for_the_hold(exp_dir, proc)
+        release.touch()
+        stopped = kill_after_the_stop(proc, storage / NAME, label)
         folder = next(t["relative_logdir"] for t in experiment_trials(exp_dir) if t["trial_id"] == stopped)
-        # its rows up to Ray's snapshot (epoch 1: the driver's copy of epoch 2's row died with it)
+        # its rows up to Ray's snapshot (epoch 1: the driver's copy of epoch 2's row died with it); the checkpoint
+        # of epoch 2 its worker saved before reporting it
         rows, checkpoints = result_rows(exp_dir / folder), sorted((exp_dir / folder).glob("checkpoint_*"))
-        assert rows and rows[-1]["training_iteration"] < 3
+        assert [r["training_iteration"] for r in rows] == [1] and len(checkpoints) == 2, (rows, checkpoints)
 
         resumed = tuner(["resume", NAME, "--storage", str(storage), "--num-cpus", "2"], cwd=tmp_path,
                         ray_tmp=ray_tmp, timeout=400)
@@ -191,7 +217,7 @@ def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, t
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         for c in status["conditions"]:   # each condition finished its study
-            assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 3}, c
+            assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 2}, c
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
