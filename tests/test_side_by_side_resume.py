@@ -1,7 +1,8 @@
 """Side-by-side conditions resume each as itself: each condition's trainable is registered with Ray under
 its own name (Ray's registry keeps one trainable per name, the last registered), so each keeps its own
 set of trials that its Optuna study had already finished; a trial ASHA stopped just before the driver was
-SIGKILLed is not trained again after `resume`."""
+SIGKILLed (a fixed point: tuner.hold) is not trained again after `resume`, and its record holds the epoch it
+was stopped at."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
+from tuner.trainable import REPORTED
+from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, searcher_study, short_tmp, tuner,
+                          tuner_env)
 
 NAME = "kept"
 METRIC = "loss_total"
@@ -211,9 +214,17 @@ def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, t
                         ray_tmp=ray_tmp, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         assert f"condition {label}: 1 trial(s) the study had already finished" in resumed.stdout
-        # not trained again: the same result rows, no new checkpoint
-        assert result_rows(exp_dir / folder) == rows
+        # not trained again: no new checkpoint; its rows are the epochs of its newest checkpoint, the ones its study
+        # holds: epoch 1's row as uploaded, epoch 2's (where ASHA stopped it) made from that checkpoint's reports
         assert sorted((exp_dir / folder).glob("checkpoint_*")) == checkpoints
+        after = result_rows(exp_dir / folder)
+        reported = json.loads((checkpoints[-1] / REPORTED).read_text())
+        assert after[0] == rows[0] and [r["training_iteration"] for r in after] == [1, 2], after
+        assert after[1][METRIC] == reported[1][METRIC]
+        study = searcher_study(exp_dir)
+        kept = next(t for t in study.trials if t.user_attrs["ray_trial_id"] == stopped)
+        assert kept.state.name == "PRUNED" and kept.intermediate_values == {r["training_iteration"]: r[METRIC]
+                                                                            for r in after}
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         for c in status["conditions"]:   # each condition finished its study
