@@ -110,18 +110,20 @@ def test_run_json_records_each_conditions_trainable_name(tmp_path):
 
 LABEL = "labeled_ratio=1.0"   # the condition whose second trial ASHA stops
 # Where the driver is killed (tuner.hold): one trial at a time in the run, the second trial of LABEL holds after
-# epoch 1 until the test has seen it RUNNING in a fresh snapshot of Ray's; released, it trains epoch 2, where
-# ASHA compares it with the first trial of LABEL and stops it, and the driver is killed before Ray's next snapshot.
+# epoch 1 until the test has seen it RUNNING in Ray's snapshot and the driver has just saved a snapshot; released,
+# it trains epoch 2, where ASHA compares it with the first trial of LABEL and stops it, and the driver is killed
+# before Ray's next snapshot, a snapshot period after the one just saved.
 HOLD = {"DEEPEMOCLUSTER_TEST_HOLD": "2:1", "DEEPEMOCLUSTER_TEST_HOLD_WHERE": LABEL}
 SNAPSHOT_S = 15   # Ray's snapshot period: the released trial's epoch 2 and ASHA's stop happen well within it
 
 
 def kill_space(tmp: Path) -> Path:
     """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store),
-    one trial at a time, two trials of three epochs per condition, with one ASHA rung, at epoch 2, that stops
-    a trial worse than the one recorded there before (the second trial of LABEL, searcher seed 1)."""
+    one trial at a time, three trials of three epochs per condition (the stopped trial is not a condition's
+    last: Ray saves a snapshot at once when a condition's last trial ends), with one ASHA rung, at epoch 2, that
+    stops a trial worse than the one recorded there before (the second trial of LABEL, searcher seed 1)."""
     space = yaml.safe_load(SMOKE.read_text())
-    space.update(metric=METRIC, mode="min", budget={"num_samples": 2, "max_epochs": 3},
+    space.update(metric=METRIC, mode="min", budget={"num_samples": 3, "max_epochs": 3},
                  scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4})
     space["conditions"] = {"labeled_ratio": [1.0, 0.5]}
     space["searcher"]["seed"] = 1
@@ -150,20 +152,23 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
     return next((t for t in pruned if t in running), None)
 
 
-def wait_for_the_hold(exp_dir: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Poll until Ray's snapshot shows the first trial finished and the held one RUNNING after its epoch 1, in
-    a snapshot saved after the one that first showed it; returns just after that snapshot."""
-    deadline, first_seen = time.monotonic() + timeout, None
+def wait_for_the_hold(exp_dir: Path, ray_tmp: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until Ray's snapshot in the run's storage shows the first trial of LABEL finished and the held one
+    RUNNING after its epoch 1, then until the driver saves its next snapshot (its staging copy under RAY_TMPDIR
+    changes; the copy in the storage follows later): returns with a whole snapshot period before the next."""
+    deadline, staged, saved = time.monotonic() + timeout, None, None
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before the held trial was seen"
-        states = sorted(exp_dir.glob("experiment_state-*.json"))
-        at = sorted((t["status"], len(result_rows(exp_dir / t["relative_logdir"]))) for t in experiment_trials(exp_dir))
-        if at == [("RUNNING", 1), ("TERMINATED", 3)]:
-            mtime = states[-1].stat().st_mtime_ns
-            first_seen = first_seen or mtime
-            if mtime != first_seen:
-                return
-        time.sleep(0.1)
+        if staged is None:
+            at = sorted((t["status"], len(result_rows(exp_dir / t["relative_logdir"])))
+                        for t in experiment_trials(exp_dir))
+            if at == [("RUNNING", 1), ("TERMINATED", 3)]:
+                staged = next(Path(ray_tmp).glob(f"ray/session_*/artifacts/*/{exp_dir.name}/driver_artifacts/"
+                                                 "experiment_state-*.json"))
+                saved = staged.stat().st_mtime_ns
+        elif staged.stat().st_mtime_ns != saved:
+            return
+        time.sleep(0.05)
     raise AssertionError(f"never saw the held trial in Ray's snapshot: {experiment_trials(exp_dir)}")
 
 
@@ -201,7 +206,7 @@ def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, t
                             start_new_session=True)
     try:
         label, exp_dir = LABEL, storage / NAME / LABEL
-        wait_for_the_hold(exp_dir, proc)
+        wait_for_the_hold(exp_dir, ray_tmp, proc)
         release.touch()
         stopped = kill_after_the_stop(proc, storage / NAME, label)
         folder = next(t["relative_logdir"] for t in experiment_trials(exp_dir) if t["trial_id"] == stopped)
@@ -228,7 +233,7 @@ def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, t
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         for c in status["conditions"]:   # each condition finished its study
-            assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 2}, c
+            assert c["study"] == "done" and c["by_state"] == {"TERMINATED": 3}, c
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
