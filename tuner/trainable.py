@@ -116,7 +116,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
             trainer.load_checkpoint(directory)
             reported = read_reported(directory)
 
-    held = hold_epoch()   # tests only (tuner.hold)
+    held = hold_epoch(config)   # tests only (tuner.hold)
     epoch_start = time.perf_counter()
 
     def report(metrics: dict[str, Any]) -> None:
