@@ -50,6 +50,42 @@ def describe_holder(info: Any) -> str:
     return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, started {info.get('started', '?')}"
 
 
+def holder_gone(holder: dict[str, Any]) -> bool:
+    """True when a lock's holder is a process of this host that no longer runs."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def current_holder(target: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds the lock of `target` now ({} when its file does not say), None when nobody does.
+
+    Only looks: a missing lock file is not created. A file left by a process of this host that is gone is
+    free without trying it (a try, a shared flock, would for an instant refuse a writer starting then)."""
+    try:
+        handle = open(lock_path(target))
+    except OSError:
+        return None
+    with handle:
+        holder = _read_holder(handle)
+        holder = holder if isinstance(holder, dict) else {}
+        if holder_gone(holder):
+            return None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder
+        except OSError:
+            return None
+        return None   # free: closing the file releases the shared lock
+
+
 def _read_holder(handle) -> Any:
     try:
         handle.seek(0)

@@ -137,14 +137,34 @@ def test_rows_the_killed_driver_had_not_uploaded_come_from_the_checkpoint(tmp_pa
 
 def test_a_trial_the_study_had_finished_keeps_its_record(tmp_path):
     # ended at once under `resume` (tuner.search.experiment.kept_finished): nothing is trained again, so its stored
-    # rows past Ray's snapshot are its record
+    # rows past Ray's snapshot, up to its newest checkpoint, are its record
     from tuner.runs.trial_record import keep_as_recorded
 
     second = killed_driver(tmp_path, uploaded=4)
     second.trial_id = "finished-in-study"
-    second.checkpoint_at(2)
+    second.checkpoint_at(4)   # the checkpoints its worker uploaded before reporting each epoch
+    second.checkpoint_at(2)   # the one Ray's last snapshot named
     keep_as_recorded(frozenset({second.trial_id}))
     resumed = ResultJsonLogger()
     resumed.on_trial_start(0, [], second)
     resumed.on_trial_complete(4, [], second)
-    assert second.epochs(second.local_path) == [1, 2, 3, 4]
+    assert [(r["epoch"], r["v"]) for r in second.rows(second.local_path)] == [(e, e / 10) for e in range(1, 5)]
+
+
+def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_at(tmp_path):
+    # ASHA stopped it at epoch 2 after Ray's last snapshot (which named epoch 1's checkpoint and uploaded row 1)
+    # and the driver was killed before uploading row 2; its study holds epochs 1-2, and so does its newest
+    # checkpoint, uploaded by its worker before it reported epoch 2
+    from tuner.runs.trial_record import keep_as_recorded
+
+    second = killed_driver(tmp_path, uploaded=1)
+    second.trial_id = "stopped-after-the-snapshot"
+    second.checkpoint_at(2)
+    second.checkpoint_at(1)
+    keep_as_recorded(frozenset({second.trial_id}))
+    resumed = ResultJsonLogger()
+    resumed.on_trial_start(0, [], second)
+    resumed.on_trial_complete(2, [], second)
+    rows = second.rows(second.local_path)
+    assert [(r["training_iteration"], r["epoch"], r["v"]) for r in rows] == [(1, 1, 0.1), (2, 2, 0.2)]
+    assert rows[1]["trial_id"] == "stopped-after-the-snapshot"

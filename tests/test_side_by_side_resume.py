@@ -1,7 +1,8 @@
 """Side-by-side conditions resume each as itself: each condition's trainable is registered with Ray under
 its own name (Ray's registry keeps one trainable per name, the last registered), so each keeps its own
 set of trials that its Optuna study had already finished; a trial ASHA stopped just before the driver was
-SIGKILLed is not trained again after `resume`."""
+SIGKILLed (a fixed point: tuner.search.hold) is not trained again after `resume`, and its record holds the epoch it
+was stopped at."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_helpers import SMOKE, experiment_trials, kill_session, result_rows, short_tmp, tuner, tuner_env
+from tuner.runs.trial_record import REPORTED
+from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, searcher_study, short_tmp, tuner,
+                          tuner_env)
 
 NAME = "kept"
 METRIC = "loss_total"
@@ -105,16 +108,26 @@ def test_run_json_records_each_conditions_trainable_name(tmp_path):
         run.read_manifest()
 
 
+LABEL = "labeled_ratio=1.0"   # the condition whose second trial ASHA stops
+# Where the driver is killed (tuner.search.hold): one trial at a time in the run, the second trial of LABEL holds after
+# epoch 1 until the test has seen it RUNNING in Ray's snapshot and the driver has just saved a snapshot; released,
+# it trains epoch 2, where ASHA compares it with the first trial of LABEL and stops it, and the driver is killed
+# before Ray's next snapshot, a snapshot period after the one just saved.
+HOLD = {"DEEPEMOCLUSTER_TEST_HOLD": "2:1", "DEEPEMOCLUSTER_TEST_HOLD_WHERE": LABEL}
+SNAPSHOT_S = 15   # Ray's snapshot period: the released trial's epoch 2 and ASHA's stop happen well within it
+
+
 def kill_space(tmp: Path) -> Path:
-    """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store)
-    with one ASHA rung, at epoch 2, that stops the trials below the best quarter: ASHA stops trials
-    after they reported once before, so that Ray's snapshot can list them running with a result."""
+    """smoke.yaml (two conditions) ranked by the training loss (no ties, unlike the CCCs of a tiny store),
+    one trial at a time, three trials of three epochs per condition (the stopped trial is not a condition's
+    last: Ray saves a snapshot at once when a condition's last trial ends), with one ASHA rung, at epoch 2, that
+    stops a trial worse than the one recorded there before (the second trial of LABEL, searcher seed 1)."""
     space = yaml.safe_load(SMOKE.read_text())
     space.update(metric=METRIC, mode="min", budget={"num_samples": 3, "max_epochs": 3},
                  scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4})
-    # the first condition's study (labeled ratio 1.0, seed 1) is one whose trials ASHA stops (2 of 3)
     space["conditions"] = {"labeled_ratio": [1.0, 0.5]}
     space["searcher"]["seed"] = 1
+    space["resources"]["max_concurrent_trials"] = 1
     path = tmp / "space.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -139,55 +152,84 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
     return next((t for t in pruned if t in running), None)
 
 
-def kill_after_a_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 300) -> str:
-    """SIGKILL the driver (and its Ray) once a trial of `label` is stopped by ASHA but still running in
-    Ray's snapshot. Whenever the driver has written to the Optuna journal it is paused (SIGSTOP) while
-    the test reads the run's files, so nothing changes between that look and the kill. Returns the trial."""
+def wait_for_the_hold(exp_dir: Path, ray_tmp: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until Ray's snapshot in the run's storage shows the first trial of LABEL finished and the held one
+    RUNNING after its epoch 1, then until the driver saves its next snapshot (its staging copy under RAY_TMPDIR
+    changes; the copy in the storage follows later): returns with a whole snapshot period before the next."""
+    deadline, staged, saved = time.monotonic() + timeout, None, None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before the held trial was seen"
+        if staged is None:
+            at = sorted((t["status"], len(result_rows(exp_dir / t["relative_logdir"])))
+                        for t in experiment_trials(exp_dir))
+            if at == [("RUNNING", 1), ("TERMINATED", 3)]:
+                staged = next(Path(ray_tmp).glob(f"ray/session_*/artifacts/*/{exp_dir.name}/driver_artifacts/"
+                                                 "experiment_state-*.json"))
+                saved = staged.stat().st_mtime_ns
+        elif staged.stat().st_mtime_ns != saved:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never saw the held trial in Ray's snapshot: {experiment_trials(exp_dir)}")
+
+
+def kill_after_the_stop(proc: subprocess.Popen, run_dir: Path, label: str, timeout: float = 120) -> str:
+    """SIGKILL the driver (and its Ray) once the released trial of `label` is stopped by ASHA but still running in
+    Ray's snapshot. Whenever the driver has written to the Optuna journal it is paused (SIGSTOP) while the test
+    reads the run's files, so nothing changes between that look and the kill. Returns the trial."""
     journal, seen = run_dir / "optuna.journal", -1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the run ended before ASHA stopped a trial of {label} between Ray's snapshots"
-        size = journal.stat().st_size if journal.exists() else -1
+        assert proc.poll() is None, f"the run ended before ASHA stopped the held trial of {label}"
+        size = journal.stat().st_size
         if size != seen:
             os.kill(proc.pid, signal.SIGSTOP)
             trial = stopped_but_running(run_dir, label)
             if trial:
                 kill_session(proc)
                 return trial
+            assert all(t["status"] == "RUNNING" for t in experiment_trials(run_dir / label)
+                       if len(result_rows(run_dir / label / t["relative_logdir"])) < 3), \
+                "Ray snapshotted the held trial's stop before the kill (its epoch took longer than the snapshot period)"
             seen = journal.stat().st_size
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.05)
-    raise AssertionError(f"ASHA never stopped a trial of {label} between two snapshots of Ray's")
+    raise AssertionError(f"ASHA never stopped the released trial of {label}")
 
 
-# Slow (out of the default run): whether ASHA stops a trial of the chosen condition between two of Ray's
-# snapshots depends on timing; on an idle CI machine it did not ("the run ended before ASHA stopped a
-# trial"). The behaviour is covered in the default run by
-# test_each_condition_gets_its_own_trainable_with_its_own_finished_trials. Run: pytest -m slow -k asha_stopped
-@pytest.mark.slow
 def test_a_trial_asha_stopped_before_the_kill_is_not_trained_again(tiny_store, tmp_path):
-    storage, ray_tmp = tmp_path / "results", short_tmp()
-    env = {**tuner_env(ray_tmp), "TUNE_GLOBAL_CHECKPOINT_S": "1"}   # Ray's snapshots every 1 s, not 10
+    storage, ray_tmp, release = tmp_path / "results", short_tmp(), tmp_path / "release"
+    env = {**tuner_env(ray_tmp), **HOLD, "DEEPEMOCLUSTER_TEST_RELEASE": str(release),
+           "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_S)}
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(kill_space(tmp_path)), "--store",
                              str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        label = "labeled_ratio=1.0"
-        stopped = kill_after_a_stop(proc, storage / NAME, label)
-        exp_dir = storage / NAME / label
+        label, exp_dir = LABEL, storage / NAME / LABEL
+        wait_for_the_hold(exp_dir, ray_tmp, proc)
+        release.touch()
+        stopped = kill_after_the_stop(proc, storage / NAME, label)
         folder = next(t["relative_logdir"] for t in experiment_trials(exp_dir) if t["trial_id"] == stopped)
-        # its rows up to Ray's snapshot (epoch 1: the driver's copy of epoch 2's row died with it)
+        # its rows up to Ray's snapshot (epoch 1: the driver's copy of epoch 2's row died with it); the checkpoint
+        # of epoch 2 its worker saved before reporting it
         rows, checkpoints = result_rows(exp_dir / folder), sorted((exp_dir / folder).glob("checkpoint_*"))
-        assert rows and rows[-1]["training_iteration"] < 3
+        assert [r["training_iteration"] for r in rows] == [1] and len(checkpoints) == 2, (rows, checkpoints)
 
         resumed = tuner(["resume", NAME, "--storage", str(storage), "--num-cpus", "2"], cwd=tmp_path,
                         ray_tmp=ray_tmp, timeout=400)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         assert f"condition {label}: 1 trial(s) the study had already finished" in resumed.stdout
-        # not trained again: the same result rows, no new checkpoint
-        assert result_rows(exp_dir / folder) == rows
+        # not trained again: no new checkpoint; its rows are the epochs of its newest checkpoint, the ones its study
+        # holds: epoch 1's row as uploaded, epoch 2's (where ASHA stopped it) made from that checkpoint's reports
         assert sorted((exp_dir / folder).glob("checkpoint_*")) == checkpoints
+        after = result_rows(exp_dir / folder)
+        reported = json.loads((checkpoints[-1] / REPORTED).read_text())
+        assert after[0] == rows[0] and [r["training_iteration"] for r in after] == [1, 2], after
+        assert after[1][METRIC] == reported[1][METRIC]
+        study = searcher_study(exp_dir)
+        kept = next(t for t in study.trials if t.user_attrs["ray_trial_id"] == stopped)
+        assert kept.state.name == "PRUNED" and kept.intermediate_values == {r["training_iteration"]: r[METRIC]
+                                                                            for r in after}
         status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
                                   ray_tmp=ray_tmp).stdout)
         for c in status["conditions"]:   # each condition finished its study

@@ -160,3 +160,21 @@ def test_a_restarted_trial_gets_the_epochs_of_its_checkpoint_the_killed_driver_h
     callback.log_trial_start(trial)   # restarted from its last checkpoint: it ends without a report
     callback.log_trial_end(trial)
     assert _steps(storage, trial.local_path) == [(1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_at(tmp_path):
+    # ASHA stopped it at epoch 2 after Ray's last snapshot, which named epoch 1's checkpoint; the killed driver
+    # logged epoch 1 only; `resume` ends it at once (tuner.search.experiment.kept_finished): its curve is the epochs of
+    # its newest checkpoint, the ones its study holds
+    from tuner.runs.trial_record import keep_as_recorded
+
+    trial, storage = _restarted(tmp_path, killed_epochs=1, checkpoint_epochs=2)
+    trial.trial_id = "stopped-after-the-snapshot"
+    keep_as_recorded(frozenset({trial.trial_id}))
+    (storage / "checkpoint_000000").mkdir()
+    (storage / "checkpoint_000000" / REPORTED).write_text(json.dumps([{"epoch": 1, "val_ccc_mean": 0.1}]))
+    trial.checkpoint.path = str(storage / "checkpoint_000000")
+    callback = TensorBoardCallback(["val_ccc_mean"], ["max"], [])
+    callback.log_trial_start(trial)
+    callback.log_trial_end(trial)
+    assert _steps(storage, trial.local_path) == [(1, 0.1), (2, 0.2)]

@@ -1,6 +1,6 @@
-"""The driver of a search is SIGKILLed mid-run; `python -m tuner resume` finishes it without losing a
-finished trial, continues unfinished trials from their checkpoints and continues the same durable Optuna
-study (no duplicate trials)."""
+"""The driver of a search is SIGKILLed mid-run, at a fixed point (tuner.search.hold: one trial finished, two held
+after their first epoch); `python -m tuner resume` finishes it without losing a finished trial, continues
+unfinished trials from their checkpoints and continues the same durable Optuna study (no duplicate trials)."""
 from __future__ import annotations
 
 import json
@@ -18,33 +18,43 @@ from tune_helpers import (SMOKE, check_study_matches_ray, experiment_trials, kil
                           short_tmp, tuner, tuner_env)
 
 NAME = "killed"
+EPOCHS = 6
 
 
 def resume_space(tmp: Path) -> Path:
     """smoke.yaml with one condition and longer trials, so that the kill lands inside the study."""
     space = yaml.safe_load(SMOKE.read_text())
     space["conditions"] = {"labeled_ratio": [1.0]}
-    space["budget"] = {"num_samples": 5, "max_epochs": 6}
+    space["budget"] = {"num_samples": 5, "max_epochs": EPOCHS}
     space["scheduler"] = {"type": "asha", "grace_period": 2, "reduction_factor": 2}
     path = tmp / "resume.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
 
 
-def wait_for_mid_run(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240) -> list[dict]:
-    """Poll until >= 1 trial finished and another one is running with a checkpoint; returns the trials."""
+# Where the driver is killed (tuner.search.hold): the second and third trials to start hold after epoch 1, before ASHA's
+# first milestone (2), so the first one runs alone to its last epoch and the kill finds one trial finished and
+# two running, each with the checkpoint of its epoch 1 in Ray's snapshot and none of them finished by ASHA.
+HELD = {2: 1, 3: 1}
+
+
+def wait_for_holds(exp_dir: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until Ray's snapshot shows the first trial finished and the held ones running at the epoch they hold
+    after, in a snapshot saved after the one that first showed it (a held trial's checkpoint is registered just
+    after its result: a later snapshot names it)."""
     deadline = time.monotonic() + timeout
+    first_seen = None
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
-        trials = experiment_trials(exp_dir)
-        done = [t for t in trials if t["status"] == "TERMINATED"]
-        running = [t for t in trials if t["status"] == "RUNNING" and t.get("relative_logdir")
-                   and any((exp_dir / t["relative_logdir"]).glob("checkpoint_*"))
-                   and len(result_rows(exp_dir / t["relative_logdir"])) < 6]
-        if done and running:
-            return trials
+        states = sorted(exp_dir.glob("experiment_state-*.json"))
+        at = sorted((t["status"], len(result_rows(exp_dir / t["relative_logdir"]))) for t in experiment_trials(exp_dir))
+        if at == [("RUNNING", 1), ("RUNNING", 1), ("TERMINATED", EPOCHS)]:
+            mtime = states[-1].stat().st_mtime_ns
+            first_seen = first_seen or mtime
+            if mtime != first_seen:
+                return
         time.sleep(0.2)
-    raise AssertionError("never saw a finished and a running trial at once")
+    raise AssertionError(f"never saw the held trials in Ray's snapshot: {experiment_trials(exp_dir)}")
 
 
 def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, tmp_path):
@@ -52,18 +62,21 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
     storage = tmp_path / "results"
     space = resume_space(tmp_path)
     exp_dir = storage / NAME / "labeled_ratio=1.0"
+    hold = {"DEEPEMOCLUSTER_TEST_HOLD": ",".join(f"{n}:{e}" for n, e in HELD.items()),
+            "DEEPEMOCLUSTER_TEST_RELEASE": str(tmp_path / "release"),   # never released: the kill ends the holds
+            "TUNE_GLOBAL_CHECKPOINT_S": "2"}   # Ray's snapshots every 2 s, not 10
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--space", str(space), "--store",
                              str(tiny_store), "--name", NAME, "--storage", str(storage), "--num-cpus", "2"],
-                            cwd=tmp_path, env=tuner_env(ray_tmp), stdout=subprocess.DEVNULL,
+                            cwd=tmp_path, env={**tuner_env(ray_tmp), **hold}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for_mid_run(exp_dir, proc)
+        wait_for_holds(exp_dir, proc)
         kill_session(proc)  # the driver and every Ray process it started, polled until none is left
         before = experiment_trials(exp_dir)   # the last state the killed driver wrote
         finished = {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
                     for t in before if t["status"] == "TERMINATED"}
         unfinished = [t["trial_id"] for t in before if t["status"] != "TERMINATED"]
-        assert finished and unfinished
+        assert len(finished) == 1 and len(unfinished) == 2
         params_before = {t["trial_id"]: t["config"] for t in before}
         reached = {m: sum(1 for t in before if any(r["training_iteration"] == m
                                                    for r in result_rows(exp_dir / t["relative_logdir"])))
@@ -89,13 +102,11 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
         # every trial that existed keeps its config
         for trial_id, config in params_before.items():
             assert by_id[trial_id]["config"] == config
-        # unfinished trials continued from their checkpoints: epochs never restart at 1
-        continued = 0
+        # unfinished trials continued from their checkpoints (epoch 1): each epoch once, the restore after epoch 1
         for trial_id in unfinished:
-            epochs = [r["epoch"] for r in result_rows(exp_dir / by_id[trial_id]["relative_logdir"])]
-            assert epochs and epochs.count(1) == 1, (trial_id, epochs)
-            continued += epochs[-1] > 1
-        assert continued >= 1
+            rows = result_rows(exp_dir / by_id[trial_id]["relative_logdir"])
+            assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2, (trial_id, rows)
+            assert [r["iterations_since_restore"] for r in rows] == [1, *range(1, len(rows))], (trial_id, rows)
         # the durable Optuna study continued: one study trial per Ray trial, no duplicates, none left running
         study = searcher_study(exp_dir)
         check_study_matches_ray(study, list(by_id))
@@ -105,7 +116,7 @@ def test_sigkilled_driver_resumes_without_losing_trials_or_searcher(tiny_store, 
                 continue   # finished after Ray's last snapshot, forgotten by Ray (see check_study_matches_ray)
             rows = result_rows(exp_dir / by_id[t.user_attrs["ray_trial_id"]]["relative_logdir"])
             epochs = len({r["training_iteration"] for r in rows})
-            assert t.state.name == ("COMPLETE" if epochs == 6 else "PRUNED"), (t.number, t.state, epochs)
+            assert t.state.name == ("COMPLETE" if epochs == EPOCHS else "PRUNED"), (t.number, t.state, epochs)
             assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
         for trial_id, config in params_before.items():
             told = study.trials[owners.index(trial_id)].params

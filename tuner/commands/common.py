@@ -43,6 +43,7 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
 
     import ray
 
+    from tuner.runs.config_errors import error_lines
     from tuner.runs.export import attribute_file, export_best
     from tuner.runs.summary import format_summary, summarize
     from tuner.storage.uris import display_uri
@@ -50,7 +51,8 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
     if ray.is_initialized():
         ray.shutdown()
     print()
-    print(format_summary(summarize(run)))
+    summary = summarize(run)
+    print(format_summary(summary))
     print(f"results:     {run}")
     if run.local is not None:
         print(f"tensorboard: tensorboard --logdir {run.local}   (or: python -m tuner tensorboard {run.name})")
@@ -63,6 +65,10 @@ def finish(run: RunDir, outcome: dict, top: int) -> int:
 
         print(f"interrupted: continue with `python -m tuner resume {run.name}`")
         return exit_code()   # 130 Ctrl+C, 143 SIGTERM
+    if summary["config_errors"] and not any(c["best"] for c in summary["conditions"]):
+        for line in error_lines(summary["config_errors"]):   # nothing trained: what the user must change
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     if run.local is not None:
         try:
             paths = export_best(run, run.local / "best.yaml", top=top, force=True)

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import re
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -29,7 +28,8 @@ import yaml
 
 from model.atomic_files import atomic_write
 from model.errors import UserError
-from model.locks import LockHeld, command_line, describe_holder, holder_info, writer_lock
+from model.locks import (LockHeld, command_line, current_holder, describe_holder, holder_gone, holder_info,
+                         writer_lock)
 from tuner.space.schema import SearchSpace, condition_label
 from tuner.storage.uris import display_uri, is_uri, join_uri, open_filesystem, reaching
 
@@ -175,9 +175,9 @@ class RunDir:
                 yield
             return
         parent, _, name = self._root.rpartition("/")
-        lock = f"{parent}/.{name}.lock"
+        lock = self._remote_lock()
         holder = self._remote_holder(lock)
-        if holder is not None and not _gone(holder):
+        if holder is not None and not holder_gone(holder):
             raise LockHeld(f"{self}: {what} is in use by another process ({describe_holder(holder)}); "
                            f"wait for it to finish; if that process is gone, delete "
                            f"{display_uri(join_uri(self.storage, f'.{name}.lock'))}")
@@ -192,6 +192,18 @@ class RunDir:
             if self._remote_holder(lock) == me:
                 with self._reaching():
                     self.fs.delete_file(lock)
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """The driver holding the run's lock now (`run`, `resume`, `confirm`; {} when its lock does not say who),
+        None when none does. Only looks: nothing is locked or created."""
+        if self.local is not None:
+            return current_holder(self.local)
+        holder = self._remote_holder(self._remote_lock())
+        return None if holder is None or holder_gone(holder) else holder
+
+    def _remote_lock(self) -> str:
+        parent, _, name = self._root.rpartition("/")
+        return f"{parent}/.{name}.lock"
 
     def _remote_holder(self, lock: str) -> dict[str, Any] | None:
         import pyarrow.fs
@@ -212,6 +224,11 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any]:
         if not self.has_manifest():
+            holder = self.lock_holder()
+            if holder is not None:   # a `run` starting: it writes run.json once Ray is up
+                raise LockHeld(f"{self}: search run {self.name!r} is being started by another process "
+                               f"({describe_holder(holder)}) and has no {MANIFEST} yet; try again once it has "
+                               "started")
             raise UserError(f"{self}: no search run here ({MANIFEST} missing); "
                             f"start one with `python -m tuner run --name {self.name}`")
         try:
@@ -282,19 +299,6 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     if not (isinstance(epochs, list) and all(type(e) is int and e >= 1 for e in epochs)):
         return f"rung_epochs {epochs!r}: expected a list of epochs (integers >= 1)"
     return None
-
-
-def _gone(holder: dict[str, Any]) -> bool:
-    """True when a lock's holder is a process of this host that no longer runs."""
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def add_storage_argument(parser) -> None:

@@ -34,6 +34,8 @@ def summarize(run: RunDir) -> dict[str, Any]:
     return {"name": run.name, "path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
             "metric": metric, "mode": mode, "metrics": manifest["metrics"], "conditions": conditions,
             "confirmation": progress(run),
+            "config_errors": [{"condition": label, "trial_id": r.trial_id, "error": r.config_error}
+                              for label, records in trials.items() for r in records if r.config_error],
             "warnings": trial_warnings(trials)}
 
 

@@ -9,7 +9,10 @@ checkpoint's report where the storage has none (the driver died while uploading 
 (recorded after the snapshot by a driver that died, or never: a worker's epoch after its driver died
 has no row) are dropped, since the trial trains those epochs again. A trial Ray restarts only for the
 trainable to end it at once (its Optuna study finished it after Ray's last snapshot: tuner.search.experiment
-`kept_finished`) trains nothing again: its record stays as the storage holds it.
+`kept_finished`) trains nothing again: its record is made to hold the epochs of its newest checkpoint,
+which are the epochs its study holds (its worker uploaded each epoch's checkpoint before reporting the
+epoch, and after the report that ended it there was none), e.g. the epoch ASHA stopped it at, whose row
+the killed driver had not uploaded.
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyarrow.fs import FileSelector, FileType
+
 if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
     from ray.tune.experiment import Trial
 
 REPORTED = "reported.json"   # in each trial checkpoint: the metrics reported for epochs 1..k, in order
-_KEPT: set[str] = set()   # trial ids whose record stays as stored (this driver process; all conditions)
+_KEPT: set[str] = set()   # trial ids of trials ended at once, as finished (this driver process; all conditions)
 
 
 def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
@@ -31,18 +37,28 @@ def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
 
 
 def keep_as_recorded(trial_ids: frozenset[str]) -> None:
-    """The trials the trainable ends at once (already finished in the study): their records are not rebuilt."""
+    """The trials the trainable ends at once (already finished in the study): their records get the epochs of
+    their newest checkpoint, not of the one Ray restarts them from."""
     _KEPT.update(trial_ids)
 
 
 def checkpoint_reports(trial: "Trial") -> list[dict[str, Any]] | None:
-    """The reports of epochs 1..k in the checkpoint Ray restarts `trial` from (None: no checkpoint, one written
-    before checkpoints kept their reports, or a trial kept as recorded)."""
+    """The reports of epochs 1..k the record of `trial` is made to hold on its (re)start: those in the checkpoint
+    Ray restarts it from, or in its newest checkpoint for a trial kept as recorded (None: no checkpoint, or one
+    written before checkpoints kept their reports)."""
+    if trial.trial_id in _KEPT:
+        fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        newest = max((info.base_name for info in fs.get_file_info(FileSelector(folder, allow_not_found=True))
+                      if info.type == FileType.Directory and info.base_name.startswith("checkpoint_")), default=None)
+        return None if newest is None else _reports(fs, f"{folder}/{newest}")
     checkpoint = trial.checkpoint
-    if checkpoint is None or trial.trial_id in _KEPT:
-        return None
+    return None if checkpoint is None else _reports(checkpoint.filesystem, checkpoint.path)
+
+
+def _reports(fs: "FileSystem", checkpoint: str) -> list[dict[str, Any]] | None:
+    """The reports a checkpoint folder on `fs` holds (None: one written before checkpoints kept them)."""
     try:
-        with checkpoint.filesystem.open_input_stream(Path(checkpoint.path, REPORTED).as_posix()) as f:
+        with fs.open_input_stream(Path(checkpoint, REPORTED).as_posix()) as f:
             return json.loads(f.read())
     except FileNotFoundError:
         return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.errors import UserError
+from tuner.runs.config_errors import CONFIG_ERROR, read_config_error
 from tuner.runs.run_dir import RunDir
 
 
@@ -28,6 +29,7 @@ class TrialRecord:
     best: dict[str, Any] | None = None
     snapshot_result: dict[str, Any] = field(default_factory=dict)   # Ray's last_result in the experiment state
     problems: list[str] = field(default_factory=list)   # why some of its results could not be read
+    config_error: str | None = None   # the configuration error it ended on (tuner.runs.config_errors); status ERROR
 
     @property
     def epochs(self) -> int:
@@ -132,7 +134,10 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
             pass
         if folder:
             rec.results = trial_results(run, label, folder, metric, rec.problems)
-            rec.checkpoints = [n for n in run.listdir(label, folder) if n.startswith("checkpoint_")]
+            names = run.listdir(label, folder)
+            rec.checkpoints = [n for n in names if n.startswith("checkpoint_")]
+            if CONFIG_ERROR in names:   # Ray ended it as TERMINATED: it returned without a result
+                rec.config_error, rec.status = read_config_error(run, label, folder), "ERROR"
         for row in rec.results:
             if better(row.get(metric), rec.best_value(metric), mode):
                 rec.best = row
@@ -147,9 +152,15 @@ def read_trials(run: RunDir, manifest: dict[str, Any]) -> dict[str, list[TrialRe
 
 
 def trial_warnings(trials: dict[str, list[TrialRecord]]) -> list[str]:
-    """One line per trial whose results could not all be read, naming the condition and trial."""
-    return [f"trial {r.trial_id} (condition {label}, {r.folder}): {problem}"
-            for label, records in trials.items() for r in records for problem in r.problems]
+    """One line per trial whose results could not all be read, and per trial that failed on a configuration
+    error, naming the condition and trial."""
+    lines = []
+    for label, records in trials.items():
+        for r in records:
+            problems = r.problems + ([f"failed on a configuration error (not retried): {r.config_error}"]
+                                     if r.config_error else [])
+            lines += [f"trial {r.trial_id} (condition {label}, {r.folder}): {problem}" for problem in problems]
+    return lines
 
 
 def ranked(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:

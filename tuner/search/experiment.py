@@ -19,6 +19,7 @@ from typing import Any
 
 from model.devices import usable_cpus
 from model.errors import UserError
+from tuner.runs.config_errors import ErrorFolder
 from tuner.runs.studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
 from tuner.runs.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
@@ -101,9 +102,9 @@ def make_searcher(space: SearchSpace, condition: dict[str, Any], index: int, run
 def make_scheduler(space: SearchSpace, run: RunDir, label: str):
     """ASHA (default; rungs rebuilt on resume, tuner.search.scheduler_state), HyperBand, median stopping or none
     (FIFO), on training iterations (= epochs); metric and mode reach it through TuneConfig."""
-    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler
 
-    from tuner.search.scheduler_state import ResumableASHA
+    from tuner.search.scheduler_state import ResultlessMedian, ResumableASHA
 
     s, max_t = space.scheduler, space.budget.max_epochs
     # rank_by best: the scheduler judges best_<metric> (its own metric; TuneConfig then has none)
@@ -115,7 +116,7 @@ def make_scheduler(space: SearchSpace, run: RunDir, label: str):
         return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor,
                                   **ranked)
     if s.type == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period,
+        return ResultlessMedian(time_attr="training_iteration", grace_period=s.grace_period,
                                   min_samples_required=s.min_samples_required, **ranked)
     return FIFOScheduler()
 
@@ -184,7 +185,8 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
-    return tune.Tuner(make_trainable(space, store, name=trainable), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(make_trainable(space, store, name=trainable, errors=ErrorFolder(run.storage, run.name, label)),
+                      tune_config=tune_config, run_config=run_config)
 
 
 def _prepare_env() -> None:
@@ -192,6 +194,10 @@ def _prepare_env() -> None:
     # HParams experiment per trial; tuner.runs.tensorboard_log replaces it (CSV/JSON are added explicitly).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # a trial that ends on a configuration error returns without a result (tuner.runs.config_errors); Ray's check that
+    # every result holds the run's metric counts the config Ray adds to that empty one as a result and fails the
+    # whole experiment (Ray's documented switch; our trials report their metrics in every real result)
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
 
 def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, address: str | None,
@@ -322,8 +328,9 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
             with slots.lock:
                 slots.live |= {(label, r.trial_id) for r in read_condition(run, label, space.metric, space.mode)
                                if r.status not in ("TERMINATED",) and r.trial_id not in finished}
-        tuner = tune.Tuner.restore(exp_uri, trainable=make_trainable(space, store, name=name, finished=finished),
-                                   resume_unfinished=True, resume_errored=True)
+        trainable = make_trainable(space, store, name=name, finished=finished,
+                                   errors=ErrorFolder(run.storage, run.name, label))
+        tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")
         tuner = make_tuner(space, condition, index, run, store, setting, side_by_side, name)

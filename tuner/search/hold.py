@@ -1,10 +1,13 @@
 """A test-only pause of chosen trials after a chosen epoch, so that a test can kill the driver at a
-known point of a search (tests/test_bucket_search.py). Off unless both variables are set:
+known point of a search (tests/test_bucket_search.py, tests/test_tune_resume.py,
+tests/test_side_by_side_resume.py). Off unless both of the first two variables are set:
 
 - `DEEPEMOCLUSTER_TEST_HOLD`: `<n>:<epoch>[,...]`, e.g. `2:2,3:6`: the n-th trial to start (counted by the
   trials of this machine, from 1) holds after that epoch;
 - `DEEPEMOCLUSTER_TEST_RELEASE`: a file; a held trial continues once it exists. The trials claim their
-  numbers with files next to it (`<release>.started-<n>`).
+  numbers with files next to it (`<release>.started-<n>`);
+- `DEEPEMOCLUSTER_TEST_HOLD_WHERE` (optional): `<key>=<value>`, e.g. `labeled_ratio=1.0`: only the trials whose
+  config has that value are numbered and held (one condition's trials, in a run of several side by side).
 
 A trial holds after its epoch's checkpoint is uploaded and its report returned, that is after the
 driver took the report in. Nothing in a normal run sets them.
@@ -14,9 +17,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 HOLD = "DEEPEMOCLUSTER_TEST_HOLD"
 RELEASE = "DEEPEMOCLUSTER_TEST_RELEASE"
+WHERE = "DEEPEMOCLUSTER_TEST_HOLD_WHERE"
 
 
 def held_epoch(number: int, setting: str) -> int | None:
@@ -39,10 +44,16 @@ def claim_number(release: Path) -> int:
             number += 1
 
 
-def hold_epoch() -> int | None:
-    """At a trial's start: the epoch after which it holds (None: it never does)."""
+def selected(config: dict[str, Any], where: str) -> bool:
+    """Whether a trial of `config` is one the holds count under `where` (`<key>=<value>`; empty: every trial)."""
+    key, _, value = where.partition("=")
+    return not where or (key in config and str(config[key]) == value)
+
+
+def hold_epoch(config: dict[str, Any] | None = None) -> int | None:
+    """At a trial's start: the epoch after which the trial of `config` holds (None: it never does)."""
     setting, release = os.environ.get(HOLD), os.environ.get(RELEASE)
-    if not setting or not release:
+    if not setting or not release or not selected(config or {}, os.environ.get(WHERE, "")):
         return None
     return held_epoch(claim_number(Path(release)), setting)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
 from tuner.runs.run_dir import RunDir
 from tuner.space.schema import SearchSpace
@@ -111,3 +111,14 @@ def finished_in_study(records: list[TrialRecord], study, metric: str) -> set[str
         return set()
     return {t.user_attrs["ray_trial_id"] for t in study.get_trials(deepcopy=False)
             if t.user_attrs.get("ray_trial_id") in resumed and t.state.name in ("PRUNED", "COMPLETE")}
+
+
+class ResultlessMedian(MedianStoppingRule):
+    """The median stopping rule, for trials that may end without a result (a configuration error,
+    tuner.runs.config_errors): Ray's rule keeps such a trial's empty last result and then fails judging every
+    other trial (it reads each kept result's training_iteration)."""
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if TIME_ATTR in result:
+            super().on_trial_complete(tune_controller, trial, result)
+

@@ -5,6 +5,8 @@ training iteration (single objective) and tells the final value. This subclass a
 - the user attributes `ray_trial_id`, `trial_folder`, and, whenever the trial improves,
   `best_value`, `best_epoch` and `best_model` (the best epoch's checkpoint `best_model.pt`);
 - PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
+- FAIL, with the user attribute `config_error`, for a trial that recorded a configuration error
+  (tuner.runs.config_errors) and ended without a result;
 - one intermediate value per epoch: an epoch reported again (a resumed trial trains the epochs after its
   checkpoint again, which a killed driver may have recorded) replaces the earlier value, and the best
   so far is judged again from there;
@@ -32,8 +34,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model.checkpoint import best_model_name
-from tuner.runs.studies import open_storage, study_name
+from tuner.runs.config_errors import read_config_error
 from tuner.runs.run_dir import RunDir
+from tuner.runs.studies import open_storage, study_name
 from tuner.runs.trial_records import trial_ids
 from tuner.storage.uris import join_uri
 
@@ -192,6 +195,10 @@ class StudySearcher(OptunaSearch):
         trial = self._ot_trials.get(trial_id)
         if trial is None or trial_id in self._completed_trials:
             return
+        config_error = read_config_error(RunDir(self._run_storage, self._run_name), self._label, f"trial_{trial_id}")
+        if config_error is not None:   # the trial ended without a result (tuner.runs.config_errors)
+            trial.set_user_attr("config_error", config_error)
+            error = True
         if result and not error:
             self.on_trial_result(trial_id, result)  # Ray hands a trial's last result only to on_trial_complete
         if self._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:

@@ -14,10 +14,13 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tuner.runs.trial_record import REPORTED, read_reported
 from tuner.space.schema import trial_threads
+
+if TYPE_CHECKING:
+    from tuner.runs.config_errors import ErrorFolder
 
 TRAINER_PEAK_RSS = "peak_rss_mb"
 
@@ -40,7 +43,8 @@ TRAINER_BEST = ("val_ccc_mean", "max")   # the Trainer reports best_val_ccc_mean
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), on_last_epoch: Callable[[Any, str], dict] | None = None,
-                finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = ()) -> None:
+                finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
+                errors: ErrorFolder | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -49,15 +53,20 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     `on_last_epoch(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved
     and before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
-    (scheduler.rank_by: best)."""
+    (scheduler.rank_by: best).
+    `errors`: where a configuration the store cannot train (a UserError while the trial sets up) is recorded
+    instead of raised, so that Ray does not retry it (tuner.runs.config_errors); None: raised."""
     from ray import tune
 
     from tuner.search.hold import hold_after, hold_epoch
 
     if tune.get_context().get_trial_id() in finished:
         return
-    trainer, reported = _trainer(config, store_path, cpus, gpus)
-    held = hold_epoch()   # tests only (tuner.search.hold)
+    started = _trainer(config, store_path, cpus, gpus, errors)
+    if started is None:   # a configuration error, recorded: the trial ends without a result
+        return
+    trainer, reported = started
+    held = hold_epoch(config)   # tests only (tuner.search.hold)
     epoch_start = time.perf_counter()
 
     def report(metrics: dict[str, Any]) -> None:
@@ -79,25 +88,37 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
 
 
-def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float) -> tuple[Any, list | None]:
+def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
+             errors: ErrorFolder | None) -> tuple[Any, list | None] | None:
     """The trial's Trainer (CVTrainer for cv_folds) on this node's copy of the store, restored from the
     checkpoint Ray hands over, and the reports that checkpoint holds ([] for a fresh trial; None: continued
-    from a checkpoint without them)."""
+    from a checkpoint without them). None: the configuration cannot train on the store, recorded in `errors`."""
     import torch
     from ray import tune
 
     from model.config import TrainConfig
     from model.cpu_memory import keep_freed_blocks_in_malloc
     from model.cv import make_trainer
+    from model.errors import UserError
     from tuner.storage.store_sync import ensure_local_store
 
     keep_freed_blocks_in_malloc()   # this thread shares the worker's one arena (tuner.search.experiment.start_ray)
     threads = trial_threads(cpus)
     torch.set_num_threads(threads)
     values = {**config, "num_threads": threads, "device": "cuda" if gpus > 0 else "cpu"}
-    train_config = TrainConfig.from_dict(values, source="trial config")
-    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store
-    trainer = make_trainer(train_config, str(ensure_local_store(store_path)))
+    # a bucket URI is copied to this node's disk once (file lock), then memory-mapped like a local store; a copy
+    # that fails stays an exception (Ray retries the trial)
+    local_store = str(ensure_local_store(store_path))
+    try:
+        train_config = TrainConfig.from_dict(values, source="trial config")
+        trainer = make_trainer(train_config, local_store)   # CVTrainer for cv_folds
+    except UserError as exc:
+        if errors is None:
+            raise
+        folder = Path(tune.get_context().get_trial_dir()).name
+        errors.record(folder, str(exc))
+        print(f"[tuner] {folder}: {exc} (a configuration error: the trial ends, it is not retried)")
+        return None
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return trainer, []
