@@ -181,10 +181,13 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
             return job if job["Restarts"] == "1" and job["JobState"] in ("PENDING", "RUNNING", "COMPLETED") else None
 
         if wait_for(requeued, "the job requeued", slurm, out, 300)["JobState"] == "PENDING":
-            # Slurm holds a requeued job back for ~2 min (its BeginTime): let it start as soon as the
-            # node has finished with the stopped job
+            # Slurm holds a requeued job back for cred_expire (120 s), until the node has forgotten the
+            # stopped job's revoked credential: let it start once the node is idle, but in a later
+            # second than the requeue. slurmd refuses a credential created in the second its job was
+            # revoked ("Job N already killed, do not launch batch job"), and the job ends FAILED at once
+            # (StartTime=now did, when the scheduler's next pass fell in the requeue's second)
             wait_for(slurm.node_idle, "the node idle after the stopped job", slurm, out, 120)
-            slurm.scontrol("update", f"JobId={job_id}", "StartTime=now", check=False)
+            slurm.scontrol("update", f"JobId={job_id}", "StartTime=now+1", check=False)
 
         def finished():
             job = slurm.job(job_id)
