@@ -24,7 +24,7 @@ COMMANDS = [["resume"], ["confirm"], ["report"], ["status"], ["export"], ["dashb
 def starting(tmp_path):
     """A process holding run `demo`'s lock under tmp_path/results before its run.json exists."""
     code = ("import time\nfrom tuner.runs.run_dir import RunDir\n"
-            f"with RunDir({str(tmp_path / 'results')!r}, 'demo').writer_lock():\n"
+            f"with RunDir({str(tmp_path / 'results')!r}, 'demo').sole_driver():\n"
             "    print('held', flush=True)\n    time.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -57,7 +57,7 @@ def test_the_lock_of_a_driver_that_died_is_not_a_starting_run(starting, tmp_path
     with pytest.raises(UserError, match="no search run here") as caught:
         run.read_manifest()
     assert not isinstance(caught.value, LockHeld)
-    with run.writer_lock():   # looking did not keep it: a new driver takes it over
+    with run.sole_driver():   # looking did not keep it: a new driver takes it over
         pass
 
 
