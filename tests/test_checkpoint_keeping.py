@@ -70,3 +70,64 @@ def test_the_newest_checkpoints_are_kept_so_the_last_snapshots_checkpoint_surviv
     epochs = [int((p / "epoch").read_text()) for p in kept]
     newest = list(range(len(SCORES) - CHECKPOINTS_KEPT + 1, len(SCORES) + 1))
     assert epochs == newest, f"kept the checkpoints of epochs {epochs}, expected the newest ones {newest}"
+
+
+LOSS_SPACE = """\
+metric: loss_total      # not what the trainer picks by default (val_ccc_mean)
+mode: min
+budget: {num_samples: 2, max_epochs: 5}
+scheduler: {type: none}
+searcher: {type: random, seed: 0}
+resources: {cpu: 1, gpu: 0, max_concurrent_trials: 2}
+parameters:
+  temporal: gru
+  num_clusters: {low: 2, high: 4}
+  chunk_frames: 16
+  chunks_per_sentence: 4
+  lr_adam: {low: 1.0e-3, high: 3.0e-2, log: true}
+  width: 0.125
+  batch_size: 8
+  kmeans_iterations: 5
+  embed_batch_chunks: 512
+  precision: fp32
+  seed: 0
+"""
+
+
+def model_epoch(path: str) -> int:
+    from model.model_file import load_model
+
+    return int(load_model(path)[1].metadata["epoch"])
+
+
+def test_export_and_study_name_the_best_epochs_model_by_the_searchs_metric(tiny_store, tmp_path):
+    """A search on loss_total (min): each trial's study attribute `best_model` and the exported `best_model`
+    are files that exist after Ray deleted older checkpoints (5 epochs, 3 kept) and hold the model of the
+    trial's best epoch by loss_total, the epoch the study and the export record."""
+    import optuna
+    import yaml
+
+    from tune_helpers import searcher_study, tuner
+
+    space = tmp_path / "space.yaml"
+    space.write_text(LOSS_SPACE)
+    storage, ray_tmp = tmp_path / "runs", short_tmp()
+    done = tuner(["run", "--space", str(space), "--store", str(tiny_store), "--name", "loss", "--storage",
+                  str(storage), "--num-cpus", "2"], cwd=tmp_path, ray_tmp=ray_tmp, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [exp] = [p for p in (storage / "loss").iterdir() if p.is_dir() and any(p.glob("trial_*"))]
+    study = searcher_study(exp)
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        best_epoch = min(trial.intermediate_values, key=trial.intermediate_values.get)
+        assert trial.user_attrs["best_epoch"] == best_epoch
+        assert model_epoch(trial.user_attrs["best_model"]) == best_epoch, trial.user_attrs
+    out = tmp_path / "best.yaml"
+    exported = tuner(["export", "loss", "--storage", str(storage), "--out", str(out)], cwd=tmp_path,
+                     ray_tmp=ray_tmp, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    meta = yaml.safe_load(out.read_text())["metadata"]
+    assert model_epoch(meta["best_model"]) == meta["best_epoch"] == int(meta["metrics"]["epoch"])
+    best = min(study.trials, key=lambda t: t.user_attrs["best_value"])
+    assert meta["trial_id"] == best.user_attrs["ray_trial_id"]
