@@ -181,8 +181,9 @@ class StudySearcher(OptunaSearch):
                 if better:
                     trial.set_user_attr("best_value", value)
                     trial.set_user_attr("best_epoch", step)
-            if result.get("checkpoint_dir_name"):
-                # the newest checkpoint holds the best model so far; Ray keeps the newest ones, not the best
+            if result.get("checkpoint_dir_name") and (value is not None or "best_value" in stored.user_attrs):
+                # the newest checkpoint holds the best model so far (none before the metric had a value);
+                # Ray keeps the newest checkpoints, not the best
                 trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
                                                            result["checkpoint_dir_name"],
                                                            best_model_name(result.get("config") or {})))
