@@ -28,7 +28,7 @@ from model.config import TrainConfig
 from model.errors import UserError
 from model.folds import cv_splits
 from model.metrics import plain
-from model.trainer import SELECTION, Trainer, best_val_ccc, check_resumable, improves
+from model.trainer import SELECTION, Trainer, best_val_ccc, check_resumable, checkpoint_selection, improves
 
 SUMMED = ("cluster_empty", "ssl_cluster_empty")
 
@@ -129,6 +129,7 @@ class CVTrainer:
             "best_epoch": self.best_epoch,
             "best_metrics": plain(self.best_metrics) if self.best_metrics else None,
             "history": [plain(m) for m in self.history],
+            "selection": list(self.selection),
         }
         ready = all(t.best_state is not None for t in self.folds)
         return ckpt.write_checkpoint(directory, state, {CV_BEST_MODEL: self.save_best_model} if ready else {})
@@ -147,4 +148,5 @@ class CVTrainer:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
         self.best_metrics = state["best_metrics"]
+        self.selection = checkpoint_selection(state)
         self.history = list(state["history"])

@@ -457,6 +457,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_metrics": plain(self.best_metrics) if self.best_metrics else None,
             "best_state": self.best_state,
+            "selection": list(self.selection),
             "history": [plain(m) for m in self.history],
         }
 
@@ -489,6 +490,7 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.best_metrics = state["best_metrics"]
         self.best_state = state["best_state"]
+        self.selection = checkpoint_selection(state)
         self.history = list(state["history"])
 
 
@@ -500,6 +502,12 @@ def improves(metrics: dict[str, Any], selection: tuple[str, str], best: float, b
     if not math.isfinite(value):
         return False
     return best_epoch == 0 or (value > best if mode == "max" else value < best)
+
+
+def checkpoint_selection(state: dict[str, Any]) -> tuple[str, str]:
+    """The (metric, mode) a checkpoint's best model was picked by; the best so far is kept by it when the
+    trainer continues (a checkpoint written before searches picked by their metric: val_ccc_mean)."""
+    return tuple(state.get("selection", SELECTION))
 
 
 def best_val_ccc(trainer) -> float:

@@ -31,7 +31,8 @@ from tuner.trial_records import read_condition
 LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
 # Each trial keeps its CHECKPOINTS_KEPT most recent checkpoints (Ray's default order, not the best by the
 # metric): Ray forces an experiment snapshot after that many checkpoints of a trial, so the checkpoint the
-# last snapshot names is always kept; every checkpoint holds the trial's best model so far (best_model.pt).
+# last snapshot names is kept until the next one (but for a short window, docs/resume.md); every checkpoint
+# holds the trial's best model so far (best_model.pt).
 CHECKPOINTS_KEPT = 3
 MAX_FAILURES = 2
 # Ray's progress table shows the first four metrics a trial reports: these, after the searched ones.
