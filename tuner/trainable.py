@@ -65,7 +65,7 @@ def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), finish: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
-                errors: ErrorFolder | None = None) -> None:
+                errors: ErrorFolder | None = None, selection: tuple[str, str] | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -74,7 +74,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     `finish(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved and
     before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
-    (scheduler.rank_by: best).
+    (scheduler.rank_by: best). `selection`: the (metric, mode) that picks the trial's best model (the
+    search's metric; default the trainer's, val_ccc_mean), so that best_model.pt is the best epoch's.
     `errors`: where a configuration the store cannot train (a UserError
     while the trial sets up) is recorded instead of raised, so that Ray does not retry it; None: raised."""
     import torch
@@ -101,6 +102,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     try:
         train_config = TrainConfig.from_dict(values, source="trial config")
         trainer = make_trainer(train_config, local_store)   # CVTrainer for cv_folds
+        if selection is not None:
+            trainer.selection = selection
     except UserError as exc:
         if errors is None:
             raise
