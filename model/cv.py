@@ -6,7 +6,8 @@
 its own validation groups and its own best epoch. An epoch's metrics are the folds' means
 (`val_ccc_mean` is the mean over folds of each fold's validation CCC: what a scheduler sees), plus
 `fold<i>_val_ccc_<attr>` / `fold<i>_val_ccc_mean` per fold. The best epoch is the one whose fold
-mean is best (what the run reports as `best_val_ccc_mean`), and the best model is a folder of the
+mean is best (`val_ccc_mean`, what the run reports as `best_val_ccc_mean`; a search trial's own metric,
+`selection`), and the best model is a folder of the
 fold models at that epoch (`fold_<i>.pt`), which `evaluate` and `predict` average: what is reported
 is what is saved.
 """
@@ -25,7 +26,7 @@ from model.config import TrainConfig
 from model.errors import UserError
 from model.folds import cv_splits
 from model.metrics import plain
-from model.trainer import Trainer, check_resumable
+from model.trainer import SELECTION, Trainer, best_val_ccc, check_resumable, checkpoint_selection, improves
 
 SUMMED = ("cluster_empty", "ssl_cluster_empty")
 
@@ -79,6 +80,7 @@ class CVTrainer:
         self.best_metric = -math.inf
         self.best_epoch = 0
         self.best_metrics: dict[str, Any] | None = None
+        self.selection = SELECTION   # (metric, mode) of the folds' means that picks the best epoch
         self.history: list[dict[str, Any]] = []
 
     fit = Trainer.fit     # the same loop: run_epoch, checkpoint, on_epoch; resumes from checkpoint_dir
@@ -90,13 +92,13 @@ class CVTrainer:
         metrics: dict[str, Any] = {"epoch": self.epoch, **fold_means(per_fold)}
         for i, m in enumerate(per_fold, start=1):
             metrics.update({f"fold{i}_{k}": v for k, v in m.items() if k.startswith("val_ccc_")})
-        metrics["is_best"] = bool(metrics["val_ccc_mean"] > self.best_metric)
+        metrics["is_best"] = improves(metrics, self.selection, self.best_metric, self.best_epoch)
         if metrics["is_best"]:
-            self.best_metric, self.best_epoch = float(metrics["val_ccc_mean"]), self.epoch
+            self.best_metric, self.best_epoch = float(metrics[self.selection[0]]), self.epoch
             self.best_metrics = dict(metrics)
             for fold, fold_metrics in zip(self.folds, per_fold):
                 fold.keep_as_best(fold_metrics)
-        metrics["best_val_ccc_mean"] = self.best_metric
+        metrics["best_val_ccc_mean"] = best_val_ccc(self)
         self.history.append(dict(metrics))
         return metrics
 
@@ -119,6 +121,7 @@ class CVTrainer:
             "best_epoch": self.best_epoch,
             "best_metrics": plain(self.best_metrics) if self.best_metrics else None,
             "history": [plain(m) for m in self.history],
+            "selection": list(self.selection),
         }
         ready = all(t.best_state is not None for t in self.folds)
         return ckpt.write_checkpoint(directory, state, {CV_BEST_MODEL: self.save_best_model} if ready else {})
@@ -137,4 +140,5 @@ class CVTrainer:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
         self.best_metrics = state["best_metrics"]
+        self.selection = checkpoint_selection(state)
         self.history = list(state["history"])

@@ -45,6 +45,8 @@ if TYPE_CHECKING:   # imported in __init__ (the store module is not needed to im
 STAGE_SSL, STAGE_LABELED = 1, 2
 # config keys that may differ between a checkpoint and the run that resumes it (no effect on results)
 RESUMABLE_CHANGES = ("epochs", "num_threads", "device", "embed_batch_chunks")
+# (metric, mode) that picks the best epoch (best_model.pt) unless a search trial sets its metric (`selection`)
+SELECTION = ("val_ccc_mean", "max")
 
 
 class TrainingDiverged(UserError):
@@ -97,6 +99,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_metrics: dict[str, Any] | None = None
         self.selects_best = True   # False for a CV fold: its CVTrainer picks the best epoch (the folds' mean)
+        self.selection = SELECTION   # (metric, mode) that picks the best epoch; a search trial sets its own
         self.history: list[dict[str, Any]] = []
         self.failed: str | None = None
 
@@ -396,7 +399,7 @@ class Trainer:
         metrics.update(self.validate())
         times["validate"] += time.perf_counter() - t
 
-        is_best = bool(metrics["val_ccc_mean"] > self.best_metric)
+        is_best = improves(metrics, self.selection, self.best_metric, self.best_epoch)
         self.prev_assignments = assignments
         self.epoch = epoch
         total = time.perf_counter() - t_epoch
@@ -408,13 +411,13 @@ class Trainer:
         )
         if is_best and self.selects_best:
             self.keep_as_best(metrics)
-        metrics["best_val_ccc_mean"] = self.best_metric
+        metrics["best_val_ccc_mean"] = best_val_ccc(self)
         self.history.append(dict(metrics))
         return metrics
 
     def keep_as_best(self, metrics: dict[str, Any]) -> None:
         """Keep the weights and `metrics` of the epoch just run as the best model."""
-        self.best_metric, self.best_epoch = float(metrics["val_ccc_mean"]), self.epoch
+        self.best_metric, self.best_epoch = float(metrics[self.selection[0]]), self.epoch
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
         self.best_metrics = dict(metrics)
 
@@ -430,7 +433,7 @@ class Trainer:
                 self.save_checkpoint(checkpoint_dir)
             if on_epoch is not None and on_epoch(metrics):
                 break
-        return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_ccc_mean": self.best_metric,
+        return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_ccc_mean": best_val_ccc(self),
                 "best_metrics": self.best_metrics, "last_metrics": self.history[-1] if self.history else None}
 
     # ---- models and checkpoints ----------------------------------------------------------
@@ -469,6 +472,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_metrics": plain(self.best_metrics) if self.best_metrics else None,
             "best_state": self.best_state,
+            "selection": list(self.selection),
             "history": [plain(m) for m in self.history],
         }
 
@@ -501,7 +505,29 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.best_metrics = state["best_metrics"]
         self.best_state = state["best_state"]
+        self.selection = checkpoint_selection(state)
         self.history = list(state["history"])
+
+
+def improves(metrics: dict[str, Any], selection: tuple[str, str], best: float, best_epoch: int) -> bool:
+    """Whether an epoch's `metrics` beat the best so far (`best`, from epoch `best_epoch`; 0: none yet) on
+    `selection` = (metric, mode); an epoch without a finite value of the metric never does."""
+    metric, mode = selection
+    value = float(metrics.get(metric, math.nan))
+    if not math.isfinite(value):
+        return False
+    return best_epoch == 0 or (value > best if mode == "max" else value < best)
+
+
+def checkpoint_selection(state: dict[str, Any]) -> tuple[str, str]:
+    """The (metric, mode) a checkpoint's best model was picked by; the best so far is kept by it when the
+    trainer continues (a checkpoint written before searches picked by their metric: val_ccc_mean)."""
+    return tuple(state.get("selection", SELECTION))
+
+
+def best_val_ccc(trainer) -> float:
+    """The validation CCC (mean over attributes) of a Trainer's or CVTrainer's best epoch (-inf before one)."""
+    return float(trainer.best_metrics["val_ccc_mean"]) if trainer.best_metrics else -math.inf
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, where: str) -> None:

@@ -190,3 +190,24 @@ def test_fold_models_are_saved_at_the_epoch_of_the_best_fold_mean(tiny_store, tm
         saved = network.state_dict()
         assert all(torch.equal(saved[k].cpu(), weights_at_2[i - 1][k]) for k in saved)
         assert fold.best_epoch == 2
+
+
+def test_a_search_trials_metric_picks_the_epoch_of_the_fold_models(tiny_store, tmp_path, monkeypatch):
+    """A search ranking by its own metric and mode (here val_ccc_mean, min) sets `selection`: the fold models
+    saved are those of the epoch best by it (the folds' means 0.35, 0.45, 0.3: epoch 3)."""
+    from model.model_file import load_model
+
+    scripted = {0: [0.6, 0.5, 0.1], 1: [0.1, 0.4, 0.5]}
+    cv = make_trainer(config(epochs=3, cv_folds=2, unlabeled_pool=0), tiny_store)
+    cv.selection = ("val_ccc_mean", "min")
+    for i, fold in enumerate(cv.folds):
+        real = fold.validate
+
+        def validate(real=real, fold=fold, values=scripted[i]):
+            return {**real(), "val_ccc_mean": values[fold.epoch]}
+        monkeypatch.setattr(fold, "validate", validate)
+    reported = [cv.run_epoch() for _ in range(3)]
+    assert [m["is_best"] for m in reported] == [True, False, True]
+    assert cv.best_epoch == 3 and reported[-1]["best_val_ccc_mean"] == pytest.approx(0.3)
+    assert cv.save_best_model(tmp_path / "best_model")
+    assert [load_model(tmp_path / "best_model" / f"fold_{i}.pt")[1].metadata["epoch"] for i in (1, 2)] == [3, 3]

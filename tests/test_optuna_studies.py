@@ -267,3 +267,34 @@ def test_epochs_a_killed_driver_recorded_after_its_snapshot_are_replaced_when_tr
     assert trial.state.name == "COMPLETE" and trial.value == 0.35
     assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.25, 4: 0.35}
     assert (trial.user_attrs["best_epoch"], trial.user_attrs["best_value"]) == (4, 0.35)
+
+
+def test_the_best_model_attribute_names_the_newest_checkpoint_once_the_metric_has_a_value(tmp_path):
+    """Ray keeps a trial's newest checkpoints, each holding the best model so far: `best_model` follows the
+    newest checkpoint, not the best epoch's (deleted three epochs later), and is set only once the (first)
+    metric had a value (before, the checkpoint holds no best model; a multi-objective search's result may
+    lack it)."""
+    from tuner.runs.studies import load_studies
+    from tuner.runs.run_dir import RunDir
+    from tuner.space.parse import parse_space
+
+    raw = {**yaml.safe_load(SMOKE.read_text()), "metric": ["val_ccc_mean", "nmi"], "mode": "max",
+           "scheduler": {"type": "none"}, "searcher": {"type": "multi_objective", "seed": 0}}
+    space = parse_space(raw, "smoke.yaml")
+    run = RunDir(tmp_path, "r")
+    run.write_manifest({"name": "r", "optuna_storage": "journal", "metrics": space.metrics, "modes": space.modes,
+                        "conditions": [{"label": LABEL, "values": {}, "state": "pending"}]})
+    searcher = make_searcher(run, space)
+    searcher.suggest("a")
+
+    def attrs(epoch: int, value: float | None) -> dict:
+        result = {"training_iteration": epoch, "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}", "nmi": 0.1,
+                  "config": {}}
+        searcher.on_trial_result("a", result if value is None else {**result, "val_ccc_mean": value})
+        return load_studies(run)[LABEL].trials[0].user_attrs
+
+    assert "best_model" not in attrs(1, None)
+    assert attrs(2, 0.5)["best_model"] == run.child_uri(LABEL, "trial_a", "checkpoint_000001", "best_model.pt")
+    later = attrs(3, 0.2)
+    assert later["best_model"] == run.child_uri(LABEL, "trial_a", "checkpoint_000002", "best_model.pt")
+    assert (later["best_epoch"], later["best_value"]) == (2, 0.5)

@@ -260,3 +260,21 @@ def test_cuda_out_of_memory_names_the_config(tiny_store, monkeypatch):
     message = str(info.value)
     for part in ("out of GPU memory", "batch_size=8", "m=16", "C=4", "width=0.25"):
         assert part in message
+
+
+def test_a_checkpoint_keeps_the_metric_its_best_model_was_picked_by(tiny_store, tmp_path):
+    """A search trial picks its best model by the search's metric (`selection`); continued from its checkpoint
+    it keeps that metric, and from a checkpoint written before trials picked by their metric, val_ccc_mean
+    (what that checkpoint's best so far was picked by)."""
+    first = Trainer(config(), tiny_store)
+    first.selection = ("loss_total", "min")
+    first.run_epoch()
+    first.save_checkpoint(tmp_path / "ck")
+    resumed = Trainer(config(), tiny_store)
+    resumed.load_checkpoint(tmp_path / "ck")
+    assert resumed.selection == ("loss_total", "min") and resumed.best_metric == first.history[0]["loss_total"]
+    older = {k: v for k, v in first.checkpoint_state().items() if k != "selection"}
+    trial = Trainer(config(), tiny_store)
+    trial.selection = ("loss_total", "min")
+    trial.restore_state(older, "an older checkpoint")
+    assert trial.selection == ("val_ccc_mean", "max")

@@ -74,13 +74,13 @@ def test_pareto_front():
     assert front_min == {"c", "d", "b"}
 
 
-def test_checkpoint_of_the_best_epoch_if_kept_else_latest():
+def test_the_newest_checkpoint_holds_the_best_model_even_when_the_best_epochs_is_kept():
     rec = record("a", [{"m": 0.9, "checkpoint_dir_name": "checkpoint_000000"},
                        {"m": 0.1, "checkpoint_dir_name": "checkpoint_000001"}],
                  checkpoints=["checkpoint_000000", "checkpoint_000001"])
-    assert checkpoint_for(rec) == "checkpoint_000000"
-    rec.checkpoints = ["checkpoint_000001"]
     assert checkpoint_for(rec) == "checkpoint_000001"
+    rec.checkpoints = []
+    assert checkpoint_for(rec) is None
 
 
 def test_read_condition_tolerates_a_truncated_result_line(tmp_path):

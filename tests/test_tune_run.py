@@ -265,6 +265,8 @@ def test_each_condition_has_a_durable_optuna_study_of_its_trials(search):
     values, final value, state (PRUNED when ASHA stopped it) and links to its folder and best model."""
     import optuna
 
+    from model.model_file import load_model
+
     _, storage, _, _, _ = search
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(storage / NAME / "optuna.journal")))
@@ -288,9 +290,10 @@ def test_each_condition_has_a_durable_optuna_study_of_its_trials(search):
             best = max(rows, key=lambda r: r["val_ccc_mean"])
             assert ot.user_attrs["best_value"] == pytest.approx(best["val_ccc_mean"])
             assert ot.user_attrs["best_epoch"] == best["training_iteration"]
+            # the newest checkpoint's best model (Ray keeps the newest checkpoints), the best epoch's model
             assert ot.user_attrs["best_model"] == str(storage / NAME / label / ray_trial["relative_logdir"]
-                                                      / best["checkpoint_dir_name"] / "best_model.pt")
-            assert Path(ot.user_attrs["best_model"]).is_file()
+                                                      / rows[-1]["checkpoint_dir_name"] / "best_model.pt")
+            assert load_model(ot.user_attrs["best_model"])[1].metadata["epoch"] == best["training_iteration"]
     assert pruned >= 1   # ASHA stops some trials of smoke.yaml early
 
 

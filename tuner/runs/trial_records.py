@@ -188,7 +188,5 @@ def pareto_front(records: list[TrialRecord], metrics: list[str], modes: list[str
 
 
 def checkpoint_for(rec: TrialRecord) -> str | None:
-    """The checkpoint folder of the trial's best epoch if kept, else its latest one."""
-    if rec.best and rec.best.get("checkpoint_dir_name") in rec.checkpoints:
-        return rec.best["checkpoint_dir_name"]
+    """The trial's newest checkpoint folder: it holds the trial's best model (best_model.pt), and Ray keeps it."""
     return rec.checkpoints[-1] if rec.checkpoints else None

@@ -29,6 +29,10 @@ from tuner.storage.store_sync import check_store
 from tuner.runs.trial_records import read_condition
 
 LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
+# Each trial keeps its CHECKPOINTS_KEPT most recent checkpoints (Ray's default order, not the best by the
+# metric): Ray forces an experiment snapshot after that many checkpoints of a trial, so the checkpoint the
+# last snapshot names is kept until the next one (but for a short window, docs/resume.md); every checkpoint
+# holds the trial's best model so far (best_model.pt).
 CHECKPOINTS_KEPT = 3
 MAX_FAILURES = 2
 # Ray's progress table shows the first four metrics a trial reports: these, after the searched ones.
@@ -137,8 +141,10 @@ def make_trainable(space: SearchSpace, store: str, trainable=None, name: str | N
 
     from tuner.search.trainable import train_trial
 
-    if trainable is None:  # train_trial reports best_<metric> for scheduler.rank_by: best
-        trainable, params = train_trial, {"ranked": tuple(zip(space.metrics, space.modes)), **params}
+    if trainable is None:  # train_trial reports best_<metric> for scheduler.rank_by: best, keeps the best model by
+        # the search's (first) metric
+        trainable, params = train_trial, {"ranked": tuple(zip(space.metrics, space.modes)),
+                                          "selection": (space.metric, space.mode), **params}
     fn = tune.with_parameters(trainable, store_path=store, cpus=space.resources.cpu, gpus=space.resources.gpu,
                               first_keys=list(dict.fromkeys([*space.metrics, *PROGRESS_COLUMNS]))[:4], **params)
     if name is not None:
@@ -179,9 +185,7 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
         trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=condition_label(condition), storage_path=run.uri,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
-                                                checkpoint_score_attribute=space.metric,
-                                                checkpoint_score_order=space.mode),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])

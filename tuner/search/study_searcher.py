@@ -2,8 +2,9 @@
 
 Ray's OptunaSearch already asks the study for each trial's parameters, reports the metric at each
 training iteration (single objective) and tells the final value. This subclass adds:
-- the user attributes `ray_trial_id`, `trial_folder`, and, whenever the trial improves,
-  `best_value`, `best_epoch` and `best_model` (the best epoch's checkpoint `best_model.pt`);
+- the user attributes `ray_trial_id`, `trial_folder`, `best_value` and `best_epoch` (whenever the trial
+  improves) and `best_model` (at every epoch: the newest checkpoint's `best_model.pt`, the best model so far;
+  Ray keeps a trial's newest checkpoints, tuner.experiment CHECKPOINTS_KEPT);
 - PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
 - FAIL, with the user attribute `config_error`, for a trial that recorded a configuration error
   (tuner.runs.config_errors) and ended without a result;
@@ -180,10 +181,12 @@ class StudySearcher(OptunaSearch):
                 if better:
                     trial.set_user_attr("best_value", value)
                     trial.set_user_attr("best_epoch", step)
-                    if result.get("checkpoint_dir_name"):
-                        trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
-                                                                   result["checkpoint_dir_name"],
-                                                                   best_model_name(result.get("config") or {})))
+            if result.get("checkpoint_dir_name") and (value is not None or "best_value" in stored.user_attrs):
+                # the newest checkpoint holds the best model so far (none before the metric had a value);
+                # Ray keeps the newest checkpoints, not the best
+                trial.set_user_attr("best_model", join_uri(self._trial_base, f"trial_{trial_id}",
+                                                           result["checkpoint_dir_name"],
+                                                           best_model_name(result.get("config") or {})))
         except optuna.exceptions.UpdateFinishedTrialError:
             # told before the driver died, after Ray's last snapshot: Ray re-runs it, the study keeps it
             self._completed_trials.add(trial_id)

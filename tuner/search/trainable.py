@@ -38,13 +38,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-TRAINER_BEST = ("val_ccc_mean", "max")   # the Trainer reports best_val_ccc_mean itself (model.trainer)
-
-
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), on_last_epoch: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
-                errors: ErrorFolder | None = None) -> None:
+                errors: ErrorFolder | None = None, selection: tuple[str, str] | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -53,7 +50,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     `on_last_epoch(trainer, checkpoint_dir)`, when given, runs after the last epoch's checkpoint is saved
     and before it is reported: it may add files to that checkpoint and returns metrics to report with it.
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
-    (scheduler.rank_by: best).
+    (scheduler.rank_by: best). `selection`: the (metric, mode) that picks the trial's best model (the
+    search's metric; default the trainer's, val_ccc_mean), so that best_model.pt is the best epoch's.
     `errors`: where a configuration the store cannot train (a UserError while the trial sets up) is recorded
     instead of raised, so that Ray does not retry it (tuner.runs.config_errors); None: raised."""
     from ray import tune
@@ -62,7 +60,7 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
 
     if tune.get_context().get_trial_id() in finished:
         return
-    started = _trainer(config, store_path, cpus, gpus, errors)
+    started = _trainer(config, store_path, cpus, gpus, errors, selection)
     if started is None:   # a configuration error, recorded: the trial ends without a result
         return
     trainer, reported = started
@@ -88,8 +86,8 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
 
 
-def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
-             errors: ErrorFolder | None) -> tuple[Any, list | None] | None:
+def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float, errors: ErrorFolder | None,
+             selection: tuple[str, str] | None) -> tuple[Any, list | None] | None:
     """The trial's Trainer (CVTrainer for cv_folds) on this node's copy of the store, restored from the
     checkpoint Ray hands over, and the reports that checkpoint holds ([] for a fresh trial; None: continued
     from a checkpoint without them). None: the configuration cannot train on the store, recorded in `errors`."""
@@ -112,6 +110,8 @@ def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
     try:
         train_config = TrainConfig.from_dict(values, source="trial config")
         trainer = make_trainer(train_config, local_store)   # CVTrainer for cv_folds
+        if selection is not None:
+            trainer.selection = selection
     except UserError as exc:
         if errors is None:
             raise
@@ -145,7 +145,7 @@ def _checkpointed(trainer, directory: str, metrics: dict[str, Any], epoch_s: flo
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
     metrics["epoch"] = float(trainer.epoch)
     for metric, mode in ranked:
-        best = None if (metric, mode) == TRAINER_BEST else best_so_far(trainer.history, metric, mode)
+        best = best_so_far(trainer.history, metric, mode)
         if best is not None:
             metrics[f"best_{metric}"] = best
     return metrics
