@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,22 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
         raise UserError(f"{path}: the run's Optuna storage is {'empty' if path.is_file() else 'missing'}, yet "
                         f"condition(s) {', '.join(begun)} have run; put the file back (moved or restored from a "
                         "backup?) to read the run's studies")
+    if setting == JOURNAL_STORAGE:
+        warn_cut_short(path)
+
+
+def warn_cut_short(journal: Path) -> None:
+    """A journal whose last record is cut short (a driver killed mid-write, a truncated copy): Optuna skips
+    that record without a word, so the studies read from it may lack their latest trials: said on stderr."""
+    with open(journal, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+    print(f"warning: {journal}: its last record is cut short (the file does not end with a complete line: "
+          "a driver killed while writing it, or a truncated copy); Optuna skips that record, so the studies "
+          "read from it may lack their latest trials", file=sys.stderr)
 
 
 def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
@@ -171,8 +188,10 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
     try:
         storage = open_storage(run, setting)
         names = {s.study_name for s in storage.get_all_studies()}
-    except (UnicodeDecodeError, ValueError) as exc:   # a journal of junk (json.JSONDecodeError is a ValueError)
+    # a journal of junk (json.JSONDecodeError is a ValueError), or of JSON lines that are not Optuna's records:
+    # replaying those fails inside Optuna with KeyError, TypeError or AssertionError ("Should not reach.")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError) as exc:
         raise UserError(f"{journal_path(run) if setting == JOURNAL_STORAGE else setting}: damaged Optuna "
-                        f"storage: {exc}") from None
+                        f"storage: {exc.__class__.__name__}: {exc}") from None
     return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
             for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}
