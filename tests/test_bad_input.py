@@ -1092,8 +1092,11 @@ def test_a_full_disk_export_and_confirm(world, small_disk):
     fill(small_disk)
     refused_for_a_full_disk(world, small_disk, ["export", "demo", "--storage", small_disk, "--out",
                                                 small_disk / "best.yaml"], small_disk)
-    refused_for_a_full_disk(world, small_disk, ["confirm", "demo", "--storage", small_disk],
-                            small_disk / "demo" / "confirm")
+    confirm = ["confirm", "demo", "--storage", small_disk]
+    refused_for_a_full_disk(world, small_disk, confirm, small_disk)   # its run lock cannot be written
+    (small_disk / "filler").unlink()
+    fill(small_disk, leave=4096)   # one page: the lock's
+    refused_for_a_full_disk(world, small_disk, confirm, small_disk / "demo" / "confirm")   # its plan cannot
     assert not world.logs.exists() or not list(world.logs.iterdir())
 
 
