@@ -929,6 +929,14 @@ CASES += [
          lambda w, d: [fake_run(w, d, files={"optuna.journal": study_journal(d)}, optuna_storage="journal"),
                        "report", "demo", "--storage", d, "--out", d / "rep"][1:], 0, check=check_whole_journal,
          unchanged=False),
+    Case("report-before-any-study-creates-no-sqlite-file",
+         lambda w, d: [pending_run(w, d, f"sqlite:///{d}/studies.db"), "report", "demo", "--storage", d,
+                       "--out", d / "rep"][1:], 0,
+         check=lambda w, d, proc: assert_in("studies.db", " ".join(p.name for p in d.iterdir()), False),
+         unchanged=False),
+    Case("dashboard-before-any-study-creates-no-journal",
+         lambda w, d: [pending_run(w, d, "journal"), "dashboard", "demo", "--storage", d][1:], 2,
+         ("run demo: no condition has begun yet", "(journal) does not exist yet")),
     # issue 21 §13: settings and inputs a user would want a word about
     Case("train-freeze-without-init-model-beyond-epochs",
          lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", *TINY, "freeze_encoder_epochs=3"], 0,
@@ -939,6 +947,15 @@ CASES += [
          with_files({"confirm/confirm.json": confirm_doc(partial_confirm)}, "export", "--by", "confirmed",
                     "--out", "{d}/b.yaml"), 0, check=check_partial_export, unchanged=False),
 ]
+
+
+def pending_run(w: World, d: Path, optuna_storage: str) -> Path:
+    """A fake run whose one condition has not begun (its Optuna storage not made yet)."""
+    run = fake_run(w, d, optuna_storage=optuna_storage)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["conditions"][0]["state"] = "pending"
+    (run / "run.json").write_text(json.dumps(manifest))
+    return run
 
 
 def assert_in(text: str, where: str, present: bool = True) -> None:

@@ -145,10 +145,8 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
         return
     if setting == JOURNAL_STORAGE:
         fetch_journal(run)
-        path = journal_path(run)
-    elif setting.startswith("sqlite:///"):
-        path = Path(setting.removeprefix("sqlite:///"))
-    else:
+    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    if path is None:   # another database: not a file to check
         return
     if not path.is_file() or path.stat().st_size == 0:
         raise UserError(f"{path}: the run's Optuna storage is {'empty' if path.is_file() else 'missing'}, yet "
@@ -156,6 +154,18 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
                         "backup?) to read the run's studies")
     if setting == JOURNAL_STORAGE:
         warn_cut_short(path)
+
+
+def sqlite_file(setting: str) -> Path | None:
+    """The file of an `sqlite:///PATH` storage (None for a journal or another database)."""
+    return Path(setting.removeprefix("sqlite:///")) if setting.startswith("sqlite:///") else None
+
+
+def storage_exists(run: RunDir, setting: str) -> bool:
+    """Whether the run's storage is there to be read: opening a missing journal or sqlite file creates it, which
+    a reading command must not do (another database: assumed there)."""
+    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    return path is None or path.exists()
 
 
 def warn_cut_short(journal: Path) -> None:
@@ -183,8 +193,8 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
                         "start a new run to get them")
     if setting == JOURNAL_STORAGE:
         fetch_journal(run)
-        if not journal_path(run).exists():
-            return {}
+    if not storage_exists(run, setting):   # no condition has begun (check_storage_kept refuses it otherwise)
+        return {}
     try:
         storage = open_storage(run, setting)
         names = {s.study_name for s in storage.get_all_studies()}
