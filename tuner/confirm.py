@@ -134,12 +134,19 @@ def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]
              "planned": planned} for c in manifest["conditions"]]
 
 
+SEARCH_SHAPE = [{"condition": str, "state": str, "trials": int, "finished": int, "planned": int}]
+# plan.json as its readers use it (model.json_shape): a damaged file is refused naming the first difference
+PLAN_SHAPE = {
+    "version": int, "top": int, "seeds": [int], "splits": ([str], None), "baselines": [str],
+    "configurations": [{"id": str, "kind": str, "conditions": [str], "config": {"attributes": [str], "epochs": int}}],
+    "search?": SEARCH_SHAPE, "command?": str}
+
+
 def read_plan(run: RunDir) -> dict[str, Any] | None:
     """The plan of the run's confirmation (None before `confirm` ran)."""
     if not run.exists(EXPERIMENT, PLAN_FILE):
         return None
-    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
-                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
+    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan", shape=PLAN_SHAPE)
 
 
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

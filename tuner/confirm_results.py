@@ -67,13 +67,16 @@ import functools
 import io
 import itertools
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from model.checkpoint import best_model_name
 from model.errors import UserError
-from tuner.confirm import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint, read_plan, utterance_speakers
+from model.json_shape import Map, shape_problem
+from tuner.confirm import (EVALUATION_FILE, EXPERIMENT, SEARCH_SHAPE, evaluated_checkpoint, read_plan,
+                           utterance_speakers)
 from tuner.run_dir import RunDir
 from tuner.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES, holm,
                                 method_test, paired_bootstrap, paired_t_test, t_interval)
@@ -90,22 +93,43 @@ SELECTION = ("the best configuration of a condition is the one with the highest 
              "over its seeds; the test splits only measure it")
 
 
+STAT_SHAPE = {"mean?": (float, None), "ci95?": ([float], None)}
+TEST_SHAPE = ({"p?": (float, None), "p_holm?": (float, None), "ci95?": ([float], None)}, None)   # null: untested
+# confirm.json as its readers (report, export --by confirmed, status) use it (model.json_shape)
+CONFIRM_SHAPE = {
+    "version": int, "run": str, "state": str, "plan": {"seeds": [int], "search?": SEARCH_SHAPE},
+    "validation_split?": (str, None), "test_splits": [str],
+    "configurations": [{"id": str, "kind": str, "conditions": [str], "condition_values?": (dict, None),
+                        "rank?": (int, None), "trial_id?": (str, None), "attributes": [str], "config": dict,
+                        "seeds": [{"seed": int, "status": str}],
+                        "summary": {"seeds_done": int, "seeds_failed": int, "validation": Map(STAT_SHAPE),
+                                    "test": Map(Map(STAT_SHAPE))}}],
+    "best": Map(str),
+    "comparisons": [{"a": str, "b": str, "split": str, "metric": str, "seeds": [int], "diff": (float, None),
+                     "note": (str, None), "method": TEST_SHAPE, "paired_t": TEST_SHAPE, "bootstrap": TEST_SHAPE}],
+    "tests": dict}
+
+
+RESULT_SHAPE = {"ccc_mean": float}
+EVALUATION_SHAPE = {"best_epoch": (int, None), "error?": (str, None), "validation_split": (str, None),
+                    "test_splits": [str], "validation": (RESULT_SHAPE, None), "test": Map(RESULT_SHAPE)}
+
+
 def read_confirm(run: RunDir) -> dict[str, Any] | None:
     """confirm.json of the run (None before a confirmation wrote one); a file of another version is
     refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", keys=("version",))
+    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", shape={"version": int})
     where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
     if confirm["version"] != VERSION:
         raise UserError(f"{where}: confirm.json version {confirm['version']}; "
                         f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
                         f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
                         "(nothing is trained again)")
-    missing = [k for k in ("run", "state", "plan", "test_splits", "configurations", "best", "comparisons", "tests")
-               if k not in confirm]
-    if missing:
-        raise UserError(f"{where}: damaged confirmation results: {', '.join(missing)} missing")
+    problem = shape_problem(confirm, CONFIRM_SHAPE)
+    if problem:
+        raise UserError(f"{where}: damaged confirmation results: {problem}")
     return confirm
 
 
@@ -169,7 +193,7 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         for seed in plan["seeds"]:
             rec = records.get((c["id"], seed))
             ckpt = _evaluated_checkpoint(run, rec)
-            evaluation = json.loads(run.read_text(EXPERIMENT, rec.folder, ckpt, EVALUATION_FILE)) if ckpt else None
+            evaluation = read_evaluation(run, rec.folder, ckpt) if ckpt else None
             entry = {"seed": seed, "status": _state(rec, evaluation is not None),
                      "trial_id": rec.trial_id if rec else None, "best_epoch": None, "best_model": None,
                      "validation": None, "test": {}}
@@ -183,8 +207,8 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
                     val_split = val_split or evaluation["validation_split"]
                     test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]
                     for split in evaluation["test"]:
-                        data = run.read_bytes(EXPERIMENT, rec.folder, ckpt, f"predictions-{split}.npz")
-                        predictions[(c["id"], seed, split)] = _predictions(data, manifest["store"])
+                        predictions[(c["id"], seed, split)] = read_predictions(run, (rec.folder, ckpt), split,
+                                                                               manifest["store"])
             seeds.append(entry)
         configurations.append({**c, "attributes": list(c["config"]["attributes"]), "epochs": c["config"]["epochs"],
                                "seeds": seeds})
@@ -216,11 +240,28 @@ def summarise(conf: dict[str, Any], test_splits: list[str]) -> dict[str, Any]:
                      for split in test_splits}}
 
 
+def read_evaluation(run: RunDir, folder: str, ckpt: str) -> dict[str, Any]:
+    """A seed's evaluation.json (tuner.confirm.evaluate_seed); damaged, a UserError naming it."""
+    return run.read_json(EXPERIMENT, folder, ckpt, EVALUATION_FILE, what="seed evaluation", shape=EVALUATION_SHAPE)
+
+
+def read_predictions(run: RunDir, where: tuple[str, str], split: str, store: str) -> dict[str, np.ndarray]:
+    """A seed's predictions-<split>.npz (trial folder and checkpoint `where`); damaged, a UserError naming it."""
+    parts = (EXPERIMENT, *where, f"predictions-{split}.npz")
+    try:
+        return _predictions(run.read_bytes(*parts), store)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{run.path(*parts)}: damaged seed predictions: {exc.__class__.__name__}: {exc}") from None
+
+
 def _predictions(data: bytes, store: str) -> dict[str, np.ndarray]:
     """A seed's predictions-<split>.npz; its speaker codes from the store when the seed was evaluated
-    before they were saved there."""
+    before they were saved there (ValueError: entries missing)."""
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         out = {k: npz[k] for k in npz.files}
+    missing = [k for k in ("index", "labels", "preds", "attributes") if k not in out]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing")
     if "speakers" not in out:
         out["speakers"] = utterance_speakers(_open_store(store), out["index"])
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,21 @@ def _peak_rss_mb() -> float:
 def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
     """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
     path = Path(directory) / REPORTED
-    return json.loads(path.read_text()) if path.exists() else None
+    return parse_reported(path.read_bytes(), str(path)) if path.exists() else None
+
+
+def parse_reported(data: bytes, where: str) -> list[dict[str, Any]] | None:
+    """A checkpoint's REPORTED file; damaged (not JSON, not a list of objects), a warning naming it and None:
+    the trial is then continued as from a checkpoint written before reports were kept (its record as stored)."""
+    try:
+        reports = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reports = None
+    if isinstance(reports, list) and all(isinstance(r, dict) for r in reports):
+        return reports
+    print(f"warning: {where}: damaged (expected a JSON list of epoch reports); the trial's result rows are "
+          "kept as stored", file=sys.stderr)
+    return None
 
 
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyarrow.fs import FileSelector, FileType
 
-from tuner.trainable import REPORTED
+from tuner.trainable import REPORTED, parse_reported
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -54,8 +54,9 @@ def checkpoint_reports(trial: "Trial") -> list[dict[str, Any]] | None:
 def _reports(fs: "FileSystem", checkpoint: str) -> list[dict[str, Any]] | None:
     """The reports a checkpoint folder on `fs` holds (None: one written before checkpoints kept them)."""
     try:
-        with fs.open_input_stream(Path(checkpoint, REPORTED).as_posix()) as f:
-            return json.loads(f.read())
+        path = Path(checkpoint, REPORTED).as_posix()
+        with fs.open_input_stream(path) as f:
+            return parse_reported(f.read(), path)
     except FileNotFoundError:
         return None
 
