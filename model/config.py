@@ -121,6 +121,9 @@ class TrainConfig:
         source = "config"
         if path is not None:
             source = str(path)
+            if Path(path).is_file() and Path(path).stat().st_size == 0:   # truncated to nothing, not "all defaults"
+                raise ConfigError(f"{path}: the config file is empty; expected a mapping of config keys "
+                                  "(write {} for all defaults)")
             values = read_yaml(path, ConfigError, "config file") or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
@@ -144,6 +147,21 @@ class TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
     # ---- validation ----------------------------------------------------------------------
+    def warnings(self) -> list[str]:
+        """Valid settings that almost certainly do not do what was meant (printed when training starts).
+
+        freeze_encoder_epochs is a warning, not an error: a search space may pair it with
+        `init_model: {choices: [MODEL, null]}`, and its null branch must still train."""
+        out = []
+        if self.freeze_encoder_epochs and not self.init_model:
+            out.append(f"freeze_encoder_epochs={self.freeze_encoder_epochs} without init_model: the encoder is "
+                       "frozen at its random initialisation for those epochs (set init_model to fine-tune a "
+                       "trained model, or freeze_encoder_epochs=0)")
+        if self.freeze_encoder_epochs > self.epochs:
+            out.append(f"freeze_encoder_epochs={self.freeze_encoder_epochs} > epochs={self.epochs}: the encoder "
+                       "stays frozen for the whole run (only the heads train)")
+        return out
+
     def _invalid(self, key: str, allowed: str) -> NoReturn:
         raise InvalidValue(key, f"{key}={getattr(self, key)!r} is invalid: expected {allowed}")
 

@@ -14,6 +14,7 @@ is what is saved.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ def fold_seed(seed: int, fold: int) -> int:
 
 
 def make_trainer(config: TrainConfig, store) -> "Trainer | CVTrainer":
-    """A CVTrainer when config.cv_folds >= 2, else a Trainer."""
+    """A CVTrainer when config.cv_folds >= 2, else a Trainer; the config's warnings on stderr first."""
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return CVTrainer(config, store) if config.cv_folds else Trainer(config, store)
 
 

@@ -32,6 +32,7 @@ N_FFT = 512
 HOP = 256
 N_MELS = 128
 KINDS = ("logmel", "reference")
+SHORT_FRAMES = 62   # fewer frames than one reference chunk: `prepare` lists the utterance, `predict` warns
 LOG_FLOOR = 1e-10   # power floor before the log: silence maps to -100 dB, never -inf
 # Slaney mel scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4 (log-spaced).
 _F_SP, _MIN_LOG_HZ = 200.0 / 3, 1000.0

@@ -12,12 +12,12 @@ from typing import Any, Iterable, Iterator, Union
 import numpy as np
 import torch
 
-from model.audio import load_audio
+from model.audio import load_audio_checked
 from model.chunking import chunk_frames, make_chunks
 from model.corpora import ATTRIBUTES
 from model.devices import resolve_device
 from model.errors import UserError
-from model.features import FeatureSpec, NormTerms, extract
+from model.features import SHORT_FRAMES, FeatureSpec, NormTerms, extract
 from model.metrics import ccc
 from model.model_file import ModelInfo, load_model
 from model.network import DeepEmoCluster
@@ -112,10 +112,13 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
 
 
 def predict_files(model, paths: Iterable[str | Path], device: str | torch.device = "cpu",
-                  batch_sentences: int = BATCH_SENTENCES) -> tuple[list[dict], list[tuple[str, str]]]:
+                  batch_sentences: int = BATCH_SENTENCES,
+                  notes: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predict each audio file: rows {'file', attr: value on 1..7} and failures (path, reason).
 
-    `model` is anything `resolve_models` takes; an ensemble's predictions are averaged on the 1..7 scale."""
+    `model` is anything `resolve_models` takes; an ensemble's predictions are averaged on the 1..7 scale.
+    A file `prepare` would list as implausible or short (model.audio.load_audio_checked, SHORT_FRAMES) is
+    predicted, and why it is doubtful is put in `notes` (path -> text) when given."""
     members = resolve_models(model, device)
     info = members[0][1]
     spec = FeatureSpec.from_dict(info.feature_spec)
@@ -126,10 +129,15 @@ def predict_files(model, paths: Iterable[str | Path], device: str | torch.device
     def features() -> Iterator[tuple[str, np.ndarray]]:
         for path in paths:
             try:
-                feats = terms.normalise(extract(load_audio(path), spec.kind))
+                wave, doubts = load_audio_checked(path)
+                feats = terms.normalise(extract(wave, spec.kind))
             except (UserError, ValueError) as exc:  # unreadable, corrupt or empty audio
                 failures.append((str(path), str(exc)))
                 continue
+            if len(feats) < SHORT_FRAMES:
+                doubts.append(f"{len(feats)} frames < {SHORT_FRAMES} (one chunk): padded")
+            if doubts and notes is not None:
+                notes[str(path)] = "; ".join(doubts)
             yield str(path), feats
 
     for batch in _batches(features(), batch_sentences):
@@ -151,7 +159,8 @@ def _predict_member(network: DeepEmoCluster, info: ModelInfo, chunks) -> np.ndar
 
 
 def predict_by_attribute(choice: dict[str, Any], paths: Iterable[str | Path], device: str | torch.device = "cpu",
-                         batch_sentences: int = BATCH_SENTENCES) -> tuple[list[dict], list[tuple[str, str]]]:
+                         batch_sentences: int = BATCH_SENTENCES,
+                         notes: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """Like predict_files, each attribute of `choice` (attribute -> model) from its own model."""
     paths = [str(p) for p in paths]
     by_model: dict[str, list[str]] = {}
@@ -166,7 +175,7 @@ def predict_by_attribute(choice: dict[str, Any], paths: Iterable[str | Path], de
         if missing:
             raise UserError(f"{model}: the model does not predict {', '.join(missing)} (it predicts "
                             f"{', '.join(has)})")
-        rows, failed = predict_files(members, paths, device, batch_sentences)
+        rows, failed = predict_files(members, paths, device, batch_sentences, notes)
         for row in rows:
             merged[row["file"]].update({a: row[a] for a in attrs})
         for path, reason in failed:

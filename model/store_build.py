@@ -33,12 +33,12 @@ from model.corpora import (ATTRIBUTES, EMPTY_AUDIO, IMPLAUSIBLE_AUDIO, KEPT_REAS
                            SHORT_UTTERANCE, SKIPPED_REASONS, UNREADABLE_AUDIO, Corpus, Problem, Utterance, read_corpus)
 from model.devices import usable_cpus
 from model.errors import CorpusError, StoreError, UserError
+from model.features import SHORT_FRAMES   # utterances shorter than one reference chunk are counted (and kept)
 from model.locks import describe_holder, writer_lock
 from model.store import FORMAT, STORE_FILES, FeatureStore, index_dtype, label_terms, split_roles
 
 DTYPES = ("float16", "float32")
 DEFAULT_DTYPE = "float16"        # measured in docs/store.md: half the size, same batch time, error <= 1e-3
-SHORT_FRAMES = 62                # utterances shorter than one reference chunk are counted (and kept)
 SPLIT_ORDER = ("train", "validation", "development", "dev", "valid", "val")
 EXAMPLES = 5                     # example paths per problem reason in the summary
 WINDOW_PER_WORKER = 8           # extraction tasks in flight per worker process

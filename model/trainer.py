@@ -484,10 +484,21 @@ class Trainer:
     def load_checkpoint(self, directory: str | Path) -> None:
         """Continue from a checkpoint written by save_checkpoint with a compatible config."""
         state = ckpt.read_checkpoint(directory)
-        self.restore_state(state, state["_path"])
+        self.restore_state(state, str(Path(state["_path"]) / ckpt.STATE_FILE))
 
     def restore_state(self, state: dict[str, Any], where: str) -> None:
-        """Continue from checkpoint_state() data (`where` names its file in errors)."""
+        """Continue from checkpoint_state() data (`where` names its file in errors); a checkpoint whose
+        entries are missing or of the wrong type (damaged) is a UserError naming it."""
+        try:
+            self._restore(state, where)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise UserError(f"{where}: damaged checkpoint (an entry is missing or of the wrong type: "
+                            f"{exc.__class__.__name__}: {detail})") from None
+
+    def _restore(self, state: dict[str, Any], where: str) -> None:
         check_resumable(state["config"], self.config, where)
         fingerprint = str(self.store.meta.get("fingerprint", ""))
         if state["store"]["fingerprint"] != fingerprint:

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from conftest import REFERENCE_MODELS
 
@@ -646,6 +647,321 @@ CASES = [
 ]
 
 
+# ---- issue 21 §1: every file the tool writes and reads back, damaged, empty, truncated, wrongly shaped ----
+# (files and their readers: docs/resume.md "Damaged files"; §5, §6 and §13 cases follow)
+def plan_doc(**changes) -> bytes:
+    """A confirm/plan.json as `confirm` writes it (tuner/confirm.py), with `changes`."""
+    plan = {"version": 1, "run": "demo", "top": 1, "seeds": [1, 2], "splits": None, "baselines": [],
+            "configurations": [{"id": "all/rank1", "kind": "search", "conditions": ["all"],
+                                "config": {"attributes": ["act"], "epochs": 2}}],
+            "search": [{"condition": "all", "state": "done", "trials": 2, "finished": 2, "planned": 2}]}
+    return json.dumps({**plan, **changes}).encode()
+
+
+def confirm_doc(edit: Callable[[dict], None] | None = None, **changes) -> bytes:
+    """A confirm/confirm.json (version 2, tuner/confirm_results.py) of one configuration, two seeds done."""
+    stat = {"mean": 0.4, "sd": 0.01, "n": 2, "ci95": [0.3, 0.5]}
+    conf = {"id": "all/rank1", "kind": "search", "conditions": ["all"], "condition_values": {}, "rank": 1,
+            "trial_id": "b", "attributes": ["act"], "epochs": 2, "config": {"temporal": "gru", "epochs": 2},
+            "seeds": [{"seed": s, "status": "done"} for s in (1, 2)],
+            "summary": {"seeds_done": 2, "seeds_failed": 0, "validation": {"ccc_mean": dict(stat)},
+                        "test": {"Test1": {"ccc_mean": dict(stat)}}}}
+    doc = {"version": 2, "run": "demo", "state": "complete",
+           "plan": {"seeds": [1, 2], "search": [{"condition": "all", "state": "done", "trials": 2, "finished": 2,
+                                                 "planned": 2}]},
+           "validation_split": "Validation", "test_splits": ["Test1"], "configurations": [conf],
+           "best": {"all": "all/rank1"}, "comparisons": [], "tests": {}, **changes}
+    if edit:
+        edit(doc)
+    return json.dumps(doc).encode()
+
+
+def with_files(files: dict[str, bytes], command: str, *args: str,
+               optuna_storage: str | None = None) -> Callable[[World, Path], list]:
+    """A case on a fake run holding `files` (relative to the run): `COMMAND demo --storage D ARGS` ({d}: D)."""
+    def build(w: World, d: Path) -> list:
+        fake_run(w, d, files=files, optuna_storage=optuna_storage)
+        return [command, "demo", "--storage", d, *[a.replace("{d}", str(d)) for a in args]]
+    return build
+
+
+def study_journal(d: Path, keep: float = 1.0) -> bytes:
+    """An Optuna journal of study demo/all with Ray's two trials a and b finished, cut to `keep` of its bytes."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = d / "made.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="demo/all", storage=storage, direction="maximize")
+    for tid, score in (("a", 0.31), ("b", 0.42)):
+        trial = study.ask({"width": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        trial.set_user_attr("ray_trial_id", tid)
+        trial.set_user_attr("best_value", score)
+        trial.report(score, 1)
+        study.tell(trial, score)
+    data = path.read_bytes()
+    path.unlink()
+    return data[: int(len(data) * keep)]
+
+
+def truncated_journal_run(w: World, d: Path) -> list:
+    fake_run(w, d, files={"optuna.journal": study_journal(d, 2 / 3)}, optuna_storage="journal")
+    return ["report", "demo", "--storage", d, "--out", d / "rep"]
+
+
+def check_truncated_journal(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    journal = f"{d}/demo/optuna.journal"
+    assert f"warning: {journal}: its last record is cut short" in proc.stderr, proc.stderr
+    assert f"warning: condition all: the Optuna storage {journal} lacks 1 of the 2 trials Ray finished" \
+        in proc.stderr, proc.stderr
+    assert "lacks 1 of the 2 trials Ray finished (missing or unfinished there: b)" in (d / "rep" / "report.md").read_text()
+
+
+def check_whole_journal(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "warning" not in proc.stderr, proc.stderr
+
+
+def resumable_run(w: World, d: Path, edit: Callable[[Path], None]) -> list:
+    shutil.copytree(w.run, d / "r")
+    edit(d / "r")
+    return ["train", "--store", w.store, "--out", d / "r", "--resume"]
+
+
+def edit_state(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def run(folder: Path) -> None:
+        state = torch.load(folder / "checkpoint" / "state.pt", weights_only=True)
+        change(state)
+        torch.save(state, folder / "checkpoint" / "state.pt")
+    return run
+
+
+def implausible_audio(w: World, d: Path) -> list:
+    """Audio prepare lists as implausible: one sample, silence, a 2 kHz rate, a file cut short."""
+    sf.write(d / "one.wav", np.array([0.1], dtype=np.float32), 16000)
+    sf.write(d / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(d / "low.wav", (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32), 2000)
+    shutil.copy(w.wav, d / "cut.wav")
+    truncate(d / "cut.wav", 0.6)
+    return ["predict", w.model, w.wav, d / "one.wav", d / "silent.wav", d / "low.wav", d / "cut.wav", "--out", d / "p.csv"]
+
+
+def check_implausible_warnings(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    for name, why in (("one.wav", "frames < 62"), ("silent.wav", "all zeros"), ("low.wav", "2000 Hz"),
+                      ("cut.wav", "cut short")):
+        line = next((x for x in proc.stderr.splitlines() if x.startswith(f"warning: {d}/{name}:")), "")
+        assert why in line and line.endswith("predicted anyway (doubtful)"), (name, proc.stderr)
+    assert f"warning: {w.wav}" not in proc.stderr
+    assert len((d / "p.csv").read_text().splitlines()) == 6
+
+
+def check_freeze_warnings(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "warning: freeze_encoder_epochs=3 without init_model: the encoder is frozen at its random " \
+           "initialisation" in proc.stderr, proc.stderr
+    assert "warning: freeze_encoder_epochs=3 > epochs=1: the encoder stays frozen for the whole run" in proc.stderr
+
+
+def partial_confirm(doc: dict) -> None:
+    doc["state"] = "partial"
+    doc["plan"]["search"][0].update(state="stopped", finished=1)
+
+
+def check_partial_export(w: World, d: Path, proc: subprocess.CompletedProcess) -> None:
+    stopped = ("partial confirmation: its configurations were picked from a search stopped before it finished "
+               "(confirm --partial): all 1 of 2 trials finished (study stopped")
+    unevaluated = "partial confirmation: not every seed is evaluated yet (state partial)"
+    for text in (stopped, unevaluated):
+        assert f"warning: {text}" in proc.stderr, proc.stderr
+        assert f"# {text}" in (d / "b.yaml").read_text()
+    assert yaml.safe_load((d / "b.yaml").read_text())["metadata"]["configuration"] == "all/rank1"
+
+
+def bad_seed(doc: dict) -> None:
+    doc["configurations"][0]["seeds"][0]["seed"] = "one"
+
+
+def bad_stat(doc: dict) -> None:
+    doc["configurations"][0]["summary"]["validation"]["ccc_mean"]["mean"] = "high"
+
+
+def bad_condition_values(text: str) -> str:
+    manifest = json.loads(text)
+    manifest["conditions"][0]["values"] = "all"
+    return json.dumps(manifest)
+
+
+CASES += [
+    # run.json
+    Case("status-manifest-empty", with_files({"run.json": b""}, "status"), 2, ("{d}/demo/run.json", "damaged manifest")),
+    Case("status-manifest-binary-junk", with_files({"run.json": b"\xff\xfe\x00\x01junk"}, "status"), 2,
+         ("{d}/demo/run.json", "damaged manifest")),
+    Case("status-manifest-condition-values-a-string",
+         lambda w, d: [fake_run(w, d), (d / "demo" / "run.json").write_text(
+             bad_condition_values((d / "demo" / "run.json").read_text())), "status", "demo", "--storage", d][2:], 2,
+         ("{d}/demo/run.json", "conditions: expected a list of {label, values, state, trainable}")),
+    # confirm/plan.json (confirm, status)
+    Case("confirm-plan-empty", with_files({"confirm/plan.json": b""}, "confirm"), 2,
+         ("{d}/demo/confirm/plan.json", "damaged confirmation plan")),
+    Case("confirm-plan-binary-junk", with_files({"confirm/plan.json": b"\x00\xff{junk"}, "confirm"), 2,
+         ("{d}/demo/confirm/plan.json", "damaged confirmation plan")),
+    Case("confirm-plan-a-list", with_files({"confirm/plan.json": b"[1, 2]"}, "confirm"), 2,
+         ("{d}/demo/confirm/plan.json", "expected a JSON object, found list")),
+    Case("confirm-plan-seeds-strings", with_files({"confirm/plan.json": plan_doc(seeds=["1", "2"])}, "confirm"), 2,
+         ("{d}/demo/confirm/plan.json", "damaged confirmation plan: seeds[0]: expected an integer, found a string")),
+    Case("confirm-plan-configuration-without-config",
+         with_files({"confirm/plan.json": plan_doc(configurations=[{"id": "x", "kind": "search",
+                                                                    "conditions": ["all"]}])}, "confirm"), 2,
+         ("{d}/demo/confirm/plan.json", "configurations[0]: config missing")),
+    Case("status-plan-configurations-an-object",
+         with_files({"confirm/plan.json": plan_doc(configurations={"id": "x"})}, "status"), 2,
+         ("{d}/demo/confirm/plan.json", "configurations: expected a list, found an object")),
+    # confirm/confirm.json (report, export --by confirmed)
+    Case("report-confirm-json-truncated",
+         with_files({"confirm/confirm.json": confirm_doc()[:150]}, "report", "--out", "{d}/rep"), 2,
+         ("{d}/demo/confirm/confirm.json", "damaged confirmation results"), unchanged=False),
+    Case("report-confirm-json-a-list", with_files({"confirm/confirm.json": b"[]"}, "report", "--out", "{d}/rep"), 2,
+         ("{d}/demo/confirm/confirm.json", "expected a JSON object, found list"), unchanged=False),
+    Case("report-confirm-json-mean-a-string",
+         with_files({"confirm/confirm.json": confirm_doc(bad_stat)}, "report", "--out", "{d}/rep"), 2,
+         ("{d}/demo/confirm/confirm.json",
+          "configurations[0].summary.validation.ccc_mean.mean: expected a number or null, found a string"),
+         unchanged=False),
+    Case("export-confirmed-json-configurations-an-object",
+         with_files({"confirm/confirm.json": confirm_doc(configurations={})}, "export", "--by", "confirmed",
+                    "--out", "{d}/b.yaml"), 2,
+         ("{d}/demo/confirm/confirm.json", "configurations: expected a list, found an object")),
+    Case("export-confirmed-json-seed-a-string",
+         with_files({"confirm/confirm.json": confirm_doc(bad_seed)}, "export", "--by", "confirmed",
+                    "--out", "{d}/b.yaml"), 2,
+         ("{d}/demo/confirm/confirm.json", "configurations[0].seeds[0].seed: expected an integer, found a string")),
+    # Ray's experiment state and result rows (status, export, report)
+    Case("status-experiment-state-empty",
+         lambda w, d: [fake_run(w, d, state_text=""), "status", "demo", "--storage", d][1:], 2,
+         ("{d}/demo/all/experiment_state-2026-01-01_00-00-00.json", "damaged Ray experiment state")),
+    Case("status-experiment-state-a-list",
+         lambda w, d: [fake_run(w, d, state_text="[1]"), "status", "demo", "--storage", d][1:], 2,
+         ("{d}/demo/all/experiment_state-2026-01-01_00-00-00.json", "damaged Ray experiment state")),
+    Case("status-experiment-state-trial-a-string",
+         lambda w, d: [fake_run(w, d, state_text=json.dumps({"trial_data": [['"x"', "{}"]]})), "status", "demo",
+                       "--storage", d][1:], 2,
+         ("{d}/demo/all/experiment_state-2026-01-01_00-00-00.json", "a trial entry without trial_id")),
+    Case("status-result-empty-is-a-trial-without-results",
+         with_files({"all/trial_b/result.json": b""}, "status"), 0,
+         check=lambda w, d, proc: (assert_in("best: trial a", proc.stdout), assert_in("warning", proc.stdout, False))),
+    Case("status-result-last-line-cut-is-a-warning",
+         with_files({"all/trial_b/result.json": b'{"val_ccc_mean": 0.5, "training_iteration": 1}\n{"val_cc'},
+                    "status"), 0,
+         check=lambda w, d, proc: (assert_in("trial b (condition all, trial_b): result.json line 2 is not valid JSON",
+                                             proc.stdout), assert_in("best: trial b", proc.stdout))),
+    Case("status-result-row-a-list-is-a-warning", with_files({"all/trial_a/result.json": b"[1, 2]\n"}, "status"), 0,
+         check=lambda w, d, proc: assert_in("result.json line 1 is not a result row", proc.stdout)),
+    # the Optuna storage (report, dashboard)
+    Case("report-journal-not-optuna-records",
+         with_files({"optuna.journal": b'{"op_code": 99}\n'}, "report", "--out", "{d}/rep", optuna_storage="journal"),
+         2, ("{d}/demo/optuna.journal", "damaged Optuna storage"), unchanged=False),
+    Case("dashboard-journal-lists",
+         with_files({"optuna.journal": b"[1, 2]\n"}, "dashboard", optuna_storage="journal"), 2,
+         ("{d}/demo/optuna.journal", "damaged Optuna storage")),
+    Case("report-sqlite-junk",
+         lambda w, d: [text_file(d, "studies.db", "not a database" * 100),
+                       fake_run(w, d, optuna_storage=f"sqlite:///{d}/studies.db"), "report", "demo", "--storage", d,
+                       "--out", d / "rep"][2:], 2, ("{d}/studies.db", "cannot open the database"), unchanged=False),
+    # the feature store (train, evaluate, prepare)
+    Case("train-store-meta-empty",
+         lambda w, d: ["train", "--store", copy_store(w, d, lambda s: (s / "meta.json").write_bytes(b"")),
+                       "--out", d / "r"], 2, ("{d}/copy.store/meta.json", "unreadable")),
+    Case("train-store-index-truncated",
+         lambda w, d: ["train", "--store", copy_store(w, d, lambda s: truncate(s / "index.npy")), "--out", d / "r"], 2,
+         ("{d}/copy.store/index.npy",)),
+    Case("train-store-index-empty",
+         lambda w, d: ["train", "--store", copy_store(w, d, lambda s: (s / "index.npy").write_bytes(b"")),
+                       "--out", d / "r"], 2, ("{d}/copy.store/index.npy",)),
+    Case("prepare-store-report-junk-is-rebuilt",   # the tolerance: a store that cannot show its report is built again
+         lambda w, d: ["prepare", w.corpus, "--out", copy_store(w, d, lambda s: (s / "report.json").write_bytes(b"\x00")),
+                       "--quiet"], 0,
+         check=lambda w, d, proc: assert_in("utterances", (d / "copy.store" / "report.json").read_text()),
+         unchanged=False),
+    Case("prepare-lock-file-junk-is-taken",
+         lambda w, d: [copy_store(w, d), (d / ".copy.store.lock").write_bytes(b"\x00junk"), "prepare", w.corpus,
+                       "--out", d / "copy.store"][2:], 0,
+         check=lambda w, d, proc: assert_in("up to date", proc.stdout), unchanged=False),
+    # model files (evaluate, predict) and the trainer's checkpoint (train --resume)
+    Case("evaluate-model-empty",
+         lambda w, d: [(d / "m.pt").write_bytes(b""), "evaluate", d / "m.pt", "--store", w.store][1:], 2,
+         ("{d}/m.pt", "not a readable model file")),
+    Case("evaluate-model-config-a-list",
+         lambda w, d: ["evaluate", model_copy(w, d, lambda p: p.__setitem__("config", [1])), "--store", w.store], 2,
+         ("{d}/edited.pt:config", "expected a mapping of config keys")),
+    Case("predict-model-norm-mean-a-string",
+         lambda w, d: ["predict", model_copy(w, d, lambda p: p.__setitem__("norm_mean", "x")), w.wav,
+                       "--out", d / "p.csv"], 2, ("{d}/edited.pt", "damaged model file")),
+    Case("train-resume-checkpoint-empty",
+         lambda w, d: resumable_run(w, d, lambda r: (r / "checkpoint" / "state.pt").write_bytes(b"")), 2,
+         ("{d}/r/checkpoint/state.pt", "not a readable checkpoint"), unchanged=False),
+    Case("train-resume-checkpoint-missing-entry",
+         lambda w, d: resumable_run(w, d, edit_state(lambda s: s.pop("optimizers"))), 2,
+         ("{d}/r/checkpoint/state.pt", "damaged checkpoint", "optimizers"), unchanged=False),
+    Case("train-resume-checkpoint-epoch-a-string",
+         lambda w, d: resumable_run(w, d, edit_state(lambda s: s.__setitem__("epoch", "one"))), 2,
+         ("{d}/r/checkpoint/state.pt", "damaged checkpoint", "ValueError"), unchanged=False),
+    Case("train-resume-config-junk",
+         lambda w, d: resumable_run(w, d, lambda r: (r / "config.yaml").write_bytes(b"epochs: [1\n")), 2,
+         ("{d}/r/config.yaml", "YAML"), unchanged=False),
+    # exported files: best.yaml (train --config), best.attribute_models.yaml (predict --attribute-from)
+    Case("train-config-empty",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config", text_file(d, "best.yaml", "")], 2,
+         ("{d}/best.yaml", "the config file is empty")),
+    Case("train-config-exported-epochs-a-string",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--config",
+                       text_file(d, "best.yaml", "epochs: two\nmetadata: {run: demo}\n")], 2,
+         ("{d}/best.yaml", "epochs='two'")),
+    Case("predict-attribute-from-yaml-empty",
+         lambda w, d: ["predict", w.wav, "--attribute-from", text_file(d, "b.attribute_models.yaml", ""),
+                       "--out", d / "p.csv"], 2, ("{d}/b.attribute_models.yaml", "mapping of attribute to model")),
+    Case("predict-attribute-from-yaml-a-list",
+         lambda w, d: ["predict", w.wav, "--attribute-from", text_file(d, "b.attribute_models.yaml", "- act\n"),
+                       "--out", d / "p.csv"], 2, ("{d}/b.attribute_models.yaml", "mapping of attribute to model")),
+    Case("predict-attribute-from-yaml-model-a-number",
+         lambda w, d: ["predict", w.wav, "--attribute-from", text_file(d, "b.attribute_models.yaml", "act: 5\n"),
+                       "--out", d / "p.csv"], 2, ("{d}/b.attribute_models.yaml", "mapping of attribute to model")),
+    # issue 21 §5: a journal cut to 2/3 of its bytes (the whole one reads without a word)
+    Case("report-journal-truncated-is-said", truncated_journal_run, 0, check=check_truncated_journal, unchanged=False),
+    Case("report-journal-whole-is-silent",
+         lambda w, d: [fake_run(w, d, files={"optuna.journal": study_journal(d)}, optuna_storage="journal"),
+                       "report", "demo", "--storage", d, "--out", d / "rep"][1:], 0, check=check_whole_journal,
+         unchanged=False),
+    Case("report-before-any-study-creates-no-sqlite-file",
+         lambda w, d: [pending_run(w, d, f"sqlite:///{d}/studies.db"), "report", "demo", "--storage", d,
+                       "--out", d / "rep"][1:], 0,
+         check=lambda w, d, proc: assert_in("studies.db", " ".join(p.name for p in d.iterdir()), False),
+         unchanged=False),
+    Case("dashboard-before-any-study-creates-no-journal",
+         lambda w, d: [pending_run(w, d, "journal"), "dashboard", "demo", "--storage", d][1:], 2,
+         ("run demo: no condition has begun yet", "(journal) does not exist yet")),
+    # issue 21 §13: settings and inputs a user would want a word about
+    Case("train-freeze-without-init-model-beyond-epochs",
+         lambda w, d: ["train", "--store", w.store, "--out", d / "r", "--set", *TINY, "freeze_encoder_epochs=3"], 0,
+         check=check_freeze_warnings, unchanged=False),
+    Case("predict-implausible-audio-is-named", implausible_audio, 0, check=check_implausible_warnings,
+         unchanged=False),
+    Case("export-confirmed-partial-says-so",
+         with_files({"confirm/confirm.json": confirm_doc(partial_confirm)}, "export", "--by", "confirmed",
+                    "--out", "{d}/b.yaml"), 0, check=check_partial_export, unchanged=False),
+]
+
+
+def pending_run(w: World, d: Path, optuna_storage: str) -> Path:
+    """A fake run whose one condition has not begun (its Optuna storage not made yet)."""
+    run = fake_run(w, d, optuna_storage=optuna_storage)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["conditions"][0]["state"] = "pending"
+    (run / "run.json").write_text(json.dumps(manifest))
+    return run
+
+
+def assert_in(text: str, where: str, present: bool = True) -> None:
+    assert (text in where) == present, (text, where)
+
+
 @dataclass
 class Outcome:
     proc: subprocess.CompletedProcess
@@ -761,15 +1077,20 @@ def fill(disk: Path, leave: int = 0) -> None:
             pass
 
 
+def refused_for_a_full_disk(world: World, disk: Path, args: list, out: Path, unchanged: bool = True) -> None:
+    """`args` on the full `disk`: exit 2, one line naming `out`, no temporary left (nor any change, `unchanged`)."""
+    before = snapshot(disk)
+    proc = subprocess.run(tuner_cmd(args), env=env(world.logs), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {out}: the disk holding it is full (no space left on device); nothing "
+                           "partial was left there: free some space and run the command again\n")
+    assert not [p for p in disk.rglob(".*") if "tmp" in p.name]   # no temporary file or folder left
+    assert not unchanged or snapshot(disk) == before
+
+
 def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
     def run(args: list, out: Path, unchanged: bool = True) -> None:
-        before = snapshot(small_disk)
-        proc = subprocess.run(tuner_cmd(args), env=env(world.logs), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr == (f"error: {out}: the disk holding it is full (no space left on device); nothing "
-                               "partial was left there: free some space and run the command again\n")
-        assert not [p for p in small_disk.rglob(".*") if "tmp" in p.name]   # no temporary file or folder left
-        assert not unchanged or snapshot(small_disk) == before
+        refused_for_a_full_disk(world, small_disk, args, out, unchanged)
 
     run(["prepare", world.corpus, "--out", small_disk / "s.store", "--quiet"], small_disk / "s.store")  # 6.7 MB
     fake_run(world, small_disk)
@@ -779,6 +1100,20 @@ def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
     fill(small_disk, leave=24 << 10)   # room for the config and a line of metrics, not for the checkpoint
     run(["train", "--store", world.store, "--out", small_disk / "r", "--set", *TINY], small_disk / "r",
         unchanged=False)   # the run's config and (empty) metrics: `train --resume` continues it
+    assert not world.logs.exists() or not list(world.logs.iterdir())
+
+
+def test_a_full_disk_export_and_confirm(world, small_disk):
+    """issue 21 §6: `export` and `confirm` (its plan.json, written as its results are) on a full disk."""
+    fake_run(world, small_disk)
+    fill(small_disk)
+    refused_for_a_full_disk(world, small_disk, ["export", "demo", "--storage", small_disk, "--out",
+                                                small_disk / "best.yaml"], small_disk)
+    confirm = ["confirm", "demo", "--storage", small_disk]
+    refused_for_a_full_disk(world, small_disk, confirm, small_disk)   # its run lock cannot be written
+    (small_disk / "filler").unlink()
+    fill(small_disk, leave=4096)   # one page: the lock's
+    refused_for_a_full_disk(world, small_disk, confirm, small_disk / "demo" / "confirm")   # its plan cannot
     assert not world.logs.exists() or not list(world.logs.iterdir())
 
 

@@ -184,7 +184,7 @@ def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, t
     import tuner.answers.confirm.run
     from tuner.cli import main as cli
     from tuner.answers.confirm.plan import confirm_seeds, plan_confirmation
-    from tuner.answers.confirm.table import search_cell
+    from tuner.runs.confirm_files import search_cell
     from tuner.runs.run_dir import open_run
 
     storage = tmp_path / "results"

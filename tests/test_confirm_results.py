@@ -107,3 +107,72 @@ def test_predictions_saved_before_speaker_codes_take_them_from_the_store(tiny_st
              attributes=np.array(["act"]))
     got = _predictions(buf.getvalue(), str(tiny_store))
     assert np.array_equal(got["speakers"], store.groups(index, "speaker")) and (got["speakers"] >= 0).any()
+
+
+# ---- issue 21 §1: the seeds' files `confirm` reads back (evaluation.json, predictions-<split>.npz) ------------
+def evaluated_run(tmp_path, store, evaluation: bytes | None = None, predictions: bytes | None = None):
+    """A run whose confirmation (one configuration, seeds 1 and 2) is evaluated, as the trials leave it
+    (RUN/confirm/trial_*/checkpoint_000000/); seed 1's files replaced by `evaluation` / `predictions` when given."""
+    import io
+    import json
+
+    from tune_helpers import SMOKE
+    from tuner.runs.run_dir import RunDir, new_manifest
+    from tuner.space.parse import load_space
+
+    run = RunDir(tmp_path, "demo")
+    run.write_manifest({**new_manifest(load_space(SMOKE), SMOKE.read_text(), str(store), "demo", "journal"),
+                        "conditions": [{"label": "all", "values": {}, "state": "done"}]})
+    plan = {"seeds": [1, 2], "top": 1, "splits": None, "baselines": [],
+            "configurations": [{"id": "all/rank1", "kind": "search", "conditions": ["all"], "condition_values": {},
+                                "rank": 1, "trial_id": "s", "config": {"attributes": ["act"], "epochs": 2}}]}
+    rng = np.random.default_rng(0)
+    entries = []
+    for seed in (1, 2):
+        folder = f"trial_{seed}"
+        entries.append([json.dumps({"trial_id": f"t{seed}", "status": "TERMINATED", "relative_logdir": folder,
+                                    "config": {"config_id": "all/rank1", "seed": seed}}), "{}"])
+        y = rng.normal(4, 1, size=(N, 1))
+        buf = io.BytesIO()
+        np.savez(buf, index=np.arange(N), labels=y, preds=y + rng.normal(0, 0.5, size=(N, 1)),
+                 speakers=np.arange(N) % 8, attributes=np.array(["act"]))
+        result = {"ccc_act": 0.5, "ccc_mean": 0.5, "utterances": N}
+        good = json.dumps({"best_epoch": 2, "validation_split": "Validation", "test_splits": [SPLIT],
+                           "validation": result, "test": {SPLIT: result}}).encode()
+        ckpt = (folder, "checkpoint_000000")
+        run.write_bytes(evaluation if seed == 1 and evaluation is not None else good, "confirm", *ckpt, "evaluation.json")
+        run.write_bytes(predictions if seed == 1 and predictions is not None else buf.getvalue(),
+                        "confirm", *ckpt, f"predictions-{SPLIT}.npz")
+    run.write_text(json.dumps({"trial_data": entries}), "confirm", "experiment_state-2026-01-01_00-00-00.json")
+    return run, plan
+
+
+def test_collected_results_read_back_as_confirm_json(tmp_path, tiny_store):
+    """confirm.json as collect writes it passes read_confirm's shape check (what report and export read)."""
+    from tuner.answers.confirm.results import collect, write_results
+    from tuner.runs.confirm_files import read_confirm
+
+    run, plan = evaluated_run(tmp_path, tiny_store)
+    write_results(run, collect(run, plan, resamples=100))
+    confirm = read_confirm(run)
+    assert confirm["configurations"][0]["summary"]["seeds_done"] == 2
+
+
+@pytest.mark.parametrize("evaluation, predictions, problem", [
+    (b'{"best_epoch": 2, "valid', None, "damaged seed evaluation: Unterminated string"),
+    (b"", None, "damaged seed evaluation: Expecting value"),
+    (b"[2]", None, "damaged seed evaluation: expected a JSON object, found list"),
+    (b'{"best_epoch": "two", "validation_split": "Validation", "test_splits": [], "validation": null, "test": {}}',
+     None, "damaged seed evaluation: best_epoch: expected an integer or null, found a string"),
+    (None, b"PK\x03\x04 not a zip", "damaged seed predictions: BadZipFile"),
+    (None, b"", "damaged seed predictions: EOFError"),
+])
+def test_damaged_seed_files_are_named(tmp_path, tiny_store, evaluation, predictions, problem):
+    from model.errors import UserError
+    from tuner.answers.confirm.results import collect
+
+    run, plan = evaluated_run(tmp_path, tiny_store, evaluation, predictions)
+    name = "evaluation.json" if evaluation is not None else f"predictions-{SPLIT}.npz"
+    with pytest.raises(UserError) as caught:
+        collect(run, plan, resamples=100)
+    assert str(caught.value).startswith(f"{tmp_path}/demo/confirm/trial_1/checkpoint_000000/{name}: {problem}")

@@ -64,7 +64,7 @@ def sample_confirm() -> dict:
                    "test": {"Test1": {"ccc_act": stat(mean + 0.2, 0.03), "ccc_dom": stat(mean + 0.1, 0.03),
                                       "ccc_val": stat(mean - 0.1, 0.04), "ccc_mean": stat(mean, 0.032)}}}
         return {"id": cid, "kind": kind, "conditions": conditions, "attributes": ["act", "dom", "val"],
-                "seeds": seeds, "summary": summary}
+                "config": {"attributes": ["act", "dom", "val"]}, "seeds": seeds, "summary": summary}
 
     def test(diff, p, p_holm, significant=None):
         out = {"diff": diff, "ci95": [diff - 0.03, diff + 0.03], "p": p, "p_holm": p_holm}
@@ -232,3 +232,17 @@ def test_study_rebuilt_from_records_matches_the_stored_study(report_run):
         assert len(from_storage) == TRIALS
         assert {s for _, _, s, _ in from_storage.values()} <= {"COMPLETE", "PRUNED"}
         assert trials(study_from_records(space, cond["values"], cond["label"], records[cond["label"]])) == from_storage
+
+
+def test_a_whole_study_lacks_none_of_the_trials_ray_finished(report_run):
+    """The check that says a truncated or stale Optuna storage (issue 21 §5) is silent on a real run's own."""
+    from tuner.runs.studies import load_studies
+    from tuner.answers.report.data import study_gaps
+    from tuner.runs.run_dir import RunDir
+    from tuner.runs.trial_records import read_trials
+
+    run = RunDir(report_run, NAME)
+    manifest = run.read_manifest()
+    trials = read_trials(run, manifest)
+    assert sum(r.status == "TERMINATED" for records in trials.values() for r in records) == 2 * TRIALS
+    assert study_gaps(manifest, load_studies(run), trials, "journal") == {}

@@ -168,3 +168,21 @@ def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_a
     rows = second.rows(second.local_path)
     assert [(r["training_iteration"], r["epoch"], r["v"]) for r in rows] == [(1, 1, 0.1), (2, 2, 0.2)]
     assert rows[1]["trial_id"] == "stopped-after-the-snapshot"
+
+
+def test_a_damaged_reports_file_keeps_the_stored_rows_with_a_warning(tmp_path, capsys):
+    """issue 21 §1: a checkpoint's reported.json cut short or of another shape is named on stderr and the trial's
+    stored rows are kept (as for a checkpoint written before reports were kept), not a crash of the driver."""
+    from tuner.runs.trial_record import read_reported
+
+    second = killed_driver(tmp_path, uploaded=4)
+    second.checkpoint_at(2)
+    reports = Path(second.checkpoint.path, REPORTED)
+    for damaged in (reports.read_bytes()[:20], b'{"epoch": 1}'):
+        reports.write_bytes(damaged)
+        resumed = ResultJsonLogger()
+        resumed.on_trial_start(0, [], second)
+        assert second.epochs(second.local_path) == [1, 2, 3, 4]
+        assert read_reported(reports.parent) is None
+        err = capsys.readouterr().err
+        assert err.count(f"warning: {reports}: damaged (expected a JSON list of epoch reports)") == 2, err

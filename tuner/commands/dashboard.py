@@ -30,15 +30,19 @@ def main(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from model.errors import UserError
-    from tuner.runs.studies import check_storage_kept, load_studies, open_storage, storage_setting
     from tuner.runs.run_dir import open_run
+    from tuner.runs.studies import check_storage_kept, load_studies, open_storage, storage_exists, storage_setting
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: expected a port number from 1 to 65535")
     run = open_run(args.name, args.storage)
     check_storage_kept(run, run.read_manifest())
     studies = load_studies(run)  # fetches a bucket run's journal; refuses a run without studies
-    storage = open_storage(run, storage_setting(run.read_manifest()))
+    setting = storage_setting(run.read_manifest())
+    if not storage_exists(run, setting):   # never created by a reading command
+        raise UserError(f"run {run.name}: no condition has begun yet, so its Optuna storage ({setting}) does not "
+                        "exist yet; start the dashboard once the search runs")
+    storage = open_storage(run, setting)
     print(f"optuna-dashboard for run {run.name} ({len(studies)} studies: {', '.join(studies) or 'none yet'})")
     print(f"open http://{HOST}:{args.port}/dashboard   (Ctrl+C stops it)", flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored

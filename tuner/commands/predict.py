@@ -132,13 +132,16 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("no audio files given (give MODEL, then audio files or folders; the folders named hold no "
                         + "/".join(AUDIO_EXTENSIONS) + " files)")
     device = resolve_device(args.device, "--device")
+    notes: dict[str, str] = {}   # files prepare would list as implausible: predicted, with a warning
     if choice is None:
         members = resolve_models(args.inputs[0], device)
         attributes = list(members[0][1].config.attributes)
-        rows, failures = predict_files(members, paths, device, args.batch_sentences)
+        rows, failures = predict_files(members, paths, device, args.batch_sentences, notes)
     else:
-        rows, failures = predict_by_attribute(choice, paths, device, args.batch_sentences)
+        rows, failures = predict_by_attribute(choice, paths, device, args.batch_sentences, notes)
         attributes = [a for a in ATTRIBUTES if a in choice]
+    for path, note in notes.items():
+        print(f"warning: {path}: {note}; predicted anyway (doubtful)", file=sys.stderr)
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not rows:

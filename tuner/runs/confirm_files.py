@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from model.errors import UserError
+from model.json_shape import Map, shape_problem
 from tuner.runs.run_dir import RunDir
 from tuner.runs.trial_records import read_condition
 from tuner.storage.uris import display_uri
@@ -20,13 +21,37 @@ TABLE_FILE = "confirm.md"
 VERSION = 2                            # of confirm.json
 UNFINISHED = ("failed", "error")       # a seed's states that count as failed
 
+SEARCH_SHAPE = [{"condition": str, "state": str, "trials": int, "finished": int, "planned": int}]
+# plan.json as its readers use it (model.json_shape): a damaged file is refused naming the first difference
+PLAN_SHAPE = {
+    "version": int, "top": int, "seeds": [int], "splits": ([str], None), "baselines": [str],
+    "configurations": [{"id": str, "kind": str, "conditions": [str], "config": {"attributes": [str], "epochs": int}}],
+    "search?": SEARCH_SHAPE, "command?": str}
+STAT_SHAPE = {"mean?": (float, None), "ci95?": ([float], None)}
+TEST_SHAPE = ({"p?": (float, None), "p_holm?": (float, None), "ci95?": ([float], None)}, None)   # null: untested
+# confirm.json as its readers (report, export --by confirmed, status) use it (model.json_shape)
+CONFIRM_SHAPE = {
+    "version": int, "run": str, "state": str, "plan": {"seeds": [int], "search?": SEARCH_SHAPE},
+    "validation_split?": (str, None), "test_splits": [str],
+    "configurations": [{"id": str, "kind": str, "conditions": [str], "condition_values?": (dict, None),
+                        "rank?": (int, None), "trial_id?": (str, None), "attributes": [str], "config": dict,
+                        "seeds": [{"seed": int, "status": str}],
+                        "summary": {"seeds_done": int, "seeds_failed": int, "validation": Map(STAT_SHAPE),
+                                    "test": Map(Map(STAT_SHAPE))}}],
+    "best": Map(str),
+    "comparisons": [{"a": str, "b": str, "split": str, "metric": str, "seeds": [int], "diff": (float, None),
+                     "note": (str, None), "method": TEST_SHAPE, "paired_t": TEST_SHAPE, "bootstrap": TEST_SHAPE}],
+    "tests": dict}
+RESULT_SHAPE = {"ccc_mean": float}
+EVALUATION_SHAPE = {"best_epoch": (int, None), "error?": (str, None), "validation_split": (str, None),
+                    "test_splits": [str], "validation": (RESULT_SHAPE, None), "test": Map(RESULT_SHAPE)}
+
 
 def read_plan(run: RunDir) -> dict[str, Any] | None:
     """The plan of the run's confirmation (None before `confirm` ran)."""
     if not run.exists(EXPERIMENT, PLAN_FILE):
         return None
-    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan",
-                         keys=("version", "top", "seeds", "splits", "baselines", "configurations"))
+    return run.read_json(EXPERIMENT, PLAN_FILE, what="confirmation plan", shape=PLAN_SHAPE)
 
 
 def read_confirm(run: RunDir) -> dict[str, Any] | None:
@@ -34,18 +59,22 @@ def read_confirm(run: RunDir) -> dict[str, Any] | None:
     refused (UserError): `confirm NAME` again rewrites it from the evaluated seeds, training nothing."""
     if not run.exists(EXPERIMENT, CONFIRM_FILE):
         return None
-    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", keys=("version",))
+    confirm = run.read_json(EXPERIMENT, CONFIRM_FILE, what="confirmation results", shape={"version": int})
     where = display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))
     if confirm["version"] != VERSION:
         raise UserError(f"{where}: confirm.json version {confirm['version']}; "
                         f"this tuner reads version {VERSION} (its significance test is over seeds and speakers). "
                         f"Run `python -m tuner confirm {run.name}` again to rewrite it from the evaluated seeds "
                         "(nothing is trained again)")
-    missing = [k for k in ("run", "state", "plan", "test_splits", "configurations", "best", "comparisons", "tests")
-               if k not in confirm]
-    if missing:
-        raise UserError(f"{where}: damaged confirmation results: {', '.join(missing)} missing")
+    problem = shape_problem(confirm, CONFIRM_SHAPE)
+    if problem:
+        raise UserError(f"{where}: damaged confirmation results: {problem}")
     return confirm
+
+
+def read_evaluation(run: RunDir, folder: str, ckpt: str) -> dict[str, Any]:
+    """A seed's evaluation.json (tuner.answers.confirm.trial.evaluate_seed); damaged, a UserError naming it."""
+    return run.read_json(EXPERIMENT, folder, ckpt, EVALUATION_FILE, what="seed evaluation", shape=EVALUATION_SHAPE)
 
 
 def evaluated_checkpoint(run: RunDir, folder: str) -> str | None:
@@ -93,3 +122,11 @@ def seed_state(rec, evaluated: bool) -> str:
     if rec is None or rec.status == "PENDING":
         return "pending"
     return "error" if rec.status == "ERROR" else "running"
+
+
+def search_cell(search: list[dict[str, Any]]) -> str:
+    """What the confirmed configurations were picked from: per condition its finished trials of those planned,
+    and whether its study had finished (a confirmation with --partial)."""
+    return "; ".join(f"{c['condition']} {c['finished']} of {c['planned']} trials finished"
+                     + ("" if c["state"] == "done" else f" (study {c['state']}: stopped before it finished)")
+                     for c in search)

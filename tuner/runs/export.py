@@ -103,8 +103,10 @@ def target_paths(out: Path, picks: list) -> list[Path]:
 
 
 def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[str, Any]], overall: Any,
-                  note: str, file_entry: Callable[[Any, Path], dict[str, Any]], force: bool) -> list[Path]:
-    """Write one file per pick (and FILE for `overall` listing them, when there are several)."""
+                  note: str, file_entry: Callable[[Any, Path], dict[str, Any]], force: bool,
+                  comment: list[str] = ()) -> list[Path]:
+    """Write one file per pick (and FILE for `overall` listing them, when there are several); each file
+    starts with the `comment` lines (as YAML comments)."""
     paths = target_paths(out, picks)
     existing = [str(p) for p in paths if p.exists()]
     if existing and not force:
@@ -118,8 +120,9 @@ def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[s
         head["metadata"]["note"] = note
         head["metadata"]["files"] = [file_entry(pick, path) for path, pick in siblings]
         docs.insert(0, (paths[0], head))
+    head = "".join(f"# {line}\n" for line in comment)
     for path, data in docs:
-        atomic_write(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+        atomic_write(path, head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return [p for p, _ in docs]
 
 
@@ -224,7 +227,7 @@ def confirmed_document(run: RunDir, manifest: dict[str, Any], confirm: dict[str,
     metadata = {
         "run": run.name, "run_path": run.uri, "space": manifest["space_file"], "store": manifest["store"],
         "condition": c["condition_values"],
-        "ranked_by": f"mean {confirm['validation_split']} ccc_mean over seeds (confirm.json); the test splits "
+        "ranked_by": f"mean {confirm.get('validation_split')} ccc_mean over seeds (confirm.json); the test splits "
                      "only measure",
         "confirmed_rank": pick.rank, "configuration": c["id"], "search_rank": c["rank"], "trial_id": c["trial_id"],
         "seeds": [s["seed"] for s in c["seeds"] if s["status"] == "done"],
@@ -250,6 +253,9 @@ def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) 
     picks = confirmed_picks(confirm, top)
     if not picks:
         raise UserError(f"{run}: no search configuration has a confirmed validation CCC yet; nothing to export")
+    caveats = partial_caveats(confirm)
+    for caveat in caveats:
+        print(f"warning: {caveat}", file=sys.stderr)
     return write_exports(
         out, picks, lambda pick, path: confirmed_document(run, manifest, confirm, pick, path),
         max(picks, key=lambda p: validation_mean(p.configuration)),
@@ -260,4 +266,20 @@ def export_confirmed(run: RunDir, out: Path, top: int = 1, force: bool = False) 
                          "validation_ccc_mean": validation_mean(p.configuration),
                          "test_ccc_mean": {split: split_mean(p.configuration, split)
                                            for split in confirm["test_splits"]}},
-        force)
+        force, caveats)
+
+
+def partial_caveats(confirm: dict[str, Any]) -> list[str]:
+    """What makes a confirmation partial, one line each: picked from a search stopped before it finished
+    (`confirm --partial`), or seeds not all evaluated yet ([] for a complete one)."""
+    from tuner.runs.confirm_files import search_cell
+
+    caveats = []
+    stopped = [c for c in confirm["plan"].get("search") or [] if c["state"] != "done"]
+    if stopped:
+        caveats.append(f"partial confirmation: its configurations were picked from a search stopped before it "
+                       f"finished (confirm --partial): {search_cell(stopped)}")
+    if confirm["state"] != "complete":
+        caveats.append(f"partial confirmation: not every seed is evaluated yet (state {confirm['state']}); "
+                       f"`python -m tuner confirm {confirm['run']}` continues it")
+    return caveats

@@ -28,6 +28,7 @@ import yaml
 
 from model.atomic_files import atomic_write
 from model.errors import UserError
+from model.json_shape import shape_problem
 from model.locks import (LockHeld, command_line, current_holder, describe_holder, holder_gone, holder_info,
                          writer_lock)
 from tuner.space.schema import SearchSpace, condition_label
@@ -246,9 +247,9 @@ class RunDir:
             raise UserError(f"{self.path(MANIFEST)}: damaged manifest: {problem}")
         return manifest
 
-    def read_json(self, *parts: str, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-        """A JSON object the tool wrote in the run folder; damaged (not JSON, not an object, one of `keys`
-        missing) it is a UserError naming the file as a damaged `what`."""
+    def read_json(self, *parts: str, what: str, shape: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JSON object the tool wrote in the run folder; damaged (not JSON, not an object, not of `shape`:
+        model.json_shape) it is a UserError naming the file as a damaged `what`."""
         def damaged(problem: str) -> UserError:
             return UserError(f"{self.path(*parts)}: damaged {what}: {problem}")
 
@@ -258,12 +259,9 @@ class RunDir:
             raise damaged(str(exc)) from None
         if not isinstance(data, dict):
             raise damaged(f"expected a JSON object, found {type(data).__name__}")
-        missing = [k for k in keys if k not in data]
-        if missing:
-            raise damaged(f"{', '.join(missing)} missing")
-        if not isinstance(data.get("configurations", []), list) \
-                or not all(isinstance(c, dict) for c in data.get("configurations", [])):
-            raise damaged("configurations is not a list of objects")
+        problem = shape_problem(data, shape or {})
+        if problem:
+            raise damaged(problem)
         return data
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:

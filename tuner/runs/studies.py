@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,15 +145,41 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
         return
     if setting == JOURNAL_STORAGE:
         fetch_journal(run)
-        path = journal_path(run)
-    elif setting.startswith("sqlite:///"):
-        path = Path(setting.removeprefix("sqlite:///"))
-    else:
+    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    if path is None:   # another database: not a file to check
         return
     if not path.is_file() or path.stat().st_size == 0:
         raise UserError(f"{path}: the run's Optuna storage is {'empty' if path.is_file() else 'missing'}, yet "
                         f"condition(s) {', '.join(begun)} have run; put the file back (moved or restored from a "
                         "backup?) to read the run's studies")
+    if setting == JOURNAL_STORAGE:
+        warn_cut_short(path)
+
+
+def sqlite_file(setting: str) -> Path | None:
+    """The file of an `sqlite:///PATH` storage (None for a journal or another database)."""
+    return Path(setting.removeprefix("sqlite:///")) if setting.startswith("sqlite:///") else None
+
+
+def storage_exists(run: RunDir, setting: str) -> bool:
+    """Whether the run's storage is there to be read: opening a missing journal or sqlite file creates it, which
+    a reading command must not do (another database: assumed there)."""
+    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    return path is None or path.exists()
+
+
+def warn_cut_short(journal: Path) -> None:
+    """A journal whose last record is cut short (a driver killed mid-write, a truncated copy): Optuna skips
+    that record without a word, so the studies read from it may lack their latest trials: said on stderr."""
+    with open(journal, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+    print(f"warning: {journal}: its last record is cut short (the file does not end with a complete line: "
+          "a driver killed while writing it, or a truncated copy); Optuna skips that record, so the studies "
+          "read from it may lack their latest trials", file=sys.stderr)
 
 
 def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
@@ -166,13 +193,15 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
                         "start a new run to get them")
     if setting == JOURNAL_STORAGE:
         fetch_journal(run)
-        if not journal_path(run).exists():
-            return {}
+    if not storage_exists(run, setting):   # no condition has begun (check_storage_kept refuses it otherwise)
+        return {}
     try:
         storage = open_storage(run, setting)
         names = {s.study_name for s in storage.get_all_studies()}
-    except (UnicodeDecodeError, ValueError) as exc:   # a journal of junk (json.JSONDecodeError is a ValueError)
+    # a journal of junk (json.JSONDecodeError is a ValueError), or of JSON lines that are not Optuna's records:
+    # replaying those fails inside Optuna with KeyError, TypeError or AssertionError ("Should not reach.")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError) as exc:
         raise UserError(f"{journal_path(run) if setting == JOURNAL_STORAGE else setting}: damaged Optuna "
-                        f"storage: {exc}") from None
+                        f"storage: {exc.__class__.__name__}: {exc}") from None
     return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
             for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}

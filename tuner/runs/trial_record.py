@@ -17,6 +17,7 @@ the killed driver had not uploaded.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,21 @@ _KEPT: set[str] = set()   # trial ids of trials ended at once, as finished (this
 def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
     """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
     path = Path(directory) / REPORTED
-    return json.loads(path.read_text()) if path.exists() else None
+    return parse_reported(path.read_bytes(), str(path)) if path.exists() else None
+
+
+def parse_reported(data: bytes, where: str) -> list[dict[str, Any]] | None:
+    """A checkpoint's REPORTED file; damaged (not JSON, not a list of objects), a warning naming it and None:
+    the trial is then continued as from a checkpoint written before reports were kept (its record as stored)."""
+    try:
+        reports = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reports = None
+    if isinstance(reports, list) and all(isinstance(r, dict) for r in reports):
+        return reports
+    print(f"warning: {where}: damaged (expected a JSON list of epoch reports); the trial's result rows are "
+          "kept as stored", file=sys.stderr)
+    return None
 
 
 def keep_as_recorded(trial_ids: frozenset[str]) -> None:
@@ -58,8 +73,9 @@ def checkpoint_reports(trial: "Trial") -> list[dict[str, Any]] | None:
 def _reports(fs: "FileSystem", checkpoint: str) -> list[dict[str, Any]] | None:
     """The reports a checkpoint folder on `fs` holds (None: one written before checkpoints kept them)."""
     try:
-        with fs.open_input_stream(Path(checkpoint, REPORTED).as_posix()) as f:
-            return json.loads(f.read())
+        path = Path(checkpoint, REPORTED).as_posix()
+        with fs.open_input_stream(path) as f:
+            return parse_reported(f.read(), path)
     except FileNotFoundError:
         return None
 

@@ -4,7 +4,7 @@ Ray's OptunaSearch already asks the study for each trial's parameters, reports t
 training iteration (single objective) and tells the final value. This subclass adds:
 - the user attributes `ray_trial_id`, `trial_folder`, `best_value` and `best_epoch` (whenever the trial
   improves) and `best_model` (at every epoch: the newest checkpoint's `best_model.pt`, the best model so far;
-  Ray keeps a trial's newest checkpoints, tuner.experiment CHECKPOINTS_KEPT);
+  Ray keeps a trial's newest checkpoints, tuner.search.experiment CHECKPOINTS_KEPT);
 - PRUNED for a trial that ended before its epochs without an error (the scheduler stopped it);
 - FAIL, with the user attribute `config_error`, for a trial that recorded a configuration error
   (tuner.runs.config_errors) and ended without a result;

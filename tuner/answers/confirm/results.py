@@ -67,17 +67,19 @@ import datetime
 import functools
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from model.checkpoint import best_model_name
+from model.errors import UserError
 from tuner.answers.confirm.compare import BOOTSTRAP_SEED, SELECTION, best_per_condition, compare
 from tuner.answers.confirm.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES,
                                                 t_interval)
 from tuner.answers.confirm.table import format_table
 from tuner.answers.confirm.trial import utterance_speakers
-from tuner.runs.confirm_files import (CONFIRM_FILE, EVALUATION_FILE, EXPERIMENT, TABLE_FILE, UNFINISHED, VERSION,
+from tuner.runs.confirm_files import (CONFIRM_FILE, EXPERIMENT, TABLE_FILE, UNFINISHED, VERSION, read_evaluation,
                                      seed_checkpoint, seed_records, seed_state)
 from tuner.runs.run_dir import RunDir
 
@@ -101,7 +103,7 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         for seed in plan["seeds"]:
             rec = records.get((c["id"], seed))
             ckpt = seed_checkpoint(run, rec)
-            evaluation = json.loads(run.read_text(EXPERIMENT, rec.folder, ckpt, EVALUATION_FILE)) if ckpt else None
+            evaluation = read_evaluation(run, rec.folder, ckpt) if ckpt else None
             entry = {"seed": seed, "status": seed_state(rec, evaluation is not None),
                      "trial_id": rec.trial_id if rec else None, "best_epoch": None, "best_model": None,
                      "validation": None, "test": {}}
@@ -115,8 +117,8 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
                     val_split = val_split or evaluation["validation_split"]
                     test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]
                     for split in evaluation["test"]:
-                        data = run.read_bytes(EXPERIMENT, rec.folder, ckpt, f"predictions-{split}.npz")
-                        predictions[(c["id"], seed, split)] = _predictions(data, manifest["store"])
+                        predictions[(c["id"], seed, split)] = read_predictions(run, (rec.folder, ckpt), split,
+                                                                               manifest["store"])
             seeds.append(entry)
         configurations.append({**c, "attributes": list(c["config"]["attributes"]), "epochs": c["config"]["epochs"],
                                "seeds": seeds})
@@ -148,11 +150,23 @@ def summarise(conf: dict[str, Any], test_splits: list[str]) -> dict[str, Any]:
                      for split in test_splits}}
 
 
+def read_predictions(run: RunDir, where: tuple[str, str], split: str, store: str) -> dict[str, np.ndarray]:
+    """A seed's predictions-<split>.npz (trial folder and checkpoint `where`); damaged, a UserError naming it."""
+    parts = (EXPERIMENT, *where, f"predictions-{split}.npz")
+    try:
+        return _predictions(run.read_bytes(*parts), store)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{run.path(*parts)}: damaged seed predictions: {exc.__class__.__name__}: {exc}") from None
+
+
 def _predictions(data: bytes, store: str) -> dict[str, np.ndarray]:
     """A seed's predictions-<split>.npz; its speaker codes from the store when the seed was evaluated
-    before they were saved there."""
+    before they were saved there (ValueError: entries missing)."""
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         out = {k: npz[k] for k in npz.files}
+    missing = [k for k in ("index", "labels", "preds", "attributes") if k not in out]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing")
     if "speakers" not in out:
         out["speakers"] = utterance_speakers(_open_store(store), out["index"])
     return out

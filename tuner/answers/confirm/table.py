@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.runs.confirm_files import search_cell
+
 
 def stat_cell(stat: dict[str, Any] | None) -> str:
     """A mean and its 95% interval as a table cell (confirm.md and the report)."""
@@ -86,11 +88,3 @@ def format_table(confirm: dict[str, Any]) -> str:
     if confirm["plan"].get("search"):
         lines += ["", f"Search: {search_cell(confirm['plan']['search'])}."]
     return "\n".join(lines) + "\n"
-
-
-def search_cell(search: list[dict[str, Any]]) -> str:
-    """What the confirmed configurations were picked from: per condition its finished trials of those planned,
-    and whether its study had finished (a confirmation with --partial)."""
-    return "; ".join(f"{c['condition']} {c['finished']} of {c['planned']} trials finished"
-                     + ("" if c["state"] == "done" else f" (study {c['state']}: stopped before it finished)")
-                     for c in search)

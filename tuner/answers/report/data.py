@@ -9,6 +9,7 @@ made before studies were stored (see `condition_studies`). Nothing here draws or
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,17 +166,49 @@ def scored_view(study, space: SearchSpace):
     return view
 
 
-def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any],
-                      trials: dict[str, list[TrialRecord]]) -> tuple[dict[str, Any], str]:
+def study_gaps(manifest: dict[str, Any], studies: dict[str, Any], trials: dict[str, list[TrialRecord]],
+               storage: str) -> dict[str, str]:
+    """condition label -> why its stored study disagrees with Ray's trial records, for each finished condition
+    where trials Ray finished are missing (or unfinished) in the study: a truncated or stale storage."""
+    gaps = {}
+    for cond in (c for c in manifest["conditions"] if c["state"] == "done"):
+        label = cond["label"]
+        finished = {r.trial_id for r in trials.get(label, []) if r.status in ("TERMINATED", "ERROR")}
+        study = studies.get(label)
+        told = set() if study is None else {t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)
+                                            if t.state.is_finished()}
+        missing = sorted(finished - told)
+        if missing:
+            gaps[label] = (f"the Optuna storage {storage} lacks {len(missing)} of the {len(finished)} trials Ray "
+                           f"finished (missing or unfinished there: {', '.join(missing[:5])}"
+                           f"{', ...' if len(missing) > 5 else ''}): a truncated or stale copy; the study's "
+                           "charts and importances leave them out, the tables (from Ray's records) do not")
+    return gaps
+
+
+def storage_location(run: RunDir, manifest: dict[str, Any]) -> str:
+    """The run's Optuna storage as a user finds it: the journal file, or the RDB URL."""
+    from tuner.runs.studies import JOURNAL_STORAGE, journal_path, storage_setting
+
+    setting = storage_setting(manifest)
+    return str(journal_path(run)) if setting == JOURNAL_STORAGE else str(setting)
+
+
+def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any], trials: dict[str, list[TrialRecord]],
+                      gaps: dict[str, str]) -> tuple[dict[str, Any], str]:
     """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
     Optuna storage (tuner.runs.studies), or for a run made before studies were stored, the trial
-    records. A condition whose study has not begun has none."""
+    records. A condition whose study has not begun has none. A stored study that lacks trials Ray finished
+    is said on stderr and its reason put in `gaps` (the report's notes)."""
     from tuner.runs.studies import check_storage_kept, load_studies, storage_setting
 
     if storage_setting(manifest) is not None:
         check_storage_kept(run, manifest)
         studies = load_studies(run)
         source = f"the run's Optuna storage ({storage_setting(manifest)})"
+        for label, gap in study_gaps(manifest, studies, trials, storage_location(run, manifest)).items():
+            print(f"warning: condition {label}: {gap}", file=sys.stderr)
+            gaps[label] = gap
     else:
         studies = {c["label"]: study_from_records(space, c["values"], c["label"], trials.get(c["label"], []))
                    for c in manifest["conditions"]}
@@ -215,7 +248,8 @@ def collect(run: RunDir) -> RunReport:
     trials = read_trials(run, manifest)
     summary = {c["condition"]: c for c in summarize(run)["conditions"]}
     picks = best_trials(run, manifest, top=TOP_CONFIGS)
-    studies, studies_source = condition_studies(run, space, manifest, trials)
+    gaps: dict[str, str] = {}
+    studies, studies_source = condition_studies(run, space, manifest, trials, gaps)
     rungs = rung_epochs(space, manifest)
     conditions = []
     for cond in manifest["conditions"]:
@@ -231,6 +265,8 @@ def collect(run: RunDir) -> RunReport:
             study=studies.get(label), metric=metric)
         if rep.study is not None:
             rep.importances, rep.notes = importances(rep.study)
+        if label in gaps:
+            rep.notes.insert(0, gaps[label])
         if not any(r.results for r in records):
             rep.notes.insert(0, "no trial has reported a result yet")
         conditions.append(rep)

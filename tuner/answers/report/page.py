@@ -108,8 +108,8 @@ def tables_confirm(report: RunReport) -> list[Table]:
     per split the mean test CCC of every configuration over its seeds, then the paired comparisons.
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
-    from tuner.answers.confirm.table import (COMPARISON_HEADERS, comparison_row, comparisons_note, search_cell,
-                                             seeds_cell, stat_cell)
+    from tuner.answers.confirm.table import COMPARISON_HEADERS, comparison_row, comparisons_note, seeds_cell, stat_cell
+    from tuner.runs.confirm_files import search_cell
 
     c = report.confirm
     if not c:
