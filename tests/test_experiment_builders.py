@@ -8,7 +8,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 from tuner.search.experiment import make_scheduler, make_searcher
 from tuner.runs.studies import JOURNAL_STORAGE
 from tuner.runs.run_dir import RunDir
-from tuner.search.scheduler_state import ResumableASHA
+from tuner.search.scheduler_state import ResultlessMedian, ResumableASHA
 from tuner.space.parse import parse_space
 
 PARAMETERS = {"temporal": {"choices": ["gru", "triplet"]}, "lr_adam": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -26,7 +26,7 @@ def test_hyperband_median_asha_and_none_schedulers_get_the_space_settings(tmp_pa
     assert type(hyperband) is HyperBandScheduler
     assert (hyperband._time_attr, hyperband._max_t_attr, hyperband._eta) == ("training_iteration", 9, 3.0)
     median = make_scheduler(space(scheduler={"type": "median", "grace_period": 2, "min_samples_required": 4}), run, label)
-    assert type(median) is MedianStoppingRule
+    assert type(median) is ResultlessMedian and isinstance(median, MedianStoppingRule)
     assert (median._time_attr, median._grace_period, median._min_samples_required) == ("training_iteration", 2, 4)
     assert type(make_scheduler(space(), run, label)) is ResumableASHA   # the default
     assert isinstance(make_scheduler(space(), run, label), ASHAScheduler)
