@@ -650,7 +650,7 @@ CASES = [
 # ---- issue 21 §1: every file the tool writes and reads back, damaged, empty, truncated, wrongly shaped ----
 # (files and their readers: docs/resume.md "Damaged files"; §5, §6 and §13 cases follow)
 def plan_doc(**changes) -> bytes:
-    """A confirm/plan.json as `confirm` writes it (tuner/confirm.py), with `changes`."""
+    """A confirm/plan.json as `confirm` writes it (tuner/answers/confirm/plan.py), with `changes`."""
     plan = {"version": 1, "run": "demo", "top": 1, "seeds": [1, 2], "splits": None, "baselines": [],
             "configurations": [{"id": "all/rank1", "kind": "search", "conditions": ["all"],
                                 "config": {"attributes": ["act"], "epochs": 2}}],
@@ -659,7 +659,7 @@ def plan_doc(**changes) -> bytes:
 
 
 def confirm_doc(edit: Callable[[dict], None] | None = None, **changes) -> bytes:
-    """A confirm/confirm.json (version 2, tuner/confirm_results.py) of one configuration, two seeds done."""
+    """A confirm/confirm.json (version 2, tuner/answers/confirm/results.py) of one configuration, two seeds done."""
     stat = {"mean": 0.4, "sd": 0.01, "n": 2, "ci95": [0.3, 0.5]}
     conf = {"id": "all/rank1", "kind": "search", "conditions": ["all"], "condition_values": {}, "rank": 1,
             "trial_id": "b", "attributes": ["act"], "epochs": 2, "config": {"temporal": "gru", "epochs": 2},
