@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model.checkpoint import best_model_name
+from model.metrics import beats
 from tuner.runs.config_errors import read_config_error
 from tuner.runs.run_dir import RunDir
 from tuner.runs.studies import open_storage, study_name
@@ -176,9 +177,7 @@ class StudySearcher(OptunaSearch):
             if value is not None:
                 best, best_epoch = stored.user_attrs.get("best_value"), stored.user_attrs.get("best_epoch", 0)
                 # a best recorded at this epoch or later came from epochs trained again: it is replaced
-                better = best is None or best_epoch >= step or (
-                    value > best if self._primary_mode() == "max" else value < best)
-                if better:
+                if best_epoch >= step or beats(value, best, self._primary_mode()):
                     trial.set_user_attr("best_value", value)
                     trial.set_user_attr("best_epoch", step)
             if result.get("checkpoint_dir_name") and (value is not None or "best_value" in stored.user_attrs):
