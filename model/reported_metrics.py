@@ -3,7 +3,8 @@
 Every epoch reports val_ccc_mean, loss_total, loss_ce and loss_ccc; the others below exist only when one
 config key allows it (model/trainer.py run_epoch). A metric that picks the best model or ranks a search must
 be reported by every configuration, so the search space (tuner.space.reported) and the Trainer
-(Trainer.select_best_by) refuse one that some configuration never reports.
+(Trainer.select_best_by) refuse one that some configuration never reports. `nmi` has no value in epoch 1
+(NOT_IN_FIRST_EPOCH): whatever judges trials by it waits for epoch 2.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ REPORTED_WHEN = {
     "nmi": Needs("epochs", lambda value: value >= 2,
                  "at least 2 epochs (nmi compares an epoch's clusters with the previous epoch's)"),
 }
+
+
+# Metrics without a value in epoch 1 (NaN: left out of that epoch's report)
+NOT_IN_FIRST_EPOCH = ("nmi",)
 
 
 def unreported(metric: str, config: Any) -> str | None:

@@ -157,6 +157,8 @@ MALFORMED = [
     ("bad searcher", variant(searcher={"type": "bohb"}), "searcher.type", "not a searcher"),
     ("unknown metric", variant(metric="val_acc"), "metric", "not a reported metric"),
     ("bad mode", variant(mode="maximize"), "mode", "expected max or min"),
+    ("nmi judged by hyperband in epoch 1", variant(metric="nmi", scheduler={"type": "hyperband"}), "metric",
+     "'nmi' has no value in epoch 1, where scheduler hyperband may already compare trials"),
     ("several metrics without multi-objective", variant(metric=["val_ccc_act", "val_ccc_val"]), "metric",
      "multi_objective"),
     ("multi-objective with ASHA", variant(metric=["val_ccc_act", "val_ccc_val"],

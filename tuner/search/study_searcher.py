@@ -10,7 +10,8 @@ training iteration (single objective) and tells the final value. This subclass a
   (tuner.runs.config_errors) and ended without a result;
 - one intermediate value per epoch: an epoch reported again (a resumed trial trains the epochs after its
   checkpoint again, which a killed driver may have recorded) replaces the earlier value, and the best
-  so far is judged again from there;
+  so far is judged again from there; an epoch whose result lacks the metric (nmi is NaN in epoch 1 and
+  left out of reports) reports nothing (Ray's OptunaSearch would fail on the missing key);
 - a study that survives the driver: Ray pickles the searcher into its experiment state, but the
   storage is never pickled; it is re-opened from the run (journal file or RDB URL) on restore, and
   the Ray trial -> Optuna trial map is rebuilt from the study's `ray_trial_id` links and the trial
@@ -172,8 +173,8 @@ class StudySearcher(OptunaSearch):
                 # an epoch a killed driver recorded after its last snapshot, trained again: its new value
                 # replaces the old one (Trial.report would keep the old one)
                 self._storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
-            else:
-                super().on_trial_result(trial_id, result)
+            elif value is not None:   # an epoch without the metric (nmi, NaN in epoch 1, is left out of reports)
+                super().on_trial_result(trial_id, result)   # has nothing to report; Ray's would fail on the key
             if value is not None:
                 best, best_epoch = stored.user_attrs.get("best_value"), stored.user_attrs.get("best_epoch", 0)
                 # a best recorded at this epoch or later came from epochs trained again: it is replaced

@@ -3,7 +3,8 @@
 A trial keeps as its best model the epoch best by the search's metric, and the study ranks trials by it: a
 configuration that never reports the metric (loss_triplet without temporal: triplet, val_ccc_val without val
 among the attributes, ssl_loss_ce with unlabeled_pool: 0, nmi with one epoch; model/reported_metrics.py) would
-end with no best model and no score. The space is refused instead, naming the parameter or condition value
+end with no best model and no score; HyperBand, which may compare trials at epoch 1, fails on a metric without
+a value there (nmi). The space is refused instead, naming the parameter or condition value
 that leads there. Each configuration is followed the way the sampler draws it (tuner.space.schema
 SpaceSampler): conditions, then the parameters in order, each only when its `when` holds; a numeric range is
 checked at both ends.
@@ -13,14 +14,19 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, NoReturn
 
 from model.config import TrainConfig
-from model.reported_metrics import REPORTED_WHEN
+from model.reported_metrics import NOT_IN_FIRST_EPOCH, REPORTED_WHEN
 from tuner.space.schema import Parameter, SearchSpace
 
 Fail = Callable[[str, str], NoReturn]
 
 
 def check_reported(space: SearchSpace, fail: Fail) -> None:
-    """`fail("metric", ...)` for the first metric of `space` that some configuration never reports."""
+    """`fail("metric", ...)` for the first metric of `space` that some configuration never reports, or that
+    HyperBand would judge in epoch 1 without a value."""
+    if space.metric in NOT_IN_FIRST_EPOCH and space.scheduler.type == "hyperband":
+        fail("metric", f"{space.metric!r} has no value in epoch 1, where scheduler hyperband may already compare "
+             "trials (it needs every trial's value there); use scheduler asha or median (they wait for a value) or "
+             "none, or choose another metric")
     for metric in space.metrics:
         needs = REPORTED_WHEN.get(metric)
         if needs is None:
