@@ -173,8 +173,8 @@ class StudySearcher(OptunaSearch):
                 # an epoch a killed driver recorded after its last snapshot, trained again: its new value
                 # replaces the old one (Trial.report would keep the old one)
                 self._storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
-            elif value is not None:   # an epoch without the metric (nmi, NaN in epoch 1, is left out of reports)
-                super().on_trial_result(trial_id, result)   # has nothing to report; Ray's would fail on the key
+            elif value is not None:   # an epoch without the metric (nmi: NaN in epoch 1, left out of the report)
+                super().on_trial_result(trial_id, result)   # reports nothing: Ray's would fail on the missing key
             if value is not None:
                 best, best_epoch = stored.user_attrs.get("best_value"), stored.user_attrs.get("best_epoch", 0)
                 # a best recorded at this epoch or later came from epochs trained again: it is replaced
