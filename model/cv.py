@@ -95,7 +95,7 @@ class CVTrainer:
         metrics: dict[str, Any] = {"epoch": self.epoch, **fold_means(per_fold)}
         for i, m in enumerate(per_fold, start=1):
             metrics.update({f"fold{i}_{k}": v for k, v in m.items() if k.startswith("val_ccc_")})
-        metrics["is_best"] = improves(metrics, self.selection, self.best_metric, self.best_epoch)
+        metrics["is_best"] = improves(metrics, self.selection, None if self.best_metrics is None else self.best_metric)
         if metrics["is_best"]:
             self.best_metric, self.best_epoch = float(metrics[self.selection[0]]), self.epoch
             self.best_metrics = dict(metrics)
@@ -104,6 +104,13 @@ class CVTrainer:
         metrics["best_val_ccc_mean"] = best_val_ccc(self)
         self.history.append(dict(metrics))
         return metrics
+
+    def select_best_by(self, metric: str, mode: str) -> None:
+        """Pick the best epoch by the folds' mean of `metric` (a search trial's metric); a UserError when a fold
+        would never report it."""
+        for fold in self.folds:
+            fold.select_best_by(metric, mode)
+        self.selection = (metric, mode)
 
     def save_best_model(self, path: str | Path) -> bool:
         """Write the folder `path` of fold models `fold_<i>.pt` atomically; False before the first epoch."""

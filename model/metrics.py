@@ -89,3 +89,14 @@ def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             if math.isfinite(v):
                 out[key] = v
     return out
+
+
+# ---- which value is better ---------------------------------------------------------------------
+def beats(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether `value` beats the best so far `best` under `mode` (max or min): None or NaN never beats,
+    and anything else beats a `best` of None or NaN (no best yet)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None or (isinstance(best, float) and math.isnan(best)):
+        return True
+    return value > best if mode == "max" else value < best

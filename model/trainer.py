@@ -33,9 +33,10 @@ from model.devices import resolve_device, resolve_precision, usable_cpus
 from model.errors import UserError
 from model.folds import DataSplit
 from model.losses import ccc_loss, triplet_loss
-from model.metrics import ccc, nmi, plain
+from model.metrics import beats, ccc, nmi, plain
 from model.model_file import ModelInfo, build_network, save_model
 from model.network import inference_copy
+from model.reported_metrics import unreported
 from model.sampling import sample_chunks, sample_sentences, split_labeled
 from model.transfer import init_network
 
@@ -399,7 +400,7 @@ class Trainer:
         metrics.update(self.validate())
         times["validate"] += time.perf_counter() - t
 
-        is_best = improves(metrics, self.selection, self.best_metric, self.best_epoch)
+        is_best = improves(metrics, self.selection, None if self.best_metrics is None else self.best_metric)
         self.prev_assignments = assignments
         self.epoch = epoch
         total = time.perf_counter() - t_epoch
@@ -420,6 +421,17 @@ class Trainer:
         self.best_metric, self.best_epoch = float(metrics[self.selection[0]]), self.epoch
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
         self.best_metrics = dict(metrics)
+
+    def select_best_by(self, metric: str, mode: str) -> None:
+        """Pick the best epoch by `metric` and `mode` (a search trial's metric) instead of val_ccc_mean; a
+        UserError when this run would never report the metric."""
+        why = unreported(metric, self.config)
+        if why is None and metric == "ssl_loss_ce" and not len(self.pool_ids):
+            why = (f"this run has no unlabeled utterances (the store has no unlabeled pool and "
+                   f"labeled_ratio={self.config.labeled_ratio} drops no labels), so no SSL stage")
+        if why is not None:
+            raise UserError(f"the metric {metric!r} that picks the best model is never reported: {why}")
+        self.selection = (metric, mode)
 
     def fit(self, on_epoch: Callable[[dict], bool | None] | None = None,
             checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
@@ -520,14 +532,17 @@ class Trainer:
         self.history = list(state["history"])
 
 
-def improves(metrics: dict[str, Any], selection: tuple[str, str], best: float, best_epoch: int) -> bool:
-    """Whether an epoch's `metrics` beat the best so far (`best`, from epoch `best_epoch`; 0: none yet) on
-    `selection` = (metric, mode); an epoch without a finite value of the metric never does."""
+def improves(metrics: dict[str, Any], selection: tuple[str, str], best: float | None) -> bool:
+    """Whether an epoch's `metrics` beat the best so far (`best`; None: none yet) on `selection` = (metric,
+    mode); an epoch without a finite value of the metric never does. An epoch that does not report the metric
+    at all is a UserError: no epoch of the run would ever be kept as its best model."""
     metric, mode = selection
-    value = float(metrics.get(metric, math.nan))
-    if not math.isfinite(value):
-        return False
-    return best_epoch == 0 or (value > best if mode == "max" else value < best)
+    if metric not in metrics:
+        raise UserError(f"epoch {metrics.get('epoch')} does not report {metric!r}, the metric that picks the best "
+                        f"model (it reports {', '.join(sorted(k for k in metrics if k != 'epoch'))}); "
+                        "no best model could be kept")
+    value = float(metrics[metric])
+    return math.isfinite(value) and beats(value, best, mode)
 
 
 def checkpoint_selection(state: dict[str, Any]) -> tuple[str, str]:

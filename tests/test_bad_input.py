@@ -525,6 +525,12 @@ CASES = [
     Case("run-space-infinite-cpu",
          lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("cpu: 1", "cpu: .inf")),
                        "--store", w.store, "--storage", d], 2, ("{d}/space.yaml", "resources.cpu")),
+    Case("run-space-metric-never-reported",   # gru trials never report a triplet loss: no best model, no score
+         lambda w, d: ["run", "--space", space_file(d, lambda t: t.replace("metric: val_ccc_mean",
+                                                                           "metric: loss_triplet")),
+                       "--store", w.store, "--storage", d], 2,
+         ("{d}/space.yaml: metric: 'loss_triplet' is never reported", "parameters.temporal chooses 'gru'",
+          "temporal: triplet")),
     Case("run-store-corrupt",
          lambda w, d: ["run", "--space", SMOKE, "--store", copy_store(w, d, nan_frames), "--storage", d / "res",
                        "--name", "x"], 2, ("{d}/copy.store/frames.npy", "corrupt")),

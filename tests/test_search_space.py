@@ -157,6 +157,8 @@ MALFORMED = [
     ("bad searcher", variant(searcher={"type": "bohb"}), "searcher.type", "not a searcher"),
     ("unknown metric", variant(metric="val_acc"), "metric", "not a reported metric"),
     ("bad mode", variant(mode="maximize"), "mode", "expected max or min"),
+    ("nmi judged by hyperband in epoch 1", variant(metric="nmi", scheduler={"type": "hyperband"}), "metric",
+     "'nmi' has no value in epoch 1, where scheduler hyperband may already compare trials"),
     ("several metrics without multi-objective", variant(metric=["val_ccc_act", "val_ccc_val"]), "metric",
      "multi_objective"),
     ("multi-objective with ASHA", variant(metric=["val_ccc_act", "val_ccc_val"],
@@ -385,3 +387,73 @@ def test_the_demo_space_decides_nothing_by_timing():
     assert space.searcher.type == "tpe" and space.searcher.seed == 0
     fixed = {p.name: p.value for p in space.parameters if p.kind == "fixed"}
     assert fixed["seed"] == 0
+
+
+SSL_NEEDS = "an unlabeled pool for the SSL stage (unlabeled_pool other than 0)"
+NEVER_REPORTED = [   # (case, space, the metric, where a configuration never reports it, what it needs)
+    ("triplet loss with a non-triplet choice", variant(metric="loss_triplet", mode="min"), "loss_triplet",
+     "parameters.temporal chooses 'gru'", "temporal: triplet"),
+    ("triplet loss with temporal at its default",
+     variant(metric="loss_triplet", mode="min", parameters__temporal=DELETE, parameters__triplet_margin=DELETE),
+     "loss_triplet", "temporal is left at its default 'gru'", "temporal: triplet"),
+    ("triplet loss with temporal set only when a condition holds",
+     variant(metric="loss_triplet", mode="min", conditions={"labeled_ratio": [0.5, 1.0]},
+             parameters__temporal={"value": "triplet", "when": {"labeled_ratio": 0.5}}),
+     "loss_triplet", "no `when` of parameters.temporal holds, so temporal is the default 'gru'", "temporal: triplet"),
+    ("triplet loss with a non-triplet condition",
+     variant(metric="loss_triplet", mode="min", parameters__temporal=DELETE,
+             conditions={"temporal": ["triplet", "cnn"]}),
+     "loss_triplet", "conditions.temporal is 'cnn'", "temporal: triplet"),
+    ("an attribute's CCC without it", variant(metric="val_ccc_val", parameters__attributes=["act", "dom"]),
+     "val_ccc_val", "parameters.attributes is ['act', 'dom']", "attributes that include val"),
+    ("an attribute's CCC with a condition without it", variant(metric="val_ccc_dom",
+                                                               conditions={"attributes": [["act", "dom"], ["act"]]}),
+     "val_ccc_dom", "conditions.attributes is ['act']", "attributes that include dom"),
+    ("SSL loss without a pool", variant(metric="ssl_loss_ce", mode="min", parameters__unlabeled_pool=0),
+     "ssl_loss_ce", "parameters.unlabeled_pool is 0", SSL_NEEDS),
+    ("SSL loss with a pool range from 0", variant(metric="ssl_loss_ce", mode="min",
+                                                  parameters__unlabeled_pool={"low": 0, "high": 100}),
+     "ssl_loss_ce", "parameters.unlabeled_pool ranges from 0 to 100, reaching 0", SSL_NEEDS),
+    ("SSL loss with a no-SSL condition", variant(metric="ssl_loss_ce", mode="min",
+                                                 conditions={"unlabeled_pool": [0, None]}),
+     "ssl_loss_ce", "conditions.unlabeled_pool is 0", SSL_NEEDS),
+    ("nmi in one epoch", variant(metric="nmi", budget__max_epochs=1), "nmi", "budget.max_epochs is 1",
+     "at least 2 epochs"),
+    ("a second objective never reported", variant(metric=["val_ccc_mean", "loss_triplet"], mode=["max", "min"],
+                                                  searcher={"type": "multi_objective"}),
+     "loss_triplet", "parameters.temporal chooses 'gru'", "temporal: triplet"),
+    ("one attribute's study without triplet", per_attribute({"act": {"temporal": "triplet"}, "val": {}},
+                                                            metric="loss_triplet", mode="min"),
+     "loss_triplet", "parameters.temporal chooses 'gru'", "temporal: triplet"),
+]
+
+
+@pytest.mark.parametrize("case,data,metric,origin,needs", NEVER_REPORTED, ids=[m[0] for m in NEVER_REPORTED])
+def test_a_metric_some_configuration_never_reports_is_refused(tmp_path, case, data, metric, origin, needs):
+    """A trial that never reports the search's metric would keep no best model and have no score: the space
+    is refused, naming the file, `metric`, the metric, the value that never reports it and what it needs."""
+    path, message = space_error(tmp_path, data)
+    assert message.startswith(f"{path}: metric: {metric!r} is never reported by a trial where {origin}: "), message
+    assert f"a trial reports it only with {needs}" in message and "choose another metric" in message, message
+
+
+REPORTED_BY_EVERY_TRIAL = [
+    ("triplet loss with temporal fixed to triplet", variant(metric="loss_triplet", mode="min",
+                                                            parameters__temporal="triplet")),
+    ("triplet loss with triplet the only choice", variant(metric="loss_triplet", mode="min",
+                                                          parameters__temporal={"choices": ["triplet"]})),
+    ("triplet loss in every attribute's study", per_attribute({"act": {"temporal": "triplet"},
+                                                               "val": {"temporal": "triplet"}},
+                                                              metric="loss_triplet", mode="min")),
+    ("an attribute's CCC it trains", variant(metric="val_ccc_val", parameters__attributes=["act", "val"])),
+    ("an attribute's CCC with every attribute (the default)", variant(metric="val_ccc_dom")),
+    ("SSL loss with the whole pool (the default)", variant(metric="ssl_loss_ce", mode="min")),
+    ("SSL loss with a pool range from 1", variant(metric="ssl_loss_ce", mode="min",
+                                                  parameters__unlabeled_pool={"low": 1, "high": 100})),
+    ("nmi in two epochs", variant(metric="nmi", budget__max_epochs=2)),
+]
+
+
+@pytest.mark.parametrize("case,data", REPORTED_BY_EVERY_TRIAL, ids=[m[0] for m in REPORTED_BY_EVERY_TRIAL])
+def test_a_metric_every_configuration_reports_is_accepted(case, data):
+    assert parse_space(data, "inline").metric == data["metric"]

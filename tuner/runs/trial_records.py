@@ -7,7 +7,6 @@ are `<trial folder>/checkpoint_NNNNNN/`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,12 +78,10 @@ def trial_results(run: RunDir, label: str, folder: str, metric: str | None = Non
 
 
 def better(a: float | None, b: float | None, mode: str) -> bool:
-    """True when `a` beats `b` (None or NaN always loses)."""
-    if a is None or (isinstance(a, float) and math.isnan(a)):
-        return False
-    if b is None or (isinstance(b, float) and math.isnan(b)):
-        return True
-    return a > b if mode == "max" else a < b
+    """True when `a` beats `b` (None or NaN always loses): the rule the trainer and the study use too."""
+    from model.metrics import beats
+
+    return beats(a, b, mode)
 
 
 def _state_error(run: RunDir, label: str, name: str, problem: str) -> UserError:

@@ -10,7 +10,8 @@ training iteration (single objective) and tells the final value. This subclass a
   (tuner.runs.config_errors) and ended without a result;
 - one intermediate value per epoch: an epoch reported again (a resumed trial trains the epochs after its
   checkpoint again, which a killed driver may have recorded) replaces the earlier value, and the best
-  so far is judged again from there;
+  so far is judged again from there; an epoch whose result lacks the metric (nmi is NaN in epoch 1 and
+  left out of reports) reports nothing (Ray's OptunaSearch would fail on the missing key);
 - a study that survives the driver: Ray pickles the searcher into its experiment state, but the
   storage is never pickled; it is re-opened from the run (journal file or RDB URL) on restore, and
   the Ray trial -> Optuna trial map is rebuilt from the study's `ray_trial_id` links and the trial
@@ -35,6 +36,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from model.checkpoint import best_model_name
+from model.metrics import beats
 from tuner.runs.config_errors import read_config_error
 from tuner.runs.run_dir import RunDir
 from tuner.runs.studies import open_storage, study_name
@@ -171,14 +173,12 @@ class StudySearcher(OptunaSearch):
                 # an epoch a killed driver recorded after its last snapshot, trained again: its new value
                 # replaces the old one (Trial.report would keep the old one)
                 self._storage.set_trial_intermediate_value(trial._trial_id, step, float(value))
-            else:
-                super().on_trial_result(trial_id, result)
+            elif value is not None:   # an epoch without the metric (nmi: NaN in epoch 1, left out of the report)
+                super().on_trial_result(trial_id, result)   # reports nothing: Ray's would fail on the missing key
             if value is not None:
                 best, best_epoch = stored.user_attrs.get("best_value"), stored.user_attrs.get("best_epoch", 0)
                 # a best recorded at this epoch or later came from epochs trained again: it is replaced
-                better = best is None or best_epoch >= step or (
-                    value > best if self._primary_mode() == "max" else value < best)
-                if better:
+                if best_epoch >= step or beats(value, best, self._primary_mode()):
                     trial.set_user_attr("best_value", value)
                     trial.set_user_attr("best_epoch", step)
             if result.get("checkpoint_dir_name") and (value is not None or "best_value" in stored.user_attrs):

@@ -110,8 +110,8 @@ def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float, 
     try:
         train_config = TrainConfig.from_dict(values, source="trial config")
         trainer = make_trainer(train_config, local_store)   # CVTrainer for cv_folds
-        if selection is not None:
-            trainer.selection = selection
+        if selection is not None:   # a metric this configuration never reports is a configuration error
+            trainer.select_best_by(*selection)
     except UserError as exc:
         if errors is None:
             raise

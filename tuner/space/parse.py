@@ -15,6 +15,7 @@ from model.corpora import ATTRIBUTES
 from model.config import INT_RANGES, TrainConfig, field_type
 from model.errors import ConfigError
 from model.yaml_files import read_yaml
+from tuner.space.reported import check_reported
 from tuner.space.schema import (Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher,  # noqa: F401
                                 SpaceSampler, condition_label)
 
@@ -128,7 +129,9 @@ def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
     parameters = _parse_parameters(raw.get("parameters"), known, conditions, fail)
     if "per_attribute" in raw:
         conditions, parameters = _parse_per_attribute(raw, known, metrics, conditions, parameters, fail)
-    return SearchSpace(source, metrics, modes, budget, scheduler, searcher, resources, conditions, parameters)
+    space = SearchSpace(source, metrics, modes, budget, scheduler, searcher, resources, conditions, parameters)
+    check_reported(space, fail)   # a metric some configuration never reports: no best model, no score
+    return space
 
 
 def _parse_searcher(raw: Any, fail: Fail) -> Searcher:
