@@ -785,6 +785,10 @@ def bad_seed(doc: dict) -> None:
     doc["configurations"][0]["seeds"][0]["seed"] = "one"
 
 
+def bad_config_error(doc: dict) -> None:
+    doc["configurations"][0]["seeds"][0].update(status="failed", error="fewer than num_clusters=500", config_error="yes")
+
+
 def bad_stat(doc: dict) -> None:
     doc["configurations"][0]["summary"]["validation"]["ccc_mean"]["mean"] = "high"
 
@@ -839,6 +843,11 @@ CASES += [
          with_files({"confirm/confirm.json": confirm_doc(bad_seed)}, "export", "--by", "confirmed",
                     "--out", "{d}/b.yaml"), 2,
          ("{d}/demo/confirm/confirm.json", "configurations[0].seeds[0].seed: expected an integer, found a string")),
+    Case("export-confirmed-json-config-error-a-string",
+         with_files({"confirm/confirm.json": confirm_doc(bad_config_error)}, "export", "--by", "confirmed",
+                    "--out", "{d}/b.yaml"), 2,
+         ("{d}/demo/confirm/confirm.json",
+          "configurations[0].seeds[0].config_error: expected true or false, found a string")),
     # Ray's experiment state and result rows (status, export, report)
     Case("status-experiment-state-empty",
          lambda w, d: [fake_run(w, d, state_text=""), "status", "demo", "--storage", d][1:], 2,

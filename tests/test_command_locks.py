@@ -72,9 +72,8 @@ def test_resume_exports_the_best_configs_while_it_holds_the_lock(tmp_path, monke
 
 
 def test_confirm_writes_its_results_while_it_holds_the_lock(tmp_path, monkeypatch):
-    from tuner.answers.confirm import results as confirm_results, run as confirm
+    from tuner.answers.confirm import plan as confirm_plan, results as confirm_results, run as confirm
     from tuner.cli import main
-    from tuner.commands import confirm as confirm_command
 
     write_run(RunDir(tmp_path, "r"), "done")
     held: list[bool] = []
@@ -83,10 +82,10 @@ def test_confirm_writes_its_results_while_it_holds_the_lock(tmp_path, monkeypatc
         held.append(lock_held(run))
         return "the table"
 
-    monkeypatch.setattr(confirm_command, "choose_plan", lambda run, manifest, args: {})
+    monkeypatch.setattr(confirm_plan, "choose_plan", lambda run, manifest, *options: {})
     monkeypatch.setattr(confirm, "run_confirmation",
                         lambda run, plan, address, num_cpus: {"interrupted": False, "errored": []})
-    monkeypatch.setattr(confirm_results, "collect", lambda run, plan, resamples: {})
+    monkeypatch.setattr(confirm_results, "collect", lambda run, plan, resamples: {"configurations": []})
     monkeypatch.setattr(confirm_results, "write_results", write_results)
     assert main(["confirm", "r", "--storage", str(tmp_path)]) == 0
     assert held == [True]

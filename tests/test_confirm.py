@@ -214,3 +214,68 @@ def test_a_stopped_search_is_confirmed_only_with_partial_and_says_so(searched, t
         {"condition": "labeled_ratio=1.0", "state": "running", "trials": 1, "finished": 1, "planned": 1}]
     assert search_cell(plan["search"]) == ("labeled_ratio=0.5 1 of 1 trials finished; labeled_ratio=1.0 1 of 1 "
                                            "trials finished (study running: stopped before it finished)")
+
+
+def trial_states(exp_dir: Path) -> dict[str, tuple[dict, dict]]:
+    """config_id -> (trial entry, run metadata: num_failures ...) of the newest experiment state file."""
+    state = json.loads(sorted(exp_dir.glob("experiment_state-*.json"))[-1].read_text())
+    entries = [(json.loads(e[0]), json.loads(e[1])) for e in state["trial_data"]]
+    return {trial["config"]["config_id"]: (trial, meta) for trial, meta in entries}
+
+
+def says_what_to_do(proc: subprocess.CompletedProcess, baseline: Path, exp_dir: Path) -> None:
+    """`confirm` exited 2 with one `error:` line: the configuration error, its configuration and seed, the fix."""
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "fewer than num_clusters=500" in errors[0] and "configuration too_many: seed(s) 1: failed on it, " \
+        "not retried; confirming again cannot help" in errors[0]
+    assert f"--baseline {baseline}" in errors[0] and f"move {exp_dir} away" in errors[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_baseline_the_store_cannot_train_fails_once_and_confirm_says_what_to_do(searched, tmp_path):
+    """A baseline valid as a config but with more clusters than the store has chunks (issue 21 §4): its seed is
+    recorded as failed on that error, not retried; the search's configurations are still confirmed; `confirm`
+    exits 2 naming the configuration, seed and the file to fix; `confirm` again trains nothing and says it again."""
+    storage = tmp_path / "results"
+    shutil.copytree(searched / "results" / NAME, storage / NAME, ignore=shutil.ignore_patterns("confirm"))
+    baseline = yaml.safe_load((searched / "base_full.yaml").read_text())
+    (tmp_path / "too_many.yaml").write_text(yaml.safe_dump({**baseline, "num_clusters": 500}))
+    args = ["confirm", NAME, "--storage", str(storage), "--num-cpus", "2"]
+    ray_tmp = short_tmp()
+    try:
+        first = tuner([*args, "--top", "1", "--seeds", "1", "--split", SPLIT, "--baseline", "too_many.yaml"],
+                      cwd=tmp_path, ray_tmp=ray_tmp, timeout=400)
+        exp_dir = storage / NAME / "confirm"
+        says_what_to_do(first, tmp_path / "too_many.yaml", exp_dir)
+        trials = trial_states(exp_dir)
+        folder = exp_dir / trials["too_many"][0]["relative_logdir"]
+        recorded = (folder / "config_error.txt").stat().st_mtime_ns
+        again = tuner(args, cwd=tmp_path, ray_tmp=ray_tmp, timeout=400)
+        says_what_to_do(again, tmp_path / "too_many.yaml", exp_dir)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    trial, meta = trials["too_many"]
+    assert trial["status"] == "TERMINATED" and meta["num_failures"] == 0   # Ray did not retry it
+    assert "fewer than num_clusters=500" in (folder / "config_error.txt").read_text()
+    assert not (folder / "error.txt").exists() and not list(folder.glob("checkpoint_*"))
+    assert (folder / "config_error.txt").stat().st_mtime_ns == recorded   # not run again by the second confirm
+    assert trial_states(exp_dir)["too_many"][0]["status"] == "TERMINATED"
+
+    confirm = json.loads((exp_dir / "confirm.json").read_text())
+    by_id = {c["id"]: c for c in confirm["configurations"]}
+    assert list(by_id) == ["labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1", "too_many"]
+    [seed] = by_id["too_many"]["seeds"]
+    assert seed["status"] == "failed" and seed["config_error"] is True and "fewer than num_clusters=500" in seed["error"]
+    assert (by_id["too_many"]["summary"]["seeds_done"], by_id["too_many"]["summary"]["seeds_failed"]) == (0, 1)
+    for cid in ("labeled_ratio=0.5/rank1", "labeled_ratio=1.0/rank1"):   # the others were trained and evaluated
+        assert [s["status"] for s in by_id[cid]["seeds"]] == ["done"] and by_id[cid]["seeds"][0]["test"][SPLIT]
+    assert confirm["state"] == "complete"
+    table = (exp_dir / "confirm.md").read_text()
+    assert "| too_many | 0/1 (1 failed) |" in table
+    assert "## Failed seeds\n\n- too_many: seed(s) 1: " in table and "(a configuration error: not retried" in table
+    status = json.loads(tuner(["status", NAME, "--storage", str(storage), "--json"], cwd=tmp_path,
+                              ray_tmp="/tmp").stdout)["confirmation"]
+    assert (status["done"], status["error"]) == (2, 1)

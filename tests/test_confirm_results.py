@@ -176,3 +176,33 @@ def test_damaged_seed_files_are_named(tmp_path, tiny_store, evaluation, predicti
     with pytest.raises(UserError) as caught:
         collect(run, plan, resamples=100)
     assert str(caught.value).startswith(f"{tmp_path}/demo/confirm/trial_1/checkpoint_000000/{name}: {problem}")
+
+
+def test_configuration_errors_are_one_line_per_message_naming_configurations_seeds_and_the_fix(tmp_path):
+    """Seeds that failed on a configuration error (tuner.runs.config_errors): one line per distinct message, each
+    naming its configurations and seeds and what to change (a baseline file; a search pick: --top or the store)."""
+    from tuner.answers.confirm.results import config_error_lines
+    from tuner.answers.confirm.table import failed_seed_items
+    from tuner.runs.run_dir import RunDir
+
+    def conf(cid: str, kind: str, errors: list[str | None]) -> dict:
+        seeds = [{"seed": i, "status": "done"} if e is None else
+                 {"seed": i, "status": "failed", "error": e, "config_error": True} for i, e in enumerate(errors, 1)]
+        return {"id": cid, "kind": kind, "baseline_file": f"/b/{cid}.yaml" if kind == "baseline" else None,
+                "seeds": seeds}
+
+    too_many, no_model = "fewer than num_clusters=500", "init_model /m.pt: no such file"
+    confirm = {"configurations": [conf("c/rank2", "search", [too_many, too_many]), conf("ok", "baseline", [None]),
+                                  conf("big", "baseline", [too_many, None]), conf("init", "baseline", [no_model])]}
+    run = RunDir(tmp_path, "r")
+    lines = config_error_lines(run, confirm)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{too_many} (configuration c/rank2: seed(s) 1, 2; configuration big: seed(s) 1: "
+                               "failed on it, not retried; confirming again cannot help: fix or leave out --baseline "
+                               "/b/big.yaml and confirm without c/rank2 (a smaller --top) or fix the store, then move")
+    assert lines[1].startswith(f"{no_model} (configuration init: seed(s) 1: failed on it, not retried")
+    assert lines[1].endswith(f"then move {tmp_path}/r/confirm away and run `python -m tuner confirm r` again)")
+    assert failed_seed_items(confirm) == [
+        f"- c/rank2: seed(s) 1, 2: {too_many} (a configuration error: not retried; fix or leave out the configuration)",
+        f"- big: seed(s) 1: {too_many} (a configuration error: not retried; fix or leave out the configuration)",
+        f"- init: seed(s) 1: {no_model} (a configuration error: not retried; fix or leave out the configuration)"]

@@ -151,15 +151,18 @@ def test_a_checkpoint_from_before_the_new_keys_resumes(tiny_store, tmp_path):
 
 
 def test_confirm_evaluates_a_cv_configuration_with_its_fold_ensemble(tiny_store, tmp_path):
+    """Its validation is the best epoch's mean-over-folds val_ccc_mean, whatever metric picked that epoch."""
     from tuner.answers.confirm.trial import evaluate_seed
     from tuner.runs.confirm_files import EVALUATION_FILE
 
     cv = CVTrainer(config(epochs=1, cv_folds=2, unlabeled_pool=0), tiny_store)
+    cv.selection = ("loss_total", "min")   # best_metric is then the best epoch's loss_total
     cv.run_epoch()
     cv.save_checkpoint(tmp_path / "ck")
     summary = evaluate_seed(cv, str(tmp_path / "ck"), ["Test1"])
     evaluation = json.loads((tmp_path / "ck" / EVALUATION_FILE).read_text())
-    assert evaluation["validation"] == {"ccc_mean": cv.best_metric, "cv_folds": 2}
+    assert cv.best_metric == cv.best_metrics["loss_total"] != cv.best_metrics["val_ccc_mean"]
+    assert evaluation["validation"] == {"ccc_mean": cv.best_metrics["val_ccc_mean"], "cv_folds": 2}
     assert evaluation["test"]["Test1"]["models"] == 2
     assert summary["confirm_Test1_ccc_mean"] == evaluation["test"]["Test1"]["ccc_mean"]
     assert evaluation["validation_split"] == "2-fold CV of Train + Validation (speaker)"

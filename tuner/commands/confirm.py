@@ -4,7 +4,9 @@ Retrains the top K configurations of every condition of run NAME, and each basel
 seeds each, full epochs and no early stopping, as a Ray Tune experiment at STORAGE/NAME/confirm/;
 evaluates each seed's best model on the validation and test splits and writes confirm.json and the
 table confirm.md there (tuner.answers.confirm.results documents confirm.json). Running it again continues
-an interrupted confirmation (finished seeds are kept); options left out are taken from it.
+an interrupted confirmation (finished seeds are kept); options left out are taken from it. A seed whose
+configuration cannot train on the store fails once, not retried (tuner.runs.config_errors): exit 2 with one
+`error:` line per distinct message. This module parses the arguments and runs the steps of tuner.answers.confirm.
 """
 from __future__ import annotations
 
@@ -41,67 +43,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
 
 
-def test_splits(store: str, asked: list[str] | None) -> list[str] | None:
-    """The test splits to evaluate, checked against a local store (a bucket store: the trial decides)."""
-    from model.errors import UserError
-    from model.store import FeatureStore
-    from tuner.storage.uris import is_uri
-
-    if is_uri(store):
-        return asked
-    opened = FeatureStore.open(store)
-    splits = asked if asked is not None else list(opened.roles["test"])
-    for split in splits:
-        if split not in opened.splits:
-            raise UserError(f"--split {split}: the store {store} has no such split; it has "
-                            f"{', '.join(map(str, opened.splits))}")
-    if not splits:
-        raise UserError(f"{store}: the store has no test split; name one with --split")
-    return splits
-
-
-def choose_plan(run, manifest: dict, args: argparse.Namespace) -> dict:
-    """A new plan, or the stored one when continuing (refused if the options given differ from it)."""
-    from pathlib import Path
-
-    from model.errors import UserError
-    from tuner.answers.confirm.plan import DEFAULT_SEEDS, DEFAULT_TOP, confirm_seeds, plan_confirmation, same_plan
-    from tuner.runs.confirm_files import EXPERIMENT, PLAN_FILE, read_plan
-    from tuner.storage.uris import display_uri
-
-    existing = read_plan(run)
-    baselines = [Path(p).resolve() for p in args.baseline or []]
-    if existing is None:
-        splits = test_splits(manifest["store"], args.split)
-        plan = plan_confirmation(run, manifest, args.top or DEFAULT_TOP, confirm_seeds(args.seeds or DEFAULT_SEEDS),
-                                 splits, baselines)
-        import json
-
-        run.write_text(json.dumps(plan, indent=1), EXPERIMENT, PLAN_FILE)
-        return plan
-    given = {"top": args.top, "seeds": confirm_seeds(args.seeds) if args.seeds else None, "splits": args.split}
-    diffs = [f"{k} {existing[k]!r} (given {v!r})" for k, v in given.items() if v is not None and v != existing[k]]
-    if args.baseline is not None:
-        again = plan_confirmation(run, manifest, existing["top"], existing["seeds"], existing["splits"], baselines)
-        diffs += same_plan(existing, again)
-    if diffs:
-        raise UserError(f"{display_uri(run.child_uri(EXPERIMENT))}: this run's confirmation was planned with "
-                        f"other options: {'; '.join(diffs)}. Run `python -m tuner confirm {run.name}` without "
-                        "them to continue it, or move that folder away to start a new one")
-    return existing
-
-
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from model.errors import UserError
-    from tuner.commands.common import check_top
+    from tuner.answers.confirm.plan import check_search_done, choose_plan
+    from tuner.answers.confirm.results import collect, config_error_lines, write_results
     from tuner.answers.confirm.run import run_confirmation
-    from tuner.answers.confirm.results import collect, write_results
     from tuner.runs.confirm_files import CONFIRM_FILE, EXPERIMENT, TABLE_FILE
     from tuner.runs.run_dir import open_run
     from tuner.search.stop_signals import exit_code
     from tuner.storage.uris import display_uri
+
+    check_arguments(args)
+    run = open_run(args.name, args.storage)
+    manifest = run.read_manifest()
+    check_search_done(run, manifest, args.partial)
+    with run.sole_driver():   # one driver per run: not while `resume` or another `confirm` drives it
+        plan = choose_plan(run, manifest, args.top, args.seeds, args.split, args.baseline)
+        outcome = run_confirmation(run, plan, args.address, args.num_cpus)
+        confirm = collect(run, plan, resamples=args.resamples)
+        table = write_results(run, confirm)   # under the lock: no other `confirm` may write them meanwhile
+    print()
+    print(table)
+    print(f"results: {display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))}, "
+          f"{display_uri(run.child_uri(EXPERIMENT, TABLE_FILE))}")
+    if outcome["interrupted"]:
+        print(f"interrupted: continue with `python -m tuner confirm {run.name}`", file=sys.stderr)
+        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
+    config_errors = config_error_lines(run, confirm)
+    for line in config_errors:   # what the user must change: confirming again fails the same way
+        print(f"error: {line}", file=sys.stderr)
+    if outcome["errored"]:
+        print(f"error: {len(outcome['errored'])} training(s) failed (trials {', '.join(outcome['errored'])}); "
+              f"their error.txt files are under {display_uri(run.child_uri(EXPERIMENT))}; `python -m tuner confirm "
+              f"{run.name}` retries them", file=sys.stderr)
+    return 2 if config_errors else 1 if outcome["errored"] else 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """--top, --seeds and --resamples within their bounds (UserError naming the option)."""
+    from model.errors import UserError
+    from tuner.commands.common import check_top
 
     if args.top is not None:
         check_top(args.top)
@@ -113,33 +95,3 @@ def main(args: argparse.Namespace) -> int:
                         "training of every configuration; the interval narrows little beyond a few dozen)")
     if args.resamples < 100:
         raise UserError(f"--resamples {args.resamples}: expected an integer >= 100")
-    run = open_run(args.name, args.storage)
-    manifest = run.read_manifest()
-    unfinished = [c["label"] for c in manifest["conditions"] if c["state"] != "done"]
-    if unfinished and not args.partial:
-        raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
-                        f"with `python -m tuner resume {run.name}` before confirming it, or confirm what it "
-                        f"found so far with `python -m tuner confirm {run.name} --partial`")
-    with run.sole_driver():   # one driver per run: not while `resume` or another `confirm` drives it
-        plan = choose_plan(run, manifest, args)
-        outcome = run_confirmation(run, plan, args.address, args.num_cpus)
-
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        confirm = collect(run, plan, resamples=args.resamples)
-        table = write_results(run, confirm)   # under the lock: no other `confirm` may write them meanwhile
-    print()
-    print(table)
-    print(f"results: {display_uri(run.child_uri(EXPERIMENT, CONFIRM_FILE))}, "
-          f"{display_uri(run.child_uri(EXPERIMENT, TABLE_FILE))}")
-    if outcome["interrupted"]:
-        print(f"interrupted: continue with `python -m tuner confirm {run.name}`", file=sys.stderr)
-        return exit_code()   # 130 Ctrl+C, 143 SIGTERM
-    if outcome["errored"]:
-        print(f"error: {len(outcome['errored'])} training(s) failed (trials {', '.join(outcome['errored'])}); "
-              f"their error.txt files are under {display_uri(run.child_uri(EXPERIMENT))}; `python -m tuner confirm "
-              f"{run.name}` retries them", file=sys.stderr)
-        return 1
-    return 0

@@ -6,7 +6,9 @@ not raise it: it writes the message to `config_error.txt` in its folder of the r
 local or bucket) and returns without reporting; Ray ends it at once. What reads the run then treats that trial
 as failed on that error: the study marks its Optuna trial FAIL (user attribute `config_error`), `status` counts
 it as an error and names it, and a `run` or `resume` in which no trial reported a result exits 2 with one
-`error:` line per distinct message (tuner.commands.common.finish).
+`error:` line per distinct message (tuner.commands.common.finish). In a confirmation (experiment `confirm`) the
+seed is `failed` on that message in confirm.json and confirm.md, and `confirm` exits 2 with one `error:` line per
+distinct message naming its configurations and seeds (tuner.answers.confirm.results.config_error_lines).
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ CONFIG_ERROR = "config_error.txt"
 
 
 @dataclass(frozen=True)
-class ErrorFolder:
-    """Where a trial of experiment `experiment` (a condition's label, or `confirm`) of a run records its error."""
+class ConfigErrorRecorder:
+    """Records the configuration error of a trial of experiment `experiment` (a condition's label, or `confirm`)
+    of a run, in the trial's folder."""
     storage: str
     run_name: str
     experiment: str

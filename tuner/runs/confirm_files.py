@@ -1,8 +1,9 @@
-"""The confirmation's files in a run folder, RUN/confirm/ (written by tuner.answers.confirm.run and
-tuner.answers.confirm.results): the plan (plan.json), each seed's evaluation in its trial's final checkpoint
-(evaluation.json), the results (confirm.json, schema in tuner.answers.confirm.results) and their table
-(confirm.md). Reading them needs no Ray: `status` shows the confirmation's progress, `export --by confirmed`
-and `report` read confirm.json."""
+"""The confirmation's files in a run folder, RUN/confirm/: the plan (plan.json, written by
+tuner.answers.confirm.plan), each seed's evaluation in its trial's final checkpoint (evaluation.json, written by
+tuner.answers.confirm.trial), a seed's configuration error in its trial folder (config_error.txt,
+tuner.runs.config_errors), the results (confirm.json, schema in tuner.answers.confirm.results) and their table
+(confirm.md), both written by tuner.answers.confirm.results. Reading them needs no Ray: `status` shows the
+confirmation's progress, `export --by confirmed` and `report` read confirm.json."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,6 +22,14 @@ TABLE_FILE = "confirm.md"
 VERSION = 2                            # of confirm.json
 UNFINISHED = ("failed", "error")       # a seed's states that count as failed
 
+
+
+def summary_metrics(attributes: list[str]) -> list[str]:
+    """The metrics confirm.json summarises (and confirm.md and the report show) for configurations that train
+    `attributes`: ccc_<attr> per attribute, then ccc_mean."""
+    return [f"ccc_{a}" for a in attributes] + ["ccc_mean"]
+
+
 SEARCH_SHAPE = [{"condition": str, "state": str, "trials": int, "finished": int, "planned": int}]
 # plan.json as its readers use it (model.json_shape): a damaged file is refused naming the first difference
 PLAN_SHAPE = {
@@ -35,7 +44,7 @@ CONFIRM_SHAPE = {
     "validation_split?": (str, None), "test_splits": [str],
     "configurations": [{"id": str, "kind": str, "conditions": [str], "condition_values?": (dict, None),
                         "rank?": (int, None), "trial_id?": (str, None), "attributes": [str], "config": dict,
-                        "seeds": [{"seed": int, "status": str}],
+                        "seeds": [{"seed": int, "status": str, "error?": str, "config_error?": bool}],
                         "summary": {"seeds_done": int, "seeds_failed": int, "validation": Map(STAT_SHAPE),
                                     "test": Map(Map(STAT_SHAPE))}}],
     "best": Map(str),

@@ -19,7 +19,7 @@ from typing import Any
 
 from model.devices import usable_cpus
 from model.errors import UserError
-from tuner.runs.config_errors import ErrorFolder
+from tuner.runs.config_errors import ConfigErrorRecorder
 from tuner.runs.studies import (JOURNAL_STORAGE, check_storage_url, fetch_journal, open_storage,
                                    storage_setting, upload_journal)
 from tuner.runs.run_dir import RunDir, condition_trainable, new_manifest, space_from_manifest
@@ -189,8 +189,9 @@ def make_tuner(space: SearchSpace, condition: dict[str, Any], index: int, run: R
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         callbacks=[ResultJsonLogger(), CSVLoggerCallback(),
                    TensorBoardCallback(space.metrics, space.modes, hparam_names(space))])
-    return tune.Tuner(make_trainable(space, store, name=trainable, errors=ErrorFolder(run.storage, run.name, label)),
-                      tune_config=tune_config, run_config=run_config)
+    trainable_fn = make_trainable(space, store, name=trainable,
+                                  config_errors=ConfigErrorRecorder(run.storage, run.name, label))
+    return tune.Tuner(trainable_fn, tune_config=tune_config, run_config=run_config)
 
 
 def _prepare_env() -> None:
@@ -220,7 +221,7 @@ def run_search(space: SearchSpace, space_text: str, store: str, run: RunDir, add
     setting = JOURNAL_STORAGE if optuna_storage is None else check_storage_url(optuna_storage)
     if setting != JOURNAL_STORAGE:
         open_storage(run, setting)  # an unreachable database fails here, before anything is written
-    _start(space, store, address, num_cpus)  # fails before anything is written
+    start_checked_ray(space, store, address, num_cpus)  # fails before anything is written
     run.write_manifest(start_manifest(space, space_text, store, run.name, setting, side_by_side))
     with tempfile.TemporaryDirectory(prefix="hparams-") as tmp:  # a local file, then into the run (any storage)
         write_experiment_summary(tmp, space, hparam_metric_tags(space.metrics))
@@ -246,12 +247,12 @@ def resume_search(run: RunDir, address: str | None, num_cpus: int | None = None)
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)
     run.check_writable()
-    _start(space, manifest["store"], address, num_cpus)
+    start_checked_ray(space, manifest["store"], address, num_cpus)
     fetch_journal(run)  # a bucket run resumed on another machine: its studies come back first
     return _run_conditions(space, manifest["store"], run, resume=True)
 
 
-def _start(space: SearchSpace, store: str, address: str | None, num_cpus: int | None) -> None:
+def start_checked_ray(space: SearchSpace, store: str, address: str | None, num_cpus: int | None) -> None:
     """Check the store, start or join Ray and check that the trials' resources can be met."""
     _prepare_env()
     check_store(store)  # a local store or a bucket URI; trials copy a bucket store once per node
@@ -333,7 +334,7 @@ def _run_condition(space: SearchSpace, store: str, run: RunDir, index: int, cond
                 slots.live |= {(label, r.trial_id) for r in read_condition(run, label, space.metric, space.mode)
                                if r.status not in ("TERMINATED",) and r.trial_id not in finished}
         trainable = make_trainable(space, store, name=name, finished=finished,
-                                   errors=ErrorFolder(run.storage, run.name, label))
+                                   config_errors=ConfigErrorRecorder(run.storage, run.name, label))
         tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         print(f"[tuner] condition {label}: starting a study of {space.budget.num_samples} trials")

@@ -20,7 +20,7 @@ from tuner.runs.trial_record import REPORTED, read_reported
 from tuner.space.schema import trial_threads
 
 if TYPE_CHECKING:
-    from tuner.runs.config_errors import ErrorFolder
+    from tuner.runs.config_errors import ConfigErrorRecorder
 
 TRAINER_PEAK_RSS = "peak_rss_mb"
 
@@ -41,7 +41,7 @@ def _peak_rss_mb() -> float:
 def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
                 first_keys: tuple[str, ...] = (), on_last_epoch: Callable[[Any, str], dict] | None = None,
                 finished: frozenset[str] = frozenset(), ranked: tuple[tuple[str, str], ...] = (),
-                errors: ErrorFolder | None = None, selection: tuple[str, str] | None = None) -> None:
+                config_errors: ConfigErrorRecorder | None = None, selection: tuple[str, str] | None = None) -> None:
     """Ray Tune function trainable: train `config` on the store at `store_path`, reporting each epoch.
 
     `first_keys` come first in every report (Ray's progress table shows the first four). A trial in
@@ -52,15 +52,16 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     For each (metric, mode) in `ranked`, `best_<metric>` is the trial's best value so far
     (scheduler.rank_by: best). `selection`: the (metric, mode) that picks the trial's best model (the
     search's metric; default the trainer's, val_ccc_mean), so that best_model.pt is the best epoch's.
-    `errors`: where a configuration the store cannot train (a UserError while the trial sets up) is recorded
-    instead of raised, so that Ray does not retry it (tuner.runs.config_errors); None: raised."""
+    `config_errors`: records a configuration the store cannot train (a UserError while the trial sets up) instead
+    of raising it, so that Ray does not retry it (tuner.runs.config_errors): a search's condition and a confirmation
+    (experiment `confirm`) pass one; None: raised."""
     from ray import tune
 
     from tuner.search.hold import hold_after, hold_epoch
 
     if tune.get_context().get_trial_id() in finished:
         return
-    started = _trainer(config, store_path, cpus, gpus, errors, selection)
+    started = _trainer(config, store_path, cpus, gpus, config_errors, selection)
     if started is None:   # a configuration error, recorded: the trial ends without a result
         return
     trainer, reported = started
@@ -86,11 +87,12 @@ def train_trial(config: dict[str, Any], store_path: str, cpus: float, gpus: floa
     trainer.fit(report)   # the trainer's own epoch loop; Ray's checkpoints replace fit's checkpoint_dir
 
 
-def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float, errors: ErrorFolder | None,
+def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float,
+             config_errors: ConfigErrorRecorder | None,
              selection: tuple[str, str] | None) -> tuple[Any, list | None] | None:
     """The trial's Trainer (CVTrainer for cv_folds) on this node's copy of the store, restored from the
     checkpoint Ray hands over, and the reports that checkpoint holds ([] for a fresh trial; None: continued
-    from a checkpoint without them). None: the configuration cannot train on the store, recorded in `errors`."""
+    from a checkpoint without them). None: the configuration cannot train on the store, recorded by `config_errors`."""
     import torch
     from ray import tune
 
@@ -113,10 +115,10 @@ def _trainer(config: dict[str, Any], store_path: str, cpus: float, gpus: float, 
         if selection is not None:   # a metric this configuration never reports is a configuration error
             trainer.select_best_by(*selection)
     except UserError as exc:
-        if errors is None:
+        if config_errors is None:
             raise
         folder = Path(tune.get_context().get_trial_dir()).name
-        errors.record(folder, str(exc))
+        config_errors.record(folder, str(exc))
         print(f"[tuner] {folder}: {exc} (a configuration error: the trial ends, it is not retried)")
         return None
     checkpoint = tune.get_checkpoint()

@@ -15,8 +15,9 @@ from tuner.runs.confirm_files import UNFINISHED
 
 BOOTSTRAP_SEED = 0
 TESTS = ("method", "paired_t", "bootstrap")   # the comparisons' tests; only "method" is starred
-SELECTION = ("the best configuration of a condition is the one with the highest mean validation ccc_mean "
-             "over its seeds; the test splits only measure it")
+# confirm.json's `selection`: how a condition's best configuration is chosen (best_per_condition)
+BEST_CONFIGURATION_RULE = ("the best configuration of a condition is the one with the highest mean validation "
+                           "ccc_mean over its seeds; the test splits only measure it")
 
 
 def best_per_condition(configurations: list[dict], conditions: list[str]) -> dict[str, str]:

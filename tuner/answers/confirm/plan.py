@@ -4,7 +4,8 @@
 config `export` writes (the trial's values; threads = the trial's CPUs, set by the trainable), and
 every baseline file (a `train --config` YAML) once per condition, the condition's values filling
 the keys the file leaves out (one entry when that gives the same config for every condition). The plan
-is kept so that `confirm NAME` again continues the same experiment (`same_plan` says what differs).
+is kept (`choose_plan` writes it, tuner.runs.confirm_files.read_plan reads it) so that `confirm NAME` again
+continues the same experiment (`same_plan` says what differs).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from model.config import TrainConfig
 from model.errors import UserError
 from model.locks import command_line
 from model.yaml_files import read_yaml
+from tuner.runs.confirm_files import EXPERIMENT, PLAN_FILE, read_plan
 from tuner.runs.run_dir import RunDir
+from tuner.storage.uris import display_uri, is_uri
 
 PLAN_VERSION = 1
 DEFAULT_TOP = 3
@@ -128,3 +131,52 @@ def same_plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if sorted(map(key, old["configurations"])) != sorted(map(key, new["configurations"])):
         diffs.append("the configurations (other baselines, or baseline files changed)")
     return diffs
+
+
+def check_search_done(run: RunDir, manifest: dict[str, Any], partial: bool) -> None:
+    """UserError when a condition of the search has not finished, unless `partial` (confirm --partial)."""
+    unfinished = [c["label"] for c in manifest["conditions"] if c["state"] != "done"]
+    if unfinished and not partial:
+        raise UserError(f"run {run.name}: condition(s) {', '.join(unfinished)} not finished; finish the search "
+                        f"with `python -m tuner resume {run.name}` before confirming it, or confirm what it "
+                        f"found so far with `python -m tuner confirm {run.name} --partial`")
+
+
+def checked_test_splits(store: str, asked: list[str] | None) -> list[str] | None:
+    """The test splits to evaluate, checked against a local store (a bucket store: the trial decides)."""
+    from model.store import FeatureStore
+
+    if is_uri(store):
+        return asked
+    opened = FeatureStore.open(store)
+    splits = asked if asked is not None else list(opened.roles["test"])
+    for split in splits:
+        if split not in opened.splits:
+            raise UserError(f"--split {split}: the store {store} has no such split; it has "
+                            f"{', '.join(map(str, opened.splits))}")
+    if not splits:
+        raise UserError(f"{store}: the store has no test split; name one with --split")
+    return splits
+
+
+def choose_plan(run: RunDir, manifest: dict[str, Any], top: int | None, seeds: int | None,
+                splits: list[str] | None, baselines: list[str] | None) -> dict[str, Any]:
+    """A new plan, written to RUN/confirm/plan.json, or the stored one when continuing (refused if the options
+    given differ from it). None: an option not given (the default, or the stored plan's)."""
+    existing = read_plan(run)
+    files = [Path(p).resolve() for p in baselines or []]
+    if existing is None:
+        plan = plan_confirmation(run, manifest, top or DEFAULT_TOP, confirm_seeds(seeds or DEFAULT_SEEDS),
+                                 checked_test_splits(manifest["store"], splits), files)
+        run.write_text(json.dumps(plan, indent=1), EXPERIMENT, PLAN_FILE)
+        return plan
+    given = {"top": top, "seeds": confirm_seeds(seeds) if seeds else None, "splits": splits}
+    diffs = [f"{k} {existing[k]!r} (given {v!r})" for k, v in given.items() if v is not None and v != existing[k]]
+    if baselines is not None:
+        again = plan_confirmation(run, manifest, existing["top"], existing["seeds"], existing["splits"], files)
+        diffs += same_plan(existing, again)
+    if diffs:
+        raise UserError(f"{display_uri(run.child_uri(EXPERIMENT))}: this run's confirmation was planned with "
+                        f"other options: {'; '.join(diffs)}. Run `python -m tuner confirm {run.name}` without "
+                        "them to continue it, or move that folder away to start a new one")
+    return existing

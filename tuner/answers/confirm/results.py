@@ -33,9 +33,11 @@ confirm.json (version 2; every CCC on the 1..7 label scale, as model.metrics.ccc
        seeds: [{seed, status: "done" | "running" | "pending" | "error" | "failed",
                 trial_id, best_epoch, best_model: URI of best_model.pt | null,
                 validation: {ccc_<attr>, ccc_mean, utterances} | null,
-                test: {split: {ccc_<attr>, ccc_mean, utterances}}, error: text (status failed)}],
-       summary: {seeds_done: int, seeds_failed: int (status "failed": no model; or "error": the
-                 training failed, `confirm NAME` again retries it),
+                test: {split: {ccc_<attr>, ccc_mean, utterances}}, error: text (status failed),
+                config_error: true (status failed on a configuration error: the store cannot train this
+                configuration, its trial recorded `error` and was not retried; absent otherwise)}],
+       summary: {seeds_done: int, seeds_failed: int (status "failed": no model, or a configuration error;
+                 or "error": the training failed, `confirm NAME` again retries it),
                  validation: {metric: STAT}, test: {split: {metric: STAT}}}}]
          STAT = {mean, sd, n, ci95: [low, high] | null}  (Student-t interval of the mean over the
                 finished seeds, null below 2; metric = ccc_<attr> per trained attribute, and ccc_mean)
@@ -74,22 +76,18 @@ import numpy as np
 
 from model.checkpoint import best_model_name
 from model.errors import UserError
-from tuner.answers.confirm.compare import BOOTSTRAP_SEED, SELECTION, best_per_condition, compare
+from tuner.answers.confirm.compare import BEST_CONFIGURATION_RULE, BOOTSTRAP_SEED, best_per_condition, compare
 from tuner.answers.confirm.significance import (ALPHA, BOOTSTRAP, CONFIDENCE, HOLM, METHOD, PAIRED_T, RESAMPLES,
                                                 t_interval)
 from tuner.answers.confirm.table import format_table
 from tuner.answers.confirm.trial import utterance_speakers
 from tuner.runs.confirm_files import (CONFIRM_FILE, EXPERIMENT, TABLE_FILE, UNFINISHED, VERSION, read_evaluation,
-                                     seed_checkpoint, seed_records, seed_state)
+                                     seed_checkpoint, seed_records, seed_state, summary_metrics)
 from tuner.runs.run_dir import RunDir
 
 
 def _stats(values: list[dict], key: str) -> dict[str, Any]:
     return t_interval([v[key] for v in values if v is not None and v.get(key) is not None], CONFIDENCE)
-
-
-def _metrics(attributes: list[str]) -> list[str]:
-    return [f"ccc_{a}" for a in attributes] + ["ccc_mean"]
 
 
 def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> dict[str, Any]:
@@ -102,23 +100,13 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         seeds = []
         for seed in plan["seeds"]:
             rec = records.get((c["id"], seed))
-            ckpt = seed_checkpoint(run, rec)
-            evaluation = read_evaluation(run, rec.folder, ckpt) if ckpt else None
-            entry = {"seed": seed, "status": seed_state(rec, evaluation is not None),
-                     "trial_id": rec.trial_id if rec else None, "best_epoch": None, "best_model": None,
-                     "validation": None, "test": {}}
-            if evaluation is not None:
-                entry["best_epoch"] = evaluation["best_epoch"]
-                if evaluation.get("error"):
-                    entry.update(status="failed", error=evaluation["error"])
-                else:
-                    entry["best_model"] = run.child_uri(EXPERIMENT, rec.folder, ckpt, best_model_name(c["config"]))
-                    entry["validation"], entry["test"] = evaluation["validation"], evaluation["test"]
-                    val_split = val_split or evaluation["validation_split"]
-                    test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]
-                    for split in evaluation["test"]:
-                        predictions[(c["id"], seed, split)] = read_predictions(run, (rec.folder, ckpt), split,
-                                                                               manifest["store"])
+            entry, evaluation, ckpt = seed_entry(run, c, seed, rec)
+            if entry["status"] == "done":
+                val_split = val_split or evaluation["validation_split"]
+                test_splits += [s for s in evaluation["test_splits"] if s not in test_splits]
+                for split in evaluation["test"]:
+                    predictions[(c["id"], seed, split)] = read_predictions(run, (rec.folder, ckpt), split,
+                                                                           manifest["store"])
             seeds.append(entry)
         configurations.append({**c, "attributes": list(c["config"]["attributes"]), "epochs": c["config"]["epochs"],
                                "seeds": seeds})
@@ -136,8 +124,54 @@ def collect(run: RunDir, plan: dict[str, Any], resamples: int = RESAMPLES) -> di
         "tests": {"method": METHOD, "paired_t": PAIRED_T, "bootstrap": BOOTSTRAP,
                   "correction": f"{HOLM} over the comparisons sharing a split, a metric and a test",
                   "resamples": resamples, "bootstrap_seed": BOOTSTRAP_SEED},
-        "selection": SELECTION, "configurations": configurations, "best": best, "comparisons": comparisons,
+        "selection": BEST_CONFIGURATION_RULE, "configurations": configurations, "best": best,
+        "comparisons": comparisons,
     }
+
+
+def seed_entry(run: RunDir, conf: dict[str, Any], seed: int, rec) -> tuple[dict[str, Any], dict | None, str | None]:
+    """A seed's entry of confirm.json (without its predictions), its evaluation and the checkpoint holding it
+    (None, None: not evaluated). A seed whose trial recorded a configuration error is `failed` on it."""
+    ckpt = seed_checkpoint(run, rec)
+    evaluation = read_evaluation(run, rec.folder, ckpt) if ckpt else None
+    entry = {"seed": seed, "status": seed_state(rec, evaluation is not None),
+             "trial_id": rec.trial_id if rec else None, "best_epoch": None, "best_model": None,
+             "validation": None, "test": {}}
+    if evaluation is None:
+        if rec is not None and rec.config_error is not None:   # not retried (tuner.runs.config_errors)
+            entry.update(status="failed", error=rec.config_error, config_error=True)
+        return entry, None, None
+    entry["best_epoch"] = evaluation["best_epoch"]
+    if evaluation.get("error"):
+        entry.update(status="failed", error=evaluation["error"])
+    else:
+        entry["best_model"] = run.child_uri(EXPERIMENT, rec.folder, ckpt, best_model_name(conf["config"]))
+        entry["validation"], entry["test"] = evaluation["validation"], evaluation["test"]
+    return entry, evaluation, ckpt
+
+
+def config_error_lines(run: RunDir, confirm: dict[str, Any]) -> list[str]:
+    """One line per distinct configuration error of the confirmation's seeds, naming its configurations and
+    seeds, and what to do: confirming again cannot help (the configuration is in the plan, and fails the same)."""
+    from tuner.storage.uris import display_uri
+
+    by_message: dict[str, dict[str, list[int]]] = {}
+    confs = {c["id"]: c for c in confirm["configurations"]}
+    for c in confirm["configurations"]:
+        for s in c["seeds"]:
+            if s.get("config_error"):
+                by_message.setdefault(s["error"], {}).setdefault(c["id"], []).append(s["seed"])
+    lines = []
+    for message, failed in by_message.items():
+        where = "; ".join(f"configuration {cid}: seed(s) {', '.join(map(str, seeds))}" for cid, seeds in failed.items())
+        baselines = [confs[cid]["baseline_file"] for cid in failed if confs[cid]["kind"] == "baseline"]
+        searched = [cid for cid in failed if confs[cid]["kind"] == "search"]
+        fixes = ([f"fix or leave out --baseline {', '.join(dict.fromkeys(baselines))}"] if baselines else []) + (
+            [f"confirm without {', '.join(searched)} (a smaller --top) or fix the store"] if searched else [])
+        lines.append(f"{message} ({where}: failed on it, not retried; confirming again cannot help: "
+                     f"{' and '.join(fixes)}, then move {display_uri(run.child_uri(EXPERIMENT))} away and run "
+                     f"`python -m tuner confirm {run.name}` again)")
+    return lines
 
 
 def summarise(conf: dict[str, Any], test_splits: list[str]) -> dict[str, Any]:
@@ -145,8 +179,8 @@ def summarise(conf: dict[str, Any], test_splits: list[str]) -> dict[str, Any]:
     attributes, seeds = conf["attributes"], conf["seeds"]
     done = [s for s in seeds if s["status"] == "done"]
     return {"seeds_done": len(done), "seeds_failed": sum(s["status"] in UNFINISHED for s in seeds),
-            "validation": {m: _stats([s["validation"] for s in done], m) for m in _metrics(attributes)},
-            "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in _metrics(attributes)}
+            "validation": {m: _stats([s["validation"] for s in done], m) for m in summary_metrics(attributes)},
+            "test": {split: {m: _stats([s["test"].get(split) for s in done], m) for m in summary_metrics(attributes)}
                      for split in test_splits}}
 
 

@@ -45,10 +45,13 @@ def make_confirm_trainable(space, run: RunDir, store: str, plan: dict[str, Any])
 
 def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
                      num_cpus: int | None = None) -> dict[str, Any]:
-    """Train every (configuration, seed) of `plan` not trained yet; returns {interrupted, errored}."""
+    """Train every (configuration, seed) of `plan` not trained yet, then shut Ray down; returns {interrupted,
+    errored: the trials that failed with an exception (a configuration error is not one: its trial records it
+    and ends, tuner.runs.config_errors)}."""
+    import ray
     from ray import tune
 
-    from tuner.search.experiment import _start
+    from tuner.search.experiment import start_checked_ray
     from tuner.runs.run_dir import space_from_manifest
     from tuner.search.stop_signals import tune_stop
     from tuner.runs.trial_records import read_condition
@@ -57,21 +60,22 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
     manifest = run.read_manifest()
     space = space_from_manifest(manifest)
     run.check_writable()
-    _start(space, manifest["store"], address, num_cpus)
+    start_checked_ray(space, manifest["store"], address, num_cpus)
     exp_uri = run.child_uri(EXPERIMENT)
+    planned = len(plan["configurations"]) * len(plan["seeds"])
     if tune.Tuner.can_restore(exp_uri):
         print(f"[tuner] confirm: continuing the confirmation in {display_uri(exp_uri)} (finished seeds are kept)")
         tuner = tune.Tuner.restore(exp_uri, trainable=make_confirm_trainable(space, run, manifest["store"], plan),
                                    resume_unfinished=True, resume_errored=True)
     else:
-        n = len(plan["configurations"]) * len(plan["seeds"])
         print(f"[tuner] confirm: {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds "
-              f"= {n} trainings")
+              f"= {planned} trainings")
         tuner = make_confirm_tuner(space, run, manifest["store"], plan)
     with tune_stop() as stop:   # Ctrl+C or SIGTERM: Tune stops, its state saved
         tuner.fit()
+    if ray.is_initialized():
+        ray.shutdown()
     records = read_condition(run, EXPERIMENT, "val_ccc_mean", "max")
-    planned = len(plan["configurations"]) * len(plan["seeds"])
     return {"interrupted": any(r.status in ("RUNNING", "PENDING") for r in records)
             or (stop.is_set() and len(records) < planned),
-            "errored": [r.trial_id for r in records if r.status == "ERROR"]}
+            "errored": [r.trial_id for r in records if r.status == "ERROR" and r.config_error is None]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.runs.confirm_files import search_cell
+from tuner.runs.confirm_files import UNFINISHED, search_cell, summary_metrics
 
 
 def stat_cell(stat: dict[str, Any] | None) -> str:
@@ -59,6 +59,27 @@ def comparisons_note(confirm: dict[str, Any]) -> str:
             "(see the note).")
 
 
+def failed_seed_items(confirm: dict[str, Any]) -> list[str]:
+    """A Markdown list item per configuration and cause of its failed seeds (what confirm.md says of them)."""
+    items = []
+    for c in confirm["configurations"]:
+        causes: dict[str, list[int]] = {}
+        for seed in c["seeds"]:
+            if seed["status"] in UNFINISHED:
+                causes.setdefault(_failure(seed), []).append(seed["seed"])
+        items += [f"- {c['id']}: seed(s) {', '.join(map(str, seeds))}: {cause}" for cause, seeds in causes.items()]
+    return items
+
+
+def _failure(seed: dict[str, Any]) -> str:
+    """Why a seed failed."""
+    if seed.get("config_error"):
+        return f"{seed['error']} (a configuration error: not retried; fix or leave out the configuration)"
+    if seed["status"] == "error":
+        return "its training failed (error.txt in its trial folder); `confirm` again retries it"
+    return seed.get("error") or "no model"
+
+
 def format_table(confirm: dict[str, Any]) -> str:
     """Markdown: per configuration and metric the mean test CCC and its 95% interval; the comparisons."""
     seeds = confirm["plan"]["seeds"]
@@ -66,8 +87,7 @@ def format_table(confirm: dict[str, Any]) -> str:
              f"{len(seeds)} seeds per configuration ({', '.join(map(str, seeds))}), full epochs, no early "
              f"stopping; mean over the finished seeds with its {confirm['confidence']:.0%} Student-t interval "
              f"[low, high] (none below 2 finished seeds). State: {confirm['state']}.", ""]
-    attrs = list(dict.fromkeys(a for c in confirm["configurations"] for a in c["attributes"]))
-    metrics = [f"ccc_{a}" for a in attrs] + ["ccc_mean"]
+    metrics = summary_metrics(list(dict.fromkeys(a for c in confirm["configurations"] for a in c["attributes"])))
     best_ids = set(confirm["best"].values())
     for split in confirm["test_splits"]:
         lines += [f"## Test CCC on {split}", "",
@@ -84,6 +104,9 @@ def format_table(confirm: dict[str, Any]) -> str:
                   "| " + " | ".join(COMPARISON_HEADERS) + " |", "|---" * len(COMPARISON_HEADERS) + "|"]
         lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in confirm["comparisons"]]
         lines.append("")
+    failed = failed_seed_items(confirm)
+    if failed:
+        lines += ["## Failed seeds", "", *failed, ""]
     lines.append(f"Selection: {confirm['selection']}.")
     if confirm["plan"].get("search"):
         lines += ["", f"Search: {search_cell(confirm['plan']['search'])}."]

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.runs.confirm_files import EVALUATION_FILE, evaluated_checkpoint
+from tuner.runs.config_errors import ConfigErrorRecorder
+from tuner.runs.confirm_files import EVALUATION_FILE, EXPERIMENT, evaluated_checkpoint
 from tuner.runs.run_dir import RunDir
 
 
@@ -24,6 +25,7 @@ def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str
     is the best mean-over-folds CCC (the store's Validation split was part of its folds)."""
     from model.checkpoint import best_model_name
     from model.inference import evaluate_store, resolve_models
+    from model.trainer import best_val_ccc
 
     store = trainer.store
     test_splits = list(splits) if splits is not None else list(store.roles["test"])
@@ -35,7 +37,7 @@ def evaluate_seed(trainer, directory: str, splits: list[str] | None) -> dict[str
     else:
         model = resolve_models(best, trainer.device)
         if trainer.config.cv_folds:
-            evaluation["validation"] = {"ccc_mean": trainer.best_metric, "cv_folds": trainer.config.cv_folds}
+            evaluation["validation"] = {"ccc_mean": best_val_ccc(trainer), "cv_folds": trainer.config.cv_folds}
         else:
             evaluation["validation"] = evaluate_store(model, store, trainer.val_name, trainer.device)
         for split in test_splits:
@@ -67,7 +69,8 @@ def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, An
     """Ray Tune function trainable: one seed of one configuration, trained fully, then evaluated.
 
     A seed already evaluated is not trained again: a driver killed after the trial's last checkpoint
-    was written but before it recorded that checkpoint restores the trial without it."""
+    was written but before it recorded that checkpoint restores the trial without it. A configuration the
+    store cannot train is recorded in the trial's folder (config_error.txt), not raised: Ray does not retry it."""
     from functools import partial
 
     from ray import tune
@@ -79,4 +82,5 @@ def confirm_trial(config: dict[str, Any], configurations: dict[str, dict[str, An
         print(f"[tuner] confirm: {config['config_id']} seed {config['seed']} was evaluated before; kept")
         return
     values = {**configurations[config["config_id"]], "seed": int(config["seed"])}
-    train_trial(values, store_path, cpus, gpus, first_keys, on_last_epoch=partial(evaluate_seed, splits=splits))
+    train_trial(values, store_path, cpus, gpus, first_keys, on_last_epoch=partial(evaluate_seed, splits=splits),
+                config_errors=ConfigErrorRecorder(storage, run_name, EXPERIMENT))

@@ -109,13 +109,12 @@ def tables_confirm(report: RunReport) -> list[Table]:
     Cells are formatted as confirm.md formats them."""
     # the confirmation's own cell formats, so that confirm.md and the report read the same
     from tuner.answers.confirm.table import COMPARISON_HEADERS, comparison_row, comparisons_note, seeds_cell, stat_cell
-    from tuner.runs.confirm_files import search_cell
+    from tuner.runs.confirm_files import search_cell, summary_metrics
 
     c = report.confirm
     if not c:
         return []
-    attrs = list(dict.fromkeys(a for conf in c["configurations"] for a in conf["attributes"]))
-    metrics = [f"ccc_{a}" for a in attrs] + ["ccc_mean"]
+    metrics = summary_metrics(list(dict.fromkeys(a for conf in c["configurations"] for a in conf["attributes"])))
     best = set(c["best"].values())
     seeds = c["plan"]["seeds"]
     tables = []
