@@ -1103,6 +1103,28 @@ def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
     assert not world.logs.exists() or not list(world.logs.iterdir())
 
 
+def test_a_checkpoint_writer_failing_on_a_full_disk_is_the_full_disk_error(small_disk):
+    """A checkpoint's writer that fails on a full disk with an error other than OSError (torch.save's "unexpected
+    pos") after closing its file: the full disk is looked at before the partial checkpoint is removed, which
+    frees the space (it was looked at after, and the error escaped as a bug)."""
+    from model.atomic_files import DiskFull
+    from model.checkpoint import write_checkpoint
+
+    def fill_then_fail(path: Path) -> None:
+        try:
+            with open(path, "wb", buffering=0) as f:
+                while True:
+                    f.write(bytes(1 << 16))
+        except OSError:
+            pass
+        raise RuntimeError("unexpected pos")   # as torch.save's writer says after a short write
+
+    fill(small_disk, leave=256 << 10)
+    with pytest.raises(DiskFull, match=f"^{small_disk}: the disk holding it is full"):
+        write_checkpoint(small_disk / "checkpoint", {"epoch": 1}, {"big.pt": fill_then_fail})
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]   # nothing partial left
+
+
 def test_a_full_disk_export_and_confirm(world, small_disk):
     """issue 21 §6: `export` and `confirm` (its plan.json, written as its results are) on a full disk."""
     fake_run(world, small_disk)
