@@ -186,27 +186,20 @@ def study_gaps(manifest: dict[str, Any], studies: dict[str, Any], trials: dict[s
     return gaps
 
 
-def storage_location(run: RunDir, manifest: dict[str, Any]) -> str:
-    """The run's Optuna storage as a user finds it: the journal file, or the RDB URL."""
-    from tuner.runs.studies import JOURNAL_STORAGE, journal_path, storage_setting
-
-    setting = storage_setting(manifest)
-    return str(journal_path(run)) if setting == JOURNAL_STORAGE else str(setting)
-
-
 def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any], trials: dict[str, list[TrialRecord]],
                       gaps: dict[str, str]) -> tuple[dict[str, Any], str]:
     """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
     Optuna storage (tuner.runs.studies), or for a run made before studies were stored, the trial
     records. A condition whose study has not begun has none. A stored study that lacks trials Ray finished
     is said on stderr and its reason put in `gaps` (the report's notes)."""
-    from tuner.runs.studies import check_storage_kept, load_studies, storage_setting
+    from tuner.runs.studies import check_storage_kept, load_studies, storage_location, storage_setting
 
-    if storage_setting(manifest) is not None:
+    setting = storage_setting(manifest)
+    if setting is not None:
         check_storage_kept(run, manifest)
         studies = load_studies(run)
-        source = f"the run's Optuna storage ({storage_setting(manifest)})"
-        for label, gap in study_gaps(manifest, studies, trials, storage_location(run, manifest)).items():
+        source = f"the run's Optuna storage ({setting})"
+        for label, gap in study_gaps(manifest, studies, trials, storage_location(run, setting)).items():
             print(f"warning: condition {label}: {gap}", file=sys.stderr)
             gaps[label] = gap
     else:
