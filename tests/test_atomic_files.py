@@ -203,10 +203,10 @@ def test_run_lock_local_and_bucket(tmp_path):
         with pytest.raises(LockHeld, match="delete mock:///bucket/results/.r2.lock"):
             with bucket.sole_driver():
                 pass
-    assert bucket._remote_holder(lock) is None     # released
+    assert bucket._remote_holder() is None     # released
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
     with bucket.fs.open_output_stream(lock) as f:   # left by a killed driver of this host
         f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x"}).encode())
     with bucket.sole_driver():
-        assert bucket._remote_holder(lock)["pid"] == os.getpid()
+        assert bucket._remote_holder()["pid"] == os.getpid()
