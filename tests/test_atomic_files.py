@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from model.errors import UserError
 from model.locks import LockHeld, lock_path, writer_lock
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def _child(code: str) -> subprocess.Popen:

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from conftest import REFERENCE_MODELS
+from tune_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 NORM_TERMS = REFERENCE_MODELS / "NormTerm"
@@ -64,14 +65,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         elif path.is_file():
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---- shared inputs -------------------------------------------------------------------------------
@@ -1148,7 +1141,8 @@ def start(args: list, world: World, cwd: Path) -> subprocess.Popen:
 def test_two_trains_into_one_out(world, tmp_path):
     out = tmp_path / "r"
     first = start(["train", "--store", world.store, "--out", out, "--set", *TINY, "epochs=2"], world, tmp_path)
-    wait_for(lambda: (tmp_path / ".r.lock").exists() or first.poll() is not None, what="the first train's lock")
+    wait_until(lambda: (tmp_path / ".r.lock").exists() or first.poll() is not None, "the first train's lock",
+               timeout=120)
     second = subprocess.run(tuner_cmd(["train", "--store", world.store, "--out", out, "--set", *TINY]),
                             env=env(world.logs), capture_output=True, text=True, timeout=300)
     stdout, stderr = first.communicate(timeout=600)
@@ -1198,8 +1192,8 @@ def test_sigkill_during_prepare_then_rerun(world, tmp_path):
     shutil.copytree(world.store, store)   # an existing store being rebuilt (--force)
     before = snapshot(store)
     proc = start(["prepare", world.corpus, "--out", store, "--force", "--workers", "1"], world, tmp_path)
-    wait_for(lambda: any((t / "raw.f32").exists() for t in tmp_path.glob(".s.store.tmp-*")) or proc.poll() is not None,
-             what="prepare's temporary build folder")
+    wait_until(lambda: any((t / "raw.f32").exists() for t in tmp_path.glob(".s.store.tmp-*"))
+               or proc.poll() is not None, "prepare's temporary build folder", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert snapshot(store) == before                     # the old store is intact
@@ -1220,7 +1214,7 @@ def test_sigkill_during_train_then_resume(world, tmp_path):
         return proc.poll() is not None or (
             (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 1)
 
-    wait_for(one_epoch_checkpointed, what="the first epoch")
+    wait_until(one_epoch_checkpointed, "the first epoch", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (tmp_path / ".r.lock").exists()   # left by the killed process
