@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.errors import UserError
-from tuner.runs.config_errors import CONFIG_ERROR, read_config_error
+from tuner.runs.config_errors import CONFIG_ERROR
 from tuner.runs.run_dir import RunDir
 
 
@@ -137,7 +137,7 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
             names = run.listdir(label, folder)
             rec.checkpoints = [n for n in names if n.startswith("checkpoint_")]
             if CONFIG_ERROR in names:   # Ray ended it as TERMINATED: it returned without a result
-                rec.config_error, rec.status = read_config_error(run, label, folder), "ERROR"
+                rec.config_error, rec.status = run.read_text(label, folder, CONFIG_ERROR).strip(), "ERROR"
         for row in rec.results:
             if better(row.get(metric), rec.best_value(metric), mode):
                 rec.best = row
