@@ -22,8 +22,6 @@ from tuner.space.schema import trial_threads
 if TYPE_CHECKING:
     from tuner.runs.config_errors import ErrorFolder
 
-TRAINER_PEAK_RSS = "peak_rss_mb"
-
 
 def best_so_far(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
     """The best finite value of `metric` over a trial's epochs (None before any)."""
@@ -140,7 +138,7 @@ def _checkpointed(trainer, directory: str, metrics: dict[str, Any], epoch_s: flo
     trainer.save_checkpoint(directory)
     metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
     metrics["time_run_epoch_s"] = epoch_s
-    metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
+    metrics["peak_rss_mb"] = _peak_rss_mb()
     if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
     metrics["epoch"] = float(trainer.epoch)
