@@ -12,7 +12,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -104,7 +104,7 @@ def target_paths(out: Path, picks: list) -> list[Path]:
 
 def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[str, Any]], overall: Any,
                   note: str, file_entry: Callable[[Any, Path], dict[str, Any]], force: bool,
-                  comment: list[str] = ()) -> list[Path]:
+                  comment: Sequence[str] = ()) -> list[Path]:
     """Write one file per pick (and FILE for `overall` listing them, when there are several); each file
     starts with the `comment` lines (as YAML comments)."""
     paths = target_paths(out, picks)
