@@ -160,7 +160,8 @@ class RunDir:
     # ---- one driver at a time ----------------------------------------------------------------
     @contextlib.contextmanager
     def sole_driver(self) -> Iterator[None]:
-        """Held by `run` and `resume` for as long as they drive the run: a second one fails naming the holder.
+        """Held by `run`, `resume` and `confirm` for as long as they drive the run: a second one fails naming
+        the holder.
 
         Local storage (and file://): model.locks.writer_lock on STORAGE/.NAME.lock. A bucket has no
         file locks: the lock object STORAGE/.NAME.lock names its holder and is refused while it
