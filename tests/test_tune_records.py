@@ -9,7 +9,7 @@ import pytest
 from model.errors import UserError
 from tuner.runs.export import export_best, target_paths
 from tuner.runs.run_dir import RunDir, check_name, open_run
-from tuner.runs.trial_records import TrialRecord, better, checkpoint_for, pareto_front, ranked, read_condition
+from tuner.runs.trials import TrialRecord, better, checkpoint_for, pareto_front, ranked, read_condition
 
 
 def record(tid: str, rows: list[dict], checkpoints=()) -> TrialRecord:

@@ -50,7 +50,7 @@ def experiment_trials(exp_dir: Path) -> list[dict]:
 
 def result_rows(trial_dir: Path) -> list[dict]:
     """The complete rows of a trial's result.json."""
-    from tuner.runs.trial_record import read_rows
+    from tuner.runs.checkpoint_reports import read_rows
 
     return read_rows(trial_dir / "result.json")
 

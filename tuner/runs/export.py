@@ -23,7 +23,7 @@ from model.errors import UserError
 from tuner.runs.run_dir import RunDir, space_from_manifest
 from tuner.space.schema import trial_threads
 from tuner.storage.uris import join_uri
-from tuner.runs.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
+from tuner.runs.trials import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
 

@@ -5,7 +5,7 @@ into Ray's object store), builds the Trainer from the sampled config, restores f
 last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
 checkpoint after every epoch (a callback of Trainer.fit, the one epoch loop) so that a scheduler can
 stop it between epochs. Each checkpoint also holds every epoch's report so far (`REPORTED`, JSON): the
-record a resumed driver rebuilds the trial's rows from (tuner.runs.trial_record).
+record a resumed driver rebuilds the trial's rows from (tuner.runs.checkpoint_reports).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from tuner.runs.trial_record import REPORTED, read_reported
+from tuner.runs.checkpoint_reports import REPORTED, read_reported
 from tuner.space.schema import trial_threads
 
 if TYPE_CHECKING:

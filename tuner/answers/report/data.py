@@ -1,7 +1,7 @@
 """What a run's report shows, gathered from its files: per condition the trial counts, compute hours,
 best configurations, rung counts, per-epoch curves, the Optuna study and its parameter importances.
 
-Everything is read without Ray: the trials from Ray's files (tuner.runs.trial_records), the Optuna studies
+Everything is read without Ray: the trials from Ray's files (tuner.runs.trials), the Optuna studies
 from the run's Optuna storage (tuner.runs.studies), rebuilt from the trial records only for a run
 made before studies were stored (see `condition_studies`). Nothing here draws or formats
 (tuner.answers.report.figures and .page do).
@@ -19,7 +19,7 @@ from tuner.runs.export import Pick, best_trials
 from tuner.runs.run_dir import RunDir, space_from_manifest
 from tuner.runs.summary import summarize
 from tuner.space.schema import SearchSpace, SpaceSampler
-from tuner.runs.trial_records import TrialRecord, read_trials
+from tuner.runs.trials import TrialRecord, read_trials
 
 TOP_CONFIGS = 3          # best configurations listed per condition
 TOP_CURVES = 5           # trials whose validation curves are highlighted
