@@ -54,7 +54,7 @@ SPACE = {
 def utilisation(run_dir: Path, cpus_per_trial: float, ray_cpus: int) -> tuple[float, float, int]:
     """(utilisation, first-start-to-last-end seconds, trials) from the run's result rows."""
     from tuner.runs.run_dir import RunDir
-    from tuner.runs.trial_records import read_trials
+    from tuner.runs.trials import read_trials
 
     run = RunDir(run_dir.parent, run_dir.name)
     spans = []

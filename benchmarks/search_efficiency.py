@@ -49,7 +49,7 @@ def run_space(raw: dict, store: Path, storage: Path, name: str, num_cpus: int) -
     from tuner.search.experiment import run_search
     from tuner.runs.run_dir import RunDir
     from tuner.space.parse import parse_space
-    from tuner.runs.trial_records import read_condition
+    from tuner.runs.trials import read_condition
 
     text = yaml.safe_dump(raw, sort_keys=False)
     space = parse_space(raw, f"search_efficiency:{name}")

@@ -93,7 +93,7 @@ def main() -> int:
     from tuner.search.experiment import run_search
     from tuner.runs.run_dir import RunDir
     from tuner.space.parse import load_space
-    from tuner.runs.trial_records import read_trials
+    from tuner.runs.trials import read_trials
 
     print(f"machine: {describe_machine()}")
     print(f"load average before: {load()}")

@@ -136,13 +136,19 @@ def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike, old: str | os
 @contextlib.contextmanager
 def building_dir(target: str | os.PathLike, old: str | os.PathLike | None = None) -> Iterator[Path]:
     """A fresh hidden folder beside `target` to build it in: when the block ends without an error, the folder
-    replaces `target` (`replace_dir`, with `old`); it is removed whatever happens."""
+    replaces `target` (`replace_dir`, with `old`); it is removed whatever happens. A failure on a full disk
+    (`no_space_left`, looked at while the partial folder still holds the space) is DiskFull naming `target`'s
+    folder."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
         replace_dir(tmp, target, old=old)
+    except Exception as exc:
+        if no_space_left(exc, target.parent):   # before the removal below frees space
+            raise disk_full(target.parent) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

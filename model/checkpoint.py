@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from model.atomic_files import building_dir, disk_full, no_space_left
+from model.atomic_files import building_dir
 from model.errors import UserError
 from model.safe_load import load_torch
 
@@ -43,15 +43,11 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any],
 
     directory = Path(directory)
     old = directory.with_name(directory.name + ".old")   # find_checkpoint looks there after a crash mid-swap
-    try:
-        with building_dir(directory, old=old) as tmp:
-            torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
-            for name, write in (extra_files or {}).items():
-                write(tmp / name)
-    except Exception as exc:
-        if no_space_left(exc, directory.parent):   # torch.save says "unexpected pos" on a full disk
-            raise disk_full(directory.parent) from None
-        raise
+    # a full disk is DiskFull; torch.save's error there is a RuntimeError ("unexpected pos"), told by the disk
+    with building_dir(directory, old=old) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp / STATE_FILE)
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
     return directory
 
 

@@ -178,57 +178,58 @@ class TrainConfig:
                 self._invalid(f.name, "a finite number (not NaN or infinity)")
 
     def validate(self) -> None:
-        bad = self._invalid
         self._check_numbers()
         if self.temporal not in TEMPORAL_MODULES:
-            bad("temporal", "one of " + ", ".join(TEMPORAL_MODULES))
+            self._invalid("temporal", "one of " + ", ".join(TEMPORAL_MODULES))
         if self.temporal == "triplet" and self.chunks_per_sentence < self.triplet_window + 2:
-            bad("chunks_per_sentence", f">= triplet_window + 2 = {self.triplet_window + 2} for temporal=triplet "
-                "(a negative must lie farther than the window)")
+            self._invalid("chunks_per_sentence", f">= triplet_window + 2 = {self.triplet_window + 2} for "
+                          "temporal=triplet (a negative must lie farther than the window)")
         if not self.triplet_margin > 0:
-            bad("triplet_margin", "a number > 0")
+            self._invalid("triplet_margin", "a number > 0")
         if self.triplet_weight < 0:
-            bad("triplet_weight", "a number >= 0")
+            self._invalid("triplet_weight", "a number >= 0")
         if not 0 < self.labeled_ratio <= 1:
-            bad("labeled_ratio", "a number in (0, 1]")
+            self._invalid("labeled_ratio", "a number in (0, 1]")
         if not self.attributes or any(a not in ATTRIBUTES for a in self.attributes) \
                 or len(set(self.attributes)) != len(self.attributes):
-            bad("attributes", "a non-empty list of distinct names from act, dom, val")
+            self._invalid("attributes", "a non-empty list of distinct names from act, dom, val")
         if self.attribute_weights is not None:
             weights = self.attribute_weights
             if any(a not in self.attributes for a in weights) or any(w < 0 for w in weights.values()) \
                     or not any(weights.get(a, 1.0) > 0 for a in self.attributes):
-                bad("attribute_weights", f"weights >= 0 for trained attributes ({', '.join(self.attributes)}), "
-                    "not all 0, e.g. act=2,val=1 (a missing attribute weighs 1)")
+                self._invalid("attribute_weights", "weights >= 0 for trained attributes "
+                              f"({', '.join(self.attributes)}), not all 0, e.g. act=2,val=1 (a missing attribute "
+                              "weighs 1)")
         if self.init_model is not None and not self.init_model.strip():
-            bad("init_model", "a model file path or null")
+            self._invalid("init_model", "a model file path or null")
         if self.cv_folds != 0 and not 2 <= self.cv_folds <= 100:
-            bad("cv_folds", "0 (train on Train, select on Validation) or an integer >= 2 and <= 100 (folds)")
+            self._invalid("cv_folds",
+                          "0 (train on Train, select on Validation) or an integer >= 2 and <= 100 (folds)")
         if self.cv_group not in CV_GROUPS:
-            bad("cv_group", "one of " + ", ".join(CV_GROUPS))
+            self._invalid("cv_group", "one of " + ", ".join(CV_GROUPS))
         if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
+            self._invalid("optimizer", "one of " + ", ".join(OPTIMIZERS))
         for key in ("lr_sgd", "lr_adam", "lr_top"):
             if not getattr(self, key) > 0:
-                bad(key, "a number > 0")
+                self._invalid(key, "a number > 0")
         if not 0 <= self.momentum < 1:
-            bad("momentum", "a number in [0, 1)")
+            self._invalid("momentum", "a number in [0, 1)")
         if self.weight_decay < 0:
-            bad("weight_decay", "a number >= 0")
+            self._invalid("weight_decay", "a number >= 0")
         if not 0 <= self.dropout < 1:
-            bad("dropout", "a number in [0, 1)")
+            self._invalid("dropout", "a number in [0, 1)")
         if not 0 < self.width <= 4:
-            bad("width", "a number in (0, 4]")
+            self._invalid("width", "a number in (0, 4]")
         if not 0 <= self.specaug_prob <= 1:
-            bad("specaug_prob", "a number in [0, 1] (0 = no augmentation)")
+            self._invalid("specaug_prob", "a number in [0, 1] (0 = no augmentation)")
         if not 1 <= self.specaug_freq_width <= 128:
-            bad("specaug_freq_width", "an integer in [1, 128] (mel bands)")
+            self._invalid("specaug_freq_width", "an integer in [1, 128] (mel bands)")
         if not 1 <= self.specaug_time_width <= self.chunk_frames:
-            bad("specaug_time_width", f"an integer in [1, chunk_frames={self.chunk_frames}] (frames)")
+            self._invalid("specaug_time_width", f"an integer in [1, chunk_frames={self.chunk_frames}] (frames)")
         if self.precision not in PRECISIONS:
-            bad("precision", "one of " + ", ".join(PRECISIONS))
+            self._invalid("precision", "one of " + ", ".join(PRECISIONS))
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            bad("device", "auto, cpu, cuda or cuda:N")
+            self._invalid("device", "auto, cpu, cuda or cuda:N")
 
 
 def _optional(tp: Any) -> tuple[Any, bool]:

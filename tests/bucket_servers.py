@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tune_helpers import free_port
+
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 BUCKET_ENV = {
@@ -26,18 +28,12 @@ BUCKET_ENV = {
 }
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class ObjectServer:
     """One server process: `kind` is "s3" (moto) or "gcs" (gcp-storage-emulator), with one bucket."""
 
     def __init__(self, kind: str, root: Path, bucket: str = "tuner-test", auth: bool = False):
         self.kind, self.root, self.bucket = kind, root, bucket
-        self.port = free_port()
+        self.port = free_port(HOST)
         self.endpoint = f"{HOST}:{self.port}"
         if kind == "s3":
             args = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tune_helpers import free_port
+
 HOST = "127.0.0.2"
 NODE = "tnode"
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel")
@@ -25,14 +27,8 @@ def _program(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def slurm_conf(root: Path, munge_socket: Path, kill_wait: int) -> str:
-    ctld_port, slurmd_port = _free_port(), _free_port()
+    ctld_port, slurmd_port = free_port(HOST), free_port(HOST)
     return f"""\
 ClusterName=tunertest
 SlurmctldHost={socket.gethostname().split('.')[0]}({HOST})

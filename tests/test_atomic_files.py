@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from model.errors import UserError
 from model.locks import LockHeld, lock_path, writer_lock
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def _child(code: str) -> subprocess.Popen:
@@ -203,10 +194,10 @@ def test_run_lock_local_and_bucket(tmp_path):
         with pytest.raises(LockHeld, match="delete mock:///bucket/results/.r2.lock"):
             with bucket.sole_driver():
                 pass
-    assert bucket._remote_holder(lock) is None     # released
+    assert bucket._remote_holder() is None     # released
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
     with bucket.fs.open_output_stream(lock) as f:   # left by a killed driver of this host
         f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x"}).encode())
     with bucket.sole_driver():
-        assert bucket._remote_holder(lock)["pid"] == os.getpid()
+        assert bucket._remote_holder()["pid"] == os.getpid()

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from conftest import REFERENCE_MODELS
+from tune_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 NORM_TERMS = REFERENCE_MODELS / "NormTerm"
@@ -64,14 +65,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         elif path.is_file():
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---- shared inputs -------------------------------------------------------------------------------
@@ -1118,6 +1111,28 @@ def test_a_full_disk_is_exit_2_naming_it(world, small_disk):
     assert not world.logs.exists() or not list(world.logs.iterdir())
 
 
+def test_a_checkpoint_writer_failing_on_a_full_disk_is_the_full_disk_error(small_disk):
+    """A checkpoint's writer that fails on a full disk with an error other than OSError (torch.save's "unexpected
+    pos") after closing its file: the full disk is looked at before the partial checkpoint is removed, which
+    frees the space (it was looked at after, and the error escaped as a bug)."""
+    from model.atomic_files import DiskFull
+    from model.checkpoint import write_checkpoint
+
+    def fill_then_fail(path: Path) -> None:
+        try:
+            with open(path, "wb", buffering=0) as f:
+                while True:
+                    f.write(bytes(1 << 16))
+        except OSError:
+            pass
+        raise RuntimeError("unexpected pos")   # as torch.save's writer says after a short write
+
+    fill(small_disk, leave=256 << 10)
+    with pytest.raises(DiskFull, match=f"^{small_disk}: the disk holding it is full"):
+        write_checkpoint(small_disk / "checkpoint", {"epoch": 1}, {"big.pt": fill_then_fail})
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]   # nothing partial left
+
+
 def test_a_full_disk_export_and_confirm(world, small_disk):
     """issue 21 §6: `export` and `confirm` (its plan.json, written as its results are) on a full disk."""
     fake_run(world, small_disk)
@@ -1141,7 +1156,8 @@ def start(args: list, world: World, cwd: Path) -> subprocess.Popen:
 def test_two_trains_into_one_out(world, tmp_path):
     out = tmp_path / "r"
     first = start(["train", "--store", world.store, "--out", out, "--set", *TINY, "epochs=2"], world, tmp_path)
-    wait_for(lambda: (tmp_path / ".r.lock").exists() or first.poll() is not None, what="the first train's lock")
+    wait_until(lambda: (tmp_path / ".r.lock").exists() or first.poll() is not None, "the first train's lock",
+               timeout=120)
     second = subprocess.run(tuner_cmd(["train", "--store", world.store, "--out", out, "--set", *TINY]),
                             env=env(world.logs), capture_output=True, text=True, timeout=300)
     stdout, stderr = first.communicate(timeout=600)
@@ -1191,8 +1207,8 @@ def test_sigkill_during_prepare_then_rerun(world, tmp_path):
     shutil.copytree(world.store, store)   # an existing store being rebuilt (--force)
     before = snapshot(store)
     proc = start(["prepare", world.corpus, "--out", store, "--force", "--workers", "1"], world, tmp_path)
-    wait_for(lambda: any((t / "raw.f32").exists() for t in tmp_path.glob(".s.store.tmp-*")) or proc.poll() is not None,
-             what="prepare's temporary build folder")
+    wait_until(lambda: any((t / "raw.f32").exists() for t in tmp_path.glob(".s.store.tmp-*"))
+               or proc.poll() is not None, "prepare's temporary build folder", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert snapshot(store) == before                     # the old store is intact
@@ -1213,7 +1229,7 @@ def test_sigkill_during_train_then_resume(world, tmp_path):
         return proc.poll() is not None or (
             (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 1)
 
-    wait_for(one_epoch_checkpointed, what="the first epoch")
+    wait_until(one_epoch_checkpointed, "the first epoch", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (tmp_path / ".r.lock").exists()   # left by the killed process

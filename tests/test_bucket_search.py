@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tuner.runs.trial_record import REPORTED
+from tuner.runs.checkpoint_reports import REPORTED
 from tune_helpers import SMOKE, check_study_matches_ray, end_session, kill_session, short_tmp, tuner_env
 
 NAME = "inbucket"

@@ -67,9 +67,10 @@ def test_truncated_object_is_refused_by_size(s3_server, tiny_store, tmp_path):
 
 
 def closed_port_uri(path: str) -> str:
-    from bucket_servers import free_port
+    from bucket_servers import HOST
+    from tune_helpers import free_port
 
-    return f"s3://tuner-test/{path}?endpoint_override=127.0.0.1:{free_port()}&scheme=http&region=us-east-1"
+    return f"s3://tuner-test/{path}?endpoint_override={HOST}:{free_port(HOST)}&scheme=http&region=us-east-1"
 
 
 def cli_all(commands: list[list[str]], cwd: Path, timeout: float = 120) -> list[tuple[subprocess.CompletedProcess, float]]:

@@ -9,7 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tune_helpers import REPO, kill_session, short_tmp, tuner_env
+from tune_helpers import REPO, kill_session, short_tmp, tuner_env, wait_until
 
 SCORES = [0.5, 0.6, 0.7, 0.4, 0.3]   # epochs 3's is the best; epochs 4 and 5 are worse than the first three
 
@@ -106,14 +106,6 @@ def snapshot_epoch(exp: Path) -> int | None:
             return None
         return json.loads(entry[1]).get("last_result", {}).get("training_iteration")
     return None
-
-
-def wait_until(check, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def test_a_driver_killed_after_worse_epochs_resumes_the_trial_from_its_snapshots_checkpoint(tmp_path):

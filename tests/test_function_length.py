@@ -1,6 +1,5 @@
 """No function in model/ or tuner/ is over 60 lines (read with `ast`: from its `def` to its last line,
-docstring included), except those named in LONG with the reason a split would hurt reading
-(docs/architecture.md, "Function length")."""
+docstring included), no exceptions (docs/architecture.md, "Function length")."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +7,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 60
-LONG: dict[str, str] = {}   # "path::qualified name" -> why it stays whole
 
 
 def long_functions() -> dict[str, int]:
@@ -29,10 +27,6 @@ def long_functions() -> dict[str, int]:
     return found
 
 
-def test_no_function_over_the_limit_but_the_listed_ones():
-    over = {name: lines for name, lines in long_functions().items() if name not in LONG}
+def test_no_function_over_the_limit():
+    over = long_functions()
     assert not over, f"functions over {LIMIT} lines: {over}"
-
-
-def test_every_listed_function_is_still_long():
-    assert set(LONG) <= set(long_functions()), "a listed function is now short: take it off LONG"

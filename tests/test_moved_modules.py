@@ -40,6 +40,15 @@ def test_pre_move_searcher_state_loads_into_the_moved_sampler():
     assert type(state["_space"]) is SpaceSampler
 
 
+def test_a_sampler_pickled_before_the_space_schema_module_loads():
+    """SpaceSampler lived in tuner/search_space.py before tuner/space_schema.py: a searcher pickled then names
+    it there (pickle's GLOBAL opcode, as in such a file)."""
+    from tuner.space.schema import SpaceSampler, condition_label
+
+    assert pickle.loads(b"ctuner.search_space\nSpaceSampler\n.") is SpaceSampler
+    assert pickle.loads(b"ctuner.search_space\ncondition_label\n.") is condition_label
+
+
 def test_every_old_module_name_leads_to_the_new_module():
     for old, new in tuner.MOVED.items():
         stub = importlib.import_module(old)

@@ -29,17 +29,11 @@ import pytest
 import yaml
 
 from malloc_probe import BLOCK_FAULTS
-from tune_helpers import SMOKE, experiment_trials, result_rows
+from tune_helpers import SMOKE, experiment_trials, free_port, trial_rows
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 HOST = "127.0.0.2"
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class LoopbackCluster:
@@ -50,7 +44,7 @@ class LoopbackCluster:
         self.token_path = root / "auth_token"
         self.token_path.write_text(secrets.token_hex(32))
         self.token_path.chmod(0o600)
-        self.port = free_port()
+        self.port = free_port(HOST)
         self.address = f"{HOST}:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
         self.tmp_dirs: list[Path] = []
@@ -71,7 +65,7 @@ class LoopbackCluster:
 
     def _start(self, name: str, args: list[str], **env: str) -> None:
         # several nodes share one address: give each its own ports (some defaults are fixed numbers)
-        ports = [f"--{option}={free_port()}" for option in (
+        ports = [f"--{option}={free_port(HOST)}" for option in (
             "object-manager-port", "node-manager-port", "dashboard-agent-listen-port",
             "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
         log = open(self.root / f"{name}.log", "w")
@@ -420,11 +414,6 @@ def long_trials_space(tmp: Path, epochs: int, trials: int = 2) -> Path:
     path = tmp / "long.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
-
-
-def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
-    return {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
-            for t in experiment_trials(exp_dir) if t.get("relative_logdir")}
 
 
 def bucket_store(server, tiny_store, prefix: str) -> str:

@@ -151,7 +151,7 @@ def test_confirm_compares_each_attribute_on_its_own_ccc(searched):
 
 
 def record(label: str, attributes, checkpoints=("checkpoint_000000",)):
-    from tuner.runs.trial_records import TrialRecord
+    from tuner.runs.trials import TrialRecord
 
     return TrialRecord(label, f"t_{label[-3:]}", "TERMINATED", {"attributes": attributes}, f"trial_{label[-3:]}",
                        checkpoints=list(checkpoints), best={"val_ccc_mean": 0.1, "training_iteration": 1,

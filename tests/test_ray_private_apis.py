@@ -93,7 +93,7 @@ def test_trial_checkpoint_and_storage():
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment import Trial
 
-    users, why = ("tuner/runs/trial_record.py, tuner/runs/tensorboard_log.py",
+    users, why = ("tuner/runs/checkpoint_reports.py, tuner/runs/tensorboard_log.py",
                   "a restarted trial's rows and curve are made to match the checkpoint Ray restarts it from")
     _need(isinstance(vars(Trial).get("checkpoint"), property), "Trial.checkpoint (DeveloperAPI)", users, why)
     _need("self.storage" in inspect.getsource(Trial.set_storage), "Trial.storage (DeveloperAPI)", users, why)

@@ -216,7 +216,7 @@ def test_study_rebuilt_from_records_matches_the_stored_study(report_run):
     from tuner.runs.studies import load_studies
     from tuner.answers.report.data import scored_view, study_from_records
     from tuner.runs.run_dir import open_run
-    from tuner.runs.trial_records import read_trials
+    from tuner.runs.trials import read_trials
 
     run = open_run(NAME, str(report_run))
     manifest = run.read_manifest()
@@ -239,7 +239,7 @@ def test_a_whole_study_lacks_none_of_the_trials_ray_finished(report_run):
     from tuner.runs.studies import load_studies
     from tuner.answers.report.data import study_gaps
     from tuner.runs.run_dir import RunDir
-    from tuner.runs.trial_records import read_trials
+    from tuner.runs.trials import read_trials
 
     run = RunDir(report_run, NAME)
     manifest = run.read_manifest()

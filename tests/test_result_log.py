@@ -1,7 +1,7 @@
 """result.json of a trial retried within one driver keeps every reported epoch (tuner.runs.result_log), while a
 trial restored by a new driver still continues the storage's copy; Ray's own JSON logger is run on the
 same events to show the gap it leaves. A trial restarted from its checkpoint at epoch k holds epochs 1..k
-once, whatever the killed driver had uploaded (tuner.runs.trial_record)."""
+once, whatever the killed driver had uploaded (tuner.runs.checkpoint_reports)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pyarrow.fs
 from ray.tune.logger import JsonLoggerCallback
 
 from tuner.runs.result_log import ResultJsonLogger
-from tuner.runs.trial_record import REPORTED
+from tuner.runs.checkpoint_reports import REPORTED
 
 
 class Trial:
@@ -138,7 +138,7 @@ def test_rows_the_killed_driver_had_not_uploaded_come_from_the_checkpoint(tmp_pa
 def test_a_trial_the_study_had_finished_keeps_its_record(tmp_path):
     # ended at once under `resume` (tuner.search.experiment.kept_finished): nothing is trained again, so its stored
     # rows past Ray's snapshot, up to its newest checkpoint, are its record
-    from tuner.runs.trial_record import keep_as_recorded
+    from tuner.runs.checkpoint_reports import keep_as_recorded
 
     second = killed_driver(tmp_path, uploaded=4)
     second.trial_id = "finished-in-study"
@@ -155,7 +155,7 @@ def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_a
     # ASHA stopped it at epoch 2 after Ray's last snapshot (which named epoch 1's checkpoint and uploaded row 1)
     # and the driver was killed before uploading row 2; its study holds epochs 1-2, and so does its newest
     # checkpoint, uploaded by its worker before it reported epoch 2
-    from tuner.runs.trial_record import keep_as_recorded
+    from tuner.runs.checkpoint_reports import keep_as_recorded
 
     second = killed_driver(tmp_path, uploaded=1)
     second.trial_id = "stopped-after-the-snapshot"
@@ -173,7 +173,7 @@ def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_a
 def test_a_damaged_reports_file_keeps_the_stored_rows_with_a_warning(tmp_path, capsys):
     """issue 21 §1: a checkpoint's reported.json cut short or of another shape is named on stderr and the trial's
     stored rows are kept (as for a checkpoint written before reports were kept), not a crash of the driver."""
-    from tuner.runs.trial_record import read_reported
+    from tuner.runs.checkpoint_reports import read_reported
 
     second = killed_driver(tmp_path, uploaded=4)
     second.checkpoint_at(2)

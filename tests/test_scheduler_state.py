@@ -11,7 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tuner.runs.run_dir import RunDir
 from tuner.search.scheduler_state import ResumableASHA, finished_in_study
-from tuner.runs.trial_records import TrialRecord
+from tuner.runs.trials import TrialRecord
 
 METRIC = "val_ccc_mean"
 

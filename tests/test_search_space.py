@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from model.config import TrainConfig
-from tuner.space.parse import SpaceError, SpaceSampler, condition_label, load_space, parse_space
+from tuner.space.parse import SpaceError, load_space, parse_space
+from tuner.space.schema import SpaceSampler, condition_label
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuner.runs.trial_record import REPORTED
+from tuner.runs.checkpoint_reports import REPORTED
 from tune_helpers import (SMOKE, experiment_trials, kill_session, result_rows, searcher_study, short_tmp, tuner,
                           tuner_env)
 
@@ -138,7 +138,7 @@ def stopped_but_running(run_dir: Path, label: str) -> str | None:
     still lists it running with a result: what a driver killed between the two leaves (None: none now)."""
     from tuner.runs.studies import load_studies
     from tuner.runs.run_dir import RunDir
-    from tuner.runs.trial_records import read_condition
+    from tuner.runs.trials import read_condition
 
     run = RunDir(run_dir.parent, run_dir.name)
     try:

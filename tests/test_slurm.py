@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from slurm_cluster import HOST, SlurmCluster, missing_programs
-from tune_helpers import REPO, SMOKE, experiment_trials, result_rows, tuner
+from tune_helpers import REPO, SMOKE, experiment_trials, free_port, trial_rows, tuner
 
 SBATCH = REPO / "cluster" / "slurm" / "search.sbatch"
 NAME = "slurm"
@@ -77,26 +77,18 @@ def slurm():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def job_env(slurm: SlurmCluster, store: Path, storage: Path, ray_tmp: Path) -> dict[str, str]:
     """What a user exports before `sbatch`: the run, the store as a URI (copied to the node by the
     job), token auth with a token of this test's own, and free ports for Ray on 127.0.0.2."""
     token = slurm.root / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    ports = " ".join(f"--{option}={free_port()}" for option in (
+    ports = " ".join(f"--{option}={free_port(HOST)}" for option in (
         "object-manager-port", "node-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
         "runtime-env-agent-port", "metrics-export-port"))
     env = {k: v for k, v in slurm.env.items() if not k.startswith("RAY_")}
     env.update(TUNER_NAME=NAME, TUNER_SPACE=str(SMOKE), TUNER_STORE=f"file://{store}", TUNER_STORAGE=str(storage),
-               TUNER_PYTHON=sys.executable, TUNER_RAY_PORT=str(free_port()),
+               TUNER_PYTHON=sys.executable, TUNER_RAY_PORT=str(free_port(HOST)),
                TUNER_RAY_ARGS=f"{ports} --include-dashboard=false", TUNER_STOP_WAIT="60",
                RAY_AUTH_TOKEN_PATH=str(token), RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(REPO),
                DEEPEMOCLUSTER_STORE_CACHE=str(slurm.root / "node-cache"),
@@ -115,14 +107,9 @@ def wait_for(check, what: str, slurm: SlurmCluster, out: Path, timeout: float):
                          f"{out.read_text() if out.exists() else '(none)'}\n{slurm.logs()}")
 
 
-def trial_rows(storage: Path) -> dict[str, list[dict]]:
-    rows = {}
-    for label in LABELS:
-        exp = storage / NAME / label
-        for t in experiment_trials(exp):
-            if t.get("relative_logdir"):
-                rows[t["trial_id"]] = result_rows(exp / t["relative_logdir"])
-    return rows
+def run_rows(storage: Path) -> dict[str, list[dict]]:
+    """trial id -> its result rows, over the run's conditions."""
+    return {trial: rows for label in LABELS for trial, rows in trial_rows(storage / NAME / label).items()}
 
 
 def job_processes(ray_tmp: Path) -> list[int]:
@@ -170,8 +157,8 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
     job_id = submit.stdout.strip().split(";")[0]
     try:
         # mid-search: a trial has reported an epoch, and the run is far from done (8 trials x <= 4 epochs)
-        wait_for(lambda: any(trial_rows(storage).values()), "a trial's first epoch", slurm, out, 300)
-        before = trial_rows(storage)
+        wait_for(lambda: any(run_rows(storage).values()), "a trial's first epoch", slurm, out, 300)
+        before = run_rows(storage)
         assert sum(len(r) for r in before.values()) < 8, before
         assert job_processes(ray_tmp), "the job's Ray processes are not recognisable by their RAY_TMPDIR"
         subprocess.run([*STOPS[stop], job_id], env=env, check=True, timeout=30)
@@ -217,7 +204,7 @@ def test_search_job_stopped_by_slurm_requeues_and_finishes_the_run(slurm, tiny_s
     for label in LABELS:
         trials = experiment_trials(storage / NAME / label)
         assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials), (label, trials)
-    after = trial_rows(storage)
+    after = run_rows(storage)
     for trial_id, rows in after.items():
         epochs = [r["training_iteration"] for r in rows]
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)

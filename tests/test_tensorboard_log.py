@@ -15,7 +15,7 @@ from tensorboard.util import tensor_util
 
 from tuner.space.parse import parse_space
 from tuner.runs.tensorboard_log import TensorBoardCallback, hparam_metric_tags, write_experiment_summary
-from tuner.runs.trial_record import REPORTED
+from tuner.runs.checkpoint_reports import REPORTED
 
 SPACE = {
     "metric": "val_ccc_mean", "mode": "max",
@@ -166,7 +166,7 @@ def test_a_trial_the_study_finished_after_the_snapshot_gets_the_epoch_it_ended_a
     # ASHA stopped it at epoch 2 after Ray's last snapshot, which named epoch 1's checkpoint; the killed driver
     # logged epoch 1 only; `resume` ends it at once (tuner.search.experiment.kept_finished): its curve is the epochs of
     # its newest checkpoint, the ones its study holds
-    from tuner.runs.trial_record import keep_as_recorded
+    from tuner.runs.checkpoint_reports import keep_as_recorded
 
     trial, storage = _restarted(tmp_path, killed_epochs=1, checkpoint_epochs=2)
     trial.trial_id = "stopped-after-the-snapshot"

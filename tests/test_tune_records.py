@@ -7,15 +7,16 @@ import json
 import pytest
 
 from model.errors import UserError
+from model.metrics import beats
 from tuner.runs.export import export_best, target_paths
 from tuner.runs.run_dir import RunDir, check_name, open_run
-from tuner.runs.trial_records import TrialRecord, better, checkpoint_for, pareto_front, ranked, read_condition
+from tuner.runs.trials import TrialRecord, checkpoint_for, pareto_front, ranked, read_condition
 
 
 def record(tid: str, rows: list[dict], checkpoints=()) -> TrialRecord:
     rec = TrialRecord("all", tid, "TERMINATED", {}, f"trial_{tid}", rows, list(checkpoints))
     for row in rows:
-        if better(row.get("m"), rec.best_value("m") if rec.best else None, "max"):
+        if beats(row.get("m"), rec.best_value("m") if rec.best else None, "max"):
             rec.best = row
     return rec
 
@@ -58,8 +59,8 @@ def test_manifest_writes_are_atomic_and_round_trip(tmp_path):
 
 
 def test_better_and_ranked_use_the_mode_and_ignore_nan():
-    assert better(2.0, 1.0, "max") and not better(2.0, 1.0, "min")
-    assert better(1.0, None, "max") and not better(float("nan"), 1.0, "max") and better(1.0, float("nan"), "min")
+    assert beats(2.0, 1.0, "max") and not beats(2.0, 1.0, "min")
+    assert beats(1.0, None, "max") and not beats(float("nan"), 1.0, "max") and beats(1.0, float("nan"), "min")
     recs = [record("a", [{"m": 0.1}, {"m": 0.5}]), record("b", [{"m": 0.3}]), record("c", [])]
     assert [r.trial_id for r in ranked(recs, "m", "max")] == ["a", "b"]   # best epoch counts; no result: left out
     assert [r.trial_id for r in ranked(recs, "m", "min")] == ["b", "a"]

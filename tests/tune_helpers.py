@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -48,9 +50,32 @@ def experiment_trials(exp_dir: Path) -> list[dict]:
 
 def result_rows(trial_dir: Path) -> list[dict]:
     """The complete rows of a trial's result.json."""
-    from tuner.runs.trial_record import read_rows
+    from tuner.runs.checkpoint_reports import read_rows
 
     return read_rows(trial_dir / "result.json")
+
+
+def trial_rows(exp_dir: Path) -> dict[str, list[dict]]:
+    """trial id -> the complete rows of its result.json, for every trial of the experiment that has a folder."""
+    return {t["trial_id"]: result_rows(exp_dir / t["relative_logdir"])
+            for t in experiment_trials(exp_dir) if t.get("relative_logdir")}
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll `check` until it returns a true value, which is returned; AssertionError naming `what` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def free_port(host: str) -> int:
+    """A TCP port free on `host` now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def searcher_study(exp_dir: Path):

@@ -19,9 +19,9 @@ import sys
 # old module name -> the module (or modules, when it was split) its names are in now
 MOVED: dict[str, str | tuple[str, ...]] = {
     "tuner.uris": "tuner.storage.uris", "tuner.store_sync": "tuner.storage.store_sync",
-    "tuner.space_schema": "tuner.space.schema", "tuner.search_space": "tuner.space.parse",
+    "tuner.space_schema": "tuner.space.schema", "tuner.search_space": ("tuner.space.parse", "tuner.space.schema"),
     "tuner.run_dir": "tuner.runs.run_dir", "tuner.optuna_studies": "tuner.runs.studies",
-    "tuner.trial_records": "tuner.runs.trial_records", "tuner.trial_record": "tuner.runs.trial_record",
+    "tuner.trial_records": "tuner.runs.trials", "tuner.trial_record": "tuner.runs.checkpoint_reports",
     "tuner.result_log": "tuner.runs.result_log", "tuner.tensorboard_log": "tuner.runs.tensorboard_log",
     "tuner.run_summary": "tuner.runs.summary", "tuner.export": "tuner.runs.export",
     "tuner.experiment": "tuner.search.experiment", "tuner.trainable": "tuner.search.trainable",

@@ -11,7 +11,7 @@ from typing import Any
 from model.errors import UserError
 from model.json_shape import Map, shape_problem
 from tuner.runs.run_dir import RunDir
-from tuner.runs.trial_records import read_condition
+from tuner.runs.trials import read_condition
 from tuner.storage.uris import display_uri
 
 EXPERIMENT = "confirm"                 # RUN/confirm: the Ray experiment, the plan and the results

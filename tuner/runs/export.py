@@ -12,7 +12,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -23,7 +23,7 @@ from model.errors import UserError
 from tuner.runs.run_dir import RunDir, space_from_manifest
 from tuner.space.schema import trial_threads
 from tuner.storage.uris import join_uri
-from tuner.runs.trial_records import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
+from tuner.runs.trials import TrialRecord, checkpoint_for, pareto_front, ranked, read_trials, trial_warnings
 
 SAFE_LABEL = str.maketrans({"/": "_", " ": "_", ",": "_"})
 
@@ -104,7 +104,7 @@ def target_paths(out: Path, picks: list) -> list[Path]:
 
 def write_exports(out: Path, picks: list, make_doc: Callable[[Any, Path], dict[str, Any]], overall: Any,
                   note: str, file_entry: Callable[[Any, Path], dict[str, Any]], force: bool,
-                  comment: list[str] = ()) -> list[Path]:
+                  comment: Sequence[str] = ()) -> list[Path]:
     """Write one file per pick (and FILE for `overall` listing them, when there are several); each file
     starts with the `comment` lines (as YAML comments)."""
     paths = target_paths(out, picks)

@@ -10,7 +10,7 @@ overwritten by the older copy (a trial killed in its third epoch read epochs 1, 
 trial's first start in a driver takes the storage's copy; later starts keep the rows this driver wrote.
 A driver killed while uploading leaves the storage's copy short of the checkpoint Ray restarts from, or
 past it: on every start from a checkpoint the rows become that checkpoint's epochs, each once
-(tuner.runs.trial_record).
+(tuner.runs.checkpoint_reports).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.logger import JsonLoggerCallback
 
 from model.atomic_files import atomic_write
-from tuner.runs.trial_record import checkpoint_reports, read_rows, restored_rows
+from tuner.runs.checkpoint_reports import checkpoint_reports, read_rows, restored_rows
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

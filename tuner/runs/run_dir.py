@@ -160,7 +160,8 @@ class RunDir:
     # ---- one driver at a time ----------------------------------------------------------------
     @contextlib.contextmanager
     def sole_driver(self) -> Iterator[None]:
-        """Held by `run` and `resume` for as long as they drive the run: a second one fails naming the holder.
+        """Held by `run`, `resume` and `confirm` for as long as they drive the run: a second one fails naming
+        the holder.
 
         Local storage (and file://): model.locks.writer_lock on STORAGE/.NAME.lock. A bucket has no
         file locks: the lock object STORAGE/.NAME.lock names its holder and is refused while it
@@ -175,22 +176,21 @@ class RunDir:
                           file=sys.stderr)
                 yield
             return
-        parent, _, name = self._root.rpartition("/")
-        lock = self._remote_lock()
-        holder = self._remote_holder(lock)
-        if holder is not None and not holder_gone(holder):
+        holder = self.lock_holder()
+        if holder is not None:
             raise LockHeld(f"{self}: {what} is in use by another process ({describe_holder(holder)}); "
                            f"wait for it to finish; if that process is gone, delete "
-                           f"{display_uri(join_uri(self.storage, f'.{name}.lock'))}")
+                           f"{display_uri(join_uri(self.storage, f'.{self.name}.lock'))}")
         me = holder_info()
+        lock = self._remote_lock()
         with self._reaching():
-            self.fs.create_dir(parent, recursive=True)
+            self.fs.create_dir(lock.rpartition("/")[0], recursive=True)
             with self.fs.open_output_stream(lock) as f:
                 f.write(json.dumps(me).encode())
         try:
             yield
         finally:
-            if self._remote_holder(lock) == me:
+            if self._remote_holder() == me:
                 with self._reaching():
                     self.fs.delete_file(lock)
 
@@ -199,16 +199,17 @@ class RunDir:
         None when none does. Only looks: nothing is locked or created."""
         if self.local is not None:
             return current_holder(self.local)
-        holder = self._remote_holder(self._remote_lock())
+        holder = self._remote_holder()
         return None if holder is None or holder_gone(holder) else holder
 
     def _remote_lock(self) -> str:
         parent, _, name = self._root.rpartition("/")
         return f"{parent}/.{name}.lock"
 
-    def _remote_holder(self, lock: str) -> dict[str, Any] | None:
+    def _remote_holder(self) -> dict[str, Any] | None:
         import pyarrow.fs
 
+        lock = self._remote_lock()
         with self._reaching():
             if self.fs.get_file_info(lock).type == pyarrow.fs.FileType.NotFound:
                 return None

@@ -116,15 +116,29 @@ def storage_setting(manifest: dict[str, Any]) -> str | None:
     return manifest.get("optuna_storage")
 
 
+def storage_location(run: RunDir, setting: str) -> str:
+    """The run's Optuna storage as a user finds it: the journal file (this machine's copy for a bucket run), or
+    the RDB URL."""
+    return str(journal_path(run)) if setting == JOURNAL_STORAGE else setting
+
+
+def storage_file(run: RunDir, setting: str) -> Path | None:
+    """The file holding the run's Optuna storage: the journal, or an `sqlite:///PATH` database (None for
+    another database)."""
+    if setting == JOURNAL_STORAGE:
+        return journal_path(run)
+    return Path(setting.removeprefix("sqlite:///")) if setting.startswith("sqlite:///") else None
+
+
 def open_storage(run: RunDir, setting: str) -> "optuna.storages.BaseStorage":
     """The Optuna storage object of a run (one per journal file or URL in this process)."""
     import optuna
 
-    key = str(journal_path(run)) if setting == JOURNAL_STORAGE else setting
+    key = storage_location(run, setting)
     with _OPEN_LOCK:
         if key not in _OPEN:
             if setting == JOURNAL_STORAGE:
-                path = journal_path(run)
+                path = Path(key)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _OPEN[key] = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
             else:
@@ -145,7 +159,7 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
         return
     if setting == JOURNAL_STORAGE:
         fetch_journal(run)
-    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    path = storage_file(run, setting)
     if path is None:   # another database: not a file to check
         return
     if not path.is_file() or path.stat().st_size == 0:
@@ -156,15 +170,10 @@ def check_storage_kept(run: RunDir, manifest: dict[str, Any]) -> None:
         warn_cut_short(path)
 
 
-def sqlite_file(setting: str) -> Path | None:
-    """The file of an `sqlite:///PATH` storage (None for a journal or another database)."""
-    return Path(setting.removeprefix("sqlite:///")) if setting.startswith("sqlite:///") else None
-
-
 def storage_exists(run: RunDir, setting: str) -> bool:
     """Whether the run's storage is there to be read: opening a missing journal or sqlite file creates it, which
     a reading command must not do (another database: assumed there)."""
-    path = journal_path(run) if setting == JOURNAL_STORAGE else sqlite_file(setting)
+    path = storage_file(run, setting)
     return path is None or path.exists()
 
 
@@ -201,7 +210,7 @@ def load_studies(run: RunDir) -> dict[str, "optuna.Study"]:
     # a journal of junk (json.JSONDecodeError is a ValueError), or of JSON lines that are not Optuna's records:
     # replaying those fails inside Optuna with KeyError, TypeError or AssertionError ("Should not reach.")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise UserError(f"{journal_path(run) if setting == JOURNAL_STORAGE else setting}: damaged Optuna "
-                        f"storage: {exc.__class__.__name__}: {exc}") from None
+        raise UserError(f"{storage_location(run, setting)}: damaged Optuna storage: {exc.__class__.__name__}: "
+                        f"{exc}") from None
     return {c["label"]: optuna.load_study(study_name=study_name(run.name, c["label"]), storage=storage)
             for c in manifest["conditions"] if study_name(run.name, c["label"]) in names}

@@ -6,7 +6,7 @@ from typing import Any
 
 from tuner.runs.confirm_files import progress
 from tuner.runs.run_dir import RunDir, space_from_manifest
-from tuner.runs.trial_records import ranked, read_trials, trial_warnings
+from tuner.runs.trials import ranked, read_trials, trial_warnings
 
 
 def summarize(run: RunDir) -> dict[str, Any]:

@@ -8,7 +8,7 @@ every hyperparameter of the space, so that trials with conditional parameters sh
 Events are written with torch.utils.tensorboard (the project's one writer, also used by `train`; it
 needs the declared `tensorboard` package) and the HParams summaries built by TensorBoard's own
 `tensorboard.plugins.hparams` API. A trial restarted from a checkpoint (a resumed run, a retry) gets
-its curve rewritten from the reports that checkpoint holds: each of its epochs once (tuner.runs.trial_record).
+its curve rewritten from the reports that checkpoint holds: each of its epochs once (tuner.runs.checkpoint_reports).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any
 from ray.tune.logger import LoggerCallback
 from tensorboard.plugins.hparams import summary_v2 as hp
 
+from model.metrics import beats
 from tuner.runs.metric_tags import tag_for
-from tuner.runs.trial_record import checkpoint_reports
-from tuner.runs.trial_records import better
+from tuner.runs.checkpoint_reports import checkpoint_reports
 
 # Reported keys that are bookkeeping, not curves.
 SKIPPED = {"epoch", "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
@@ -176,7 +176,7 @@ class TensorBoardCallback(LoggerCallback):
         for metric, mode in zip(self.metrics, self.modes):
             if metric in result and isinstance(result[metric], (int, float)) and math.isfinite(result[metric]):
                 value = float(result[metric])
-                if better(value, self._best[trial].get(metric), mode):
+                if beats(value, self._best[trial].get(metric), mode):
                     self._best[trial][metric] = value
                 writer.add_scalar(f"best/{metric}", self._best[trial][metric], global_step=step)
         writer.flush()

@@ -26,7 +26,7 @@ from tuner.runs.run_dir import RunDir, condition_trainable, new_manifest, space_
 from tuner.space.schema import SearchSpace, SpaceSampler, best_metric, condition_label
 from tuner.search.stop_signals import ray_start, tune_stop
 from tuner.storage.store_sync import check_store
-from tuner.runs.trial_records import read_condition
+from tuner.runs.trials import read_condition
 
 LOOPBACK_IP = "127.0.0.2"   # Ray rewrites 127.0.0.1/localhost to the network address
 # Each trial keeps its CHECKPOINTS_KEPT most recent checkpoints (Ray's default order, not the best by the
@@ -265,7 +265,7 @@ def kept_finished(run: RunDir, label: str, space: SearchSpace) -> frozenset[str]
     the scheduler's decision and Ray's next snapshot): they stay finished."""
     from tuner.runs.studies import load_studies
     from tuner.search.scheduler_state import finished_in_study
-    from tuner.runs.trial_record import keep_as_recorded
+    from tuner.runs.checkpoint_reports import keep_as_recorded
 
     if storage_setting(run.read_manifest()) is None:
         return frozenset()

@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialSchedule
 
 from tuner.runs.run_dir import RunDir
 from tuner.space.schema import SearchSpace
-from tuner.runs.trial_records import TrialRecord, trial_results
+from tuner.runs.trials import TrialRecord, trial_results
 
 
 TIME_ATTR = "training_iteration"   # ASHA's time: epochs

@@ -40,7 +40,7 @@ from model.metrics import beats
 from tuner.runs.config_errors import read_config_error
 from tuner.runs.run_dir import RunDir
 from tuner.runs.studies import open_storage, study_name
-from tuner.runs.trial_records import trial_ids
+from tuner.runs.trials import trial_ids
 from tuner.storage.uris import join_uri
 
 logger = logging.getLogger(__name__)

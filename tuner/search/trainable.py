@@ -5,7 +5,7 @@ into Ray's object store), builds the Trainer from the sampled config, restores f
 last checkpoint when Ray hands one over (a retried or resumed trial), and reports the metrics and a
 checkpoint after every epoch (a callback of Trainer.fit, the one epoch loop) so that a scheduler can
 stop it between epochs. Each checkpoint also holds every epoch's report so far (`REPORTED`, JSON): the
-record a resumed driver rebuilds the trial's rows from (tuner.runs.trial_record).
+record a resumed driver rebuilds the trial's rows from (tuner.runs.checkpoint_reports).
 """
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from tuner.runs.trial_record import REPORTED, read_reported
+from tuner.runs.checkpoint_reports import REPORTED, read_reported
 from tuner.space.schema import trial_threads
 
 if TYPE_CHECKING:
     from tuner.runs.config_errors import ConfigErrorRecorder
-
-TRAINER_PEAK_RSS = "peak_rss_mb"
 
 
 def best_so_far(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
@@ -142,7 +140,7 @@ def _checkpointed(trainer, directory: str, metrics: dict[str, Any], epoch_s: flo
     trainer.save_checkpoint(directory)
     metrics["time_checkpoint_s"] = time.perf_counter() - ckpt_start
     metrics["time_run_epoch_s"] = epoch_s
-    metrics[TRAINER_PEAK_RSS] = _peak_rss_mb()
+    metrics["peak_rss_mb"] = _peak_rss_mb()
     if trainer.device.type == "cuda":  # what torch's allocator held at most (no CUDA context)
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_reserved(trainer.device) / 2**20
     metrics["epoch"] = float(trainer.epoch)

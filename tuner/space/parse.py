@@ -2,7 +2,7 @@
 
 A space is checked completely before Ray starts; every problem raises `SpaceError` naming the file,
 the key and what was expected. The result is a tuner.space.schema.SearchSpace; the define-by-run
-sampler (SpaceSampler) and condition labels live there too and are re-exported here.
+sampler (SpaceSampler) and condition labels live there too.
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from model.config import INT_RANGES, TrainConfig, field_type
 from model.errors import ConfigError
 from model.yaml_files import read_yaml
 from tuner.space.reported import check_reported
-from tuner.space.schema import (Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher,  # noqa: F401
-                                SpaceSampler, condition_label)
+from tuner.space.schema import Budget, Parameter, Resources, Scheduler, SearchSpace, Searcher
 
 # The parser's error callback: fail(key, problem) raises SpaceError naming the file, the key and the problem.
 Fail = Callable[[str, str], NoReturn]

@@ -2,8 +2,8 @@
 condition grid and labels, and the define-by-run sampler handed to OptunaSearch.
 
 tuner.space.parse parses and validates the YAML into these. `SpaceSampler` is a module-level class
-(not a closure) so that the searcher state pickles and survives a resume; tuner.space.parse
-re-exports it, so searchers pickled before this module existed still load.
+(not a closure) so that the searcher state pickles and survives a resume; searchers pickled before this
+module existed name it `tuner.search_space.SpaceSampler`, which tuner.MOVED leads here.
 """
 from __future__ import annotations
 

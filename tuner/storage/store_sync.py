@@ -25,7 +25,7 @@ from typing import Iterator
 from model.atomic_files import replace_dir
 from model.errors import StoreError
 from model.store import STORE_FILES, FeatureStore
-from tuner.storage.uris import access_error, display_uri, is_uri, open_filesystem, reaching, uri_basename
+from tuner.storage.uris import display_uri, is_uri, open_filesystem, reaching, uri_basename
 
 MANIFEST = "sync_manifest.json"    # written by upload: {file: {"size": n, "sha256": hex}}
 MARKER = "sync.json"               # written into a verified local copy before it is renamed into place
@@ -56,13 +56,11 @@ def _reaching(uri: str) -> contextlib.AbstractContextManager[None]:
 
 def _read_remote(fs, path: str, uri: str) -> bytes:
     try:
-        with fs.open_input_stream(path) as f:
+        with _reaching(uri), fs.open_input_stream(path) as f:
             return f.read()
     except FileNotFoundError:
         raise StoreError(f"store URI {display_uri(uri)!r}: {path.rsplit('/', 1)[-1]} not found; "
                          "expected a feature store folder (frames.npy, index.npy, meta.json, report.json)") from None
-    except OSError as exc:
-        raise access_error(f"store URI {display_uri(uri)}", exc, StoreError) from None
 
 
 def _remote_sizes(fs, root: str, uri: str) -> dict[str, int]:

@@ -114,7 +114,7 @@ def search_extent(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]
     """Per condition of the search: its state and how many trials it had, finished and planned (what the
     configurations to confirm were picked from; a stopped search is confirmed only with --partial)."""
     from tuner.runs.run_dir import space_from_manifest
-    from tuner.runs.trial_records import read_trials
+    from tuner.runs.trials import read_trials
 
     trials = read_trials(run, manifest)
     planned = space_from_manifest(manifest).budget.num_samples

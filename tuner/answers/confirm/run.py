@@ -54,7 +54,7 @@ def run_confirmation(run: RunDir, plan: dict[str, Any], address: str | None,
     from tuner.search.experiment import start_checked_ray
     from tuner.runs.run_dir import space_from_manifest
     from tuner.search.stop_signals import tune_stop
-    from tuner.runs.trial_records import read_condition
+    from tuner.runs.trials import read_condition
     from tuner.storage.uris import display_uri
 
     manifest = run.read_manifest()

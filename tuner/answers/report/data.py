@@ -1,7 +1,7 @@
 """What a run's report shows, gathered from its files: per condition the trial counts, compute hours,
 best configurations, rung counts, per-epoch curves, the Optuna study and its parameter importances.
 
-Everything is read without Ray: the trials from Ray's files (tuner.runs.trial_records), the Optuna studies
+Everything is read without Ray: the trials from Ray's files (tuner.runs.trials), the Optuna studies
 from the run's Optuna storage (tuner.runs.studies), rebuilt from the trial records only for a run
 made before studies were stored (see `condition_studies`). Nothing here draws or formats
 (tuner.answers.report.figures and .page do).
@@ -19,7 +19,7 @@ from tuner.runs.export import Pick, best_trials
 from tuner.runs.run_dir import RunDir, space_from_manifest
 from tuner.runs.summary import summarize
 from tuner.space.schema import SearchSpace, SpaceSampler
-from tuner.runs.trial_records import TrialRecord, read_trials
+from tuner.runs.trials import TrialRecord, read_trials
 
 TOP_CONFIGS = 3          # best configurations listed per condition
 TOP_CURVES = 5           # trials whose validation curves are highlighted
@@ -186,27 +186,20 @@ def study_gaps(manifest: dict[str, Any], studies: dict[str, Any], trials: dict[s
     return gaps
 
 
-def storage_location(run: RunDir, manifest: dict[str, Any]) -> str:
-    """The run's Optuna storage as a user finds it: the journal file, or the RDB URL."""
-    from tuner.runs.studies import JOURNAL_STORAGE, journal_path, storage_setting
-
-    setting = storage_setting(manifest)
-    return str(journal_path(run)) if setting == JOURNAL_STORAGE else str(setting)
-
-
 def condition_studies(run: RunDir, space: SearchSpace, manifest: dict[str, Any], trials: dict[str, list[TrialRecord]],
                       gaps: dict[str, str]) -> tuple[dict[str, Any], str]:
     """condition label -> the scored view of its Optuna study, and where the studies came from: the run's
     Optuna storage (tuner.runs.studies), or for a run made before studies were stored, the trial
     records. A condition whose study has not begun has none. A stored study that lacks trials Ray finished
     is said on stderr and its reason put in `gaps` (the report's notes)."""
-    from tuner.runs.studies import check_storage_kept, load_studies, storage_setting
+    from tuner.runs.studies import check_storage_kept, load_studies, storage_location, storage_setting
 
-    if storage_setting(manifest) is not None:
+    setting = storage_setting(manifest)
+    if setting is not None:
         check_storage_kept(run, manifest)
         studies = load_studies(run)
-        source = f"the run's Optuna storage ({storage_setting(manifest)})"
-        for label, gap in study_gaps(manifest, studies, trials, storage_location(run, manifest)).items():
+        source = f"the run's Optuna storage ({setting})"
+        for label, gap in study_gaps(manifest, studies, trials, storage_location(run, setting)).items():
             print(f"warning: condition {label}: {gap}", file=sys.stderr)
             gaps[label] = gap
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.answers.report.data import TOP_CURVES, ConditionReport, RunReport
-from tuner.runs.trial_records import ranked
+from tuner.runs.trials import ranked
 
 FONT = dict(family="Helvetica, Arial, sans-serif", size=13)
 HEIGHT = 380

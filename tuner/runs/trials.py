@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.errors import UserError
-from tuner.runs.config_errors import CONFIG_ERROR, read_config_error
+from model.metrics import beats
+from tuner.runs.config_errors import CONFIG_ERROR
 from tuner.runs.run_dir import RunDir
 
 
@@ -77,13 +78,6 @@ def trial_results(run: RunDir, label: str, folder: str, metric: str | None = Non
     return rows
 
 
-def better(a: float | None, b: float | None, mode: str) -> bool:
-    """True when `a` beats `b` (None or NaN always loses): the rule the trainer and the study use too."""
-    from model.metrics import beats
-
-    return beats(a, b, mode)
-
-
 def _state_error(run: RunDir, label: str, name: str, problem: str) -> UserError:
     return UserError(f"{run.child_uri(label, name)}: damaged Ray experiment state ({problem}); "
                      "`status` and `export` cannot list this condition's trials")
@@ -134,9 +128,9 @@ def read_condition(run: RunDir, label: str, metric: str, mode: str) -> list[Tria
             names = run.listdir(label, folder)
             rec.checkpoints = [n for n in names if n.startswith("checkpoint_")]
             if CONFIG_ERROR in names:   # Ray ended it as TERMINATED: it returned without a result
-                rec.config_error, rec.status = read_config_error(run, label, folder), "ERROR"
+                rec.config_error, rec.status = run.read_text(label, folder, CONFIG_ERROR).strip(), "ERROR"
         for row in rec.results:
-            if better(row.get(metric), rec.best_value(metric), mode):
+            if beats(row.get(metric), rec.best_value(metric), mode):
                 rec.best = row
         records.append(rec)
     return records

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyarrow.fs import FileSelector, FileType
+from pyarrow.fs import FileSelector, FileType, LocalFileSystem
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -31,10 +31,16 @@ REPORTED = "reported.json"   # in each trial checkpoint: the metrics reported fo
 _KEPT: set[str] = set()   # trial ids of trials ended at once, as finished (this driver process; all conditions)
 
 
-def read_reported(directory: str | Path) -> list[dict[str, Any]] | None:
-    """The reports a trial checkpoint holds (None for a checkpoint written before they were kept)."""
-    path = Path(directory) / REPORTED
-    return parse_reported(path.read_bytes(), str(path)) if path.exists() else None
+def read_reported(checkpoint: str | Path, fs: "FileSystem | None" = None) -> list[dict[str, Any]] | None:
+    """The reports a trial checkpoint folder holds, on the pyarrow filesystem `fs` (default: this machine's);
+    None for a checkpoint written before checkpoints kept them."""
+    path = Path(checkpoint, REPORTED).as_posix()
+    try:
+        with (fs or LocalFileSystem()).open_input_stream(path) as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return parse_reported(data, path)
 
 
 def parse_reported(data: bytes, where: str) -> list[dict[str, Any]] | None:
@@ -65,19 +71,9 @@ def checkpoint_reports(trial: "Trial") -> list[dict[str, Any]] | None:
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
         newest = max((info.base_name for info in fs.get_file_info(FileSelector(folder, allow_not_found=True))
                       if info.type == FileType.Directory and info.base_name.startswith("checkpoint_")), default=None)
-        return None if newest is None else _reports(fs, f"{folder}/{newest}")
+        return None if newest is None else read_reported(f"{folder}/{newest}", fs)
     checkpoint = trial.checkpoint
-    return None if checkpoint is None else _reports(checkpoint.filesystem, checkpoint.path)
-
-
-def _reports(fs: "FileSystem", checkpoint: str) -> list[dict[str, Any]] | None:
-    """The reports a checkpoint folder on `fs` holds (None: one written before checkpoints kept them)."""
-    try:
-        path = Path(checkpoint, REPORTED).as_posix()
-        with fs.open_input_stream(path) as f:
-            return parse_reported(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return None if checkpoint is None else read_reported(checkpoint.path, checkpoint.filesystem)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
