@@ -133,8 +133,9 @@ class Trainer:
                                 f"({len(train)} labeled utterances kept); remove it from `attributes`")
         if len(train) * C < cfg.num_clusters:
             raise UserError(f"the labeled training subset has {len(train)} utterances x C={C} = {len(train) * C} "
-                            f"chunks, fewer than num_clusters={cfg.num_clusters}; lower num_clusters or raise "
-                            f"labeled_ratio={cfg.labeled_ratio}")
+                            f"chunks, fewer than num_clusters={cfg.num_clusters}; lower num_clusters"
+                            + (f" or raise labeled_ratio={cfg.labeled_ratio}" if cfg.labeled_ratio < 1 else
+                               " or use a store with more Train utterances"))
         means = np.array([self.label_terms[a][0] for a in attrs])
         stds = np.array([self.label_terms[a][1] for a in attrs])
         self.train_ids = train

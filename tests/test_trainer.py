@@ -278,3 +278,12 @@ def test_a_checkpoint_keeps_the_metric_its_best_model_was_picked_by(tiny_store, 
     trial.selection = ("loss_total", "min")
     trial.restore_state(older, "an older checkpoint")
     assert trial.selection == ("val_ccc_mean", "max")
+
+
+@pytest.mark.parametrize("ratio,advice", [(1.0, "or use a store with more Train utterances"),
+                                          (0.5, "or raise labeled_ratio=0.5")])
+def test_too_many_clusters_says_what_can_be_changed(tiny_store, ratio, advice):
+    with pytest.raises(UserError, match="fewer than num_clusters=4000") as caught:
+        Trainer(config(num_clusters=4000, labeled_ratio=ratio), tiny_store)
+    assert advice in str(caught.value)
+    assert (ratio < 1) == ("raise labeled_ratio" in str(caught.value))   # 1.0 cannot be raised
